@@ -1,0 +1,132 @@
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "block/block_device.h"
+
+namespace ugfs2 {
+namespace {
+
+constexpr size_t kDirectAlign = 4096;
+
+class FileBlockDevice final : public BlockDevice {
+ public:
+  FileBlockDevice(int fd, std::string path, uint64_t size, bool direct)
+      : fd_(fd), path_(std::move(path)), size_(size), direct_(direct) {}
+  ~FileBlockDevice() override { ::close(fd_); }
+  FileBlockDevice(const FileBlockDevice&) = delete;
+  FileBlockDevice& operator=(const FileBlockDevice&) = delete;
+
+  Status ReadAt(uint64_t off, void* buf, size_t len) override {
+    if (off + len > size_) return Status::IoError("read past end of device " + path_);
+    stats_.reads++;
+    stats_.bytes_read += len;
+    if (direct_ && !Aligned(off, buf, len)) return Bounced(off, buf, len, false);
+    return Loop(off, buf, len, false);
+  }
+
+  Status WriteAt(uint64_t off, const void* buf, size_t len) override {
+    if (off + len > size_) return Status::IoError("write past end of device " + path_);
+    stats_.writes++;
+    stats_.bytes_written += len;
+    if (direct_ && !Aligned(off, buf, len)) {
+      return Bounced(off, const_cast<void*>(buf), len, true);
+    }
+    return Loop(off, const_cast<void*>(buf), len, true);
+  }
+
+  Status Flush() override {
+    stats_.flushes++;
+    if (::fdatasync(fd_) != 0) return Status::FromErrno(errno, "fdatasync " + path_);
+    return Status::Ok();
+  }
+
+  uint64_t Size() const override { return size_; }
+  std::string Describe() const override { return path_; }
+
+ private:
+  static bool Aligned(uint64_t off, const void* buf, size_t len) {
+    return off % 512 == 0 && len % 512 == 0 && reinterpret_cast<uintptr_t>(buf) % 512 == 0;
+  }
+
+  Status Loop(uint64_t off, void* buf, size_t len, bool write) {
+    auto* p = static_cast<uint8_t*>(buf);
+    while (len > 0) {
+      ssize_t n = write ? ::pwrite(fd_, p, len, static_cast<off_t>(off))
+                        : ::pread(fd_, p, len, static_cast<off_t>(off));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return Status::FromErrno(errno, std::string(write ? "pwrite " : "pread ") + path_);
+      }
+      if (n == 0) return Status::IoError("short I/O on " + path_);
+      p += n;
+      off += static_cast<uint64_t>(n);
+      len -= static_cast<size_t>(n);
+    }
+    return Status::Ok();
+  }
+
+  // O_DIRECT with an unaligned request: read-modify-write through an aligned bounce buffer.
+  Status Bounced(uint64_t off, void* buf, size_t len, bool write) {
+    uint64_t start = off / kDirectAlign * kDirectAlign;
+    uint64_t end = (off + len + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
+    if (end > size_) end = size_;
+    size_t blen = static_cast<size_t>(end - start);
+    void* raw = std::aligned_alloc(kDirectAlign, (blen + kDirectAlign - 1) / kDirectAlign * kDirectAlign);
+    if (raw == nullptr) return Status::NoSpace("bounce buffer");
+    std::unique_ptr<void, decltype(&std::free)> bounce(raw, &std::free);
+    Status st = Loop(start, raw, blen, false);
+    if (st.ok()) {
+      auto* b = static_cast<uint8_t*>(raw) + (off - start);
+      if (write) {
+        std::memcpy(b, buf, len);
+        st = Loop(start, raw, blen, true);
+      } else {
+        std::memcpy(buf, b, len);
+      }
+    }
+    return st;
+  }
+
+  int fd_;
+  std::string path_;
+  uint64_t size_;
+  bool direct_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<BlockDevice>> OpenFileBlockDevice(const std::string& path,
+                                                         const FileDeviceOptions& opts) {
+  int flags = (opts.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+  if (opts.direct) flags |= O_DIRECT;
+  int fd = ::open(path.c_str(), flags);
+  if (fd < 0) return Status::FromErrno(errno, "open " + path);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    return Status::FromErrno(e, "stat " + path);
+  }
+  uint64_t size = 0;
+  if (S_ISBLK(st.st_mode)) {
+    if (::ioctl(fd, BLKGETSIZE64, &size) != 0) {
+      int e = errno;
+      ::close(fd);
+      return Status::FromErrno(e, "BLKGETSIZE64 " + path);
+    }
+  } else if (S_ISREG(st.st_mode)) {
+    size = static_cast<uint64_t>(st.st_size);
+  } else {
+    ::close(fd);
+    return Status::Invalid(path + " is neither a regular file nor a block device");
+  }
+  return std::unique_ptr<BlockDevice>(new FileBlockDevice(fd, path, size, opts.direct));
+}
+
+}  // namespace ugfs2

@@ -1,0 +1,193 @@
+// FileSystem: one node's mount of a GFS2 volume, with a POSIX-shaped API over inode numbers.
+//
+// Inode numbers are dinode block addresses (no_addr). The API is what the FUSE layer (fuse/)
+// calls; it has no FUSE types. Every call is synchronous and thread-safe. Permission checks that
+// the kernel does with default_permissions (mode bits, sticky directories) are NOT repeated here;
+// the core does what a filesystem must do itself: setgid-directory inheritance, suid/sgid clearing
+// on chown and on write by a non-owner, size limits, name validation, nlink rules.
+//
+// Object lifetime: the kernel's lookup counts live in fuse/inode_table; the core only needs to
+// know how many opens an inode has (Open/Release) so that an unlinked inode that is still open
+// stays readable and is deallocated at its last Release (or at unmount).
+#ifndef UGFS2_SRC_FS_FILE_SYSTEM_H_
+#define UGFS2_SRC_FS_FILE_SYSTEM_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "block/block_device.h"
+#include "common/status.h"
+
+namespace ugfs2 {
+
+using InodeNo = uint64_t;
+
+struct Timespec {
+  int64_t sec = 0;
+  uint32_t nsec = 0;
+};
+
+struct Attr {
+  InodeNo ino = 0;
+  uint64_t generation = 0;
+  uint32_t mode = 0;
+  uint32_t nlink = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t rdev = 0;
+  uint64_t size = 0;
+  uint64_t blocks512 = 0;  // st_blocks (512-byte units)
+  uint32_t blksize = 0;
+  Timespec atime, mtime, ctime;
+};
+
+// Credentials of the calling process.
+struct Cred {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  pid_t pid = 0;
+  std::vector<uint32_t> groups;  // supplementary groups (may be empty)
+  bool InGroup(uint32_t g) const;
+};
+
+// Which fields of SetAttrRequest are valid.
+enum SetAttrMask : uint32_t {
+  kSetMode = 1 << 0,
+  kSetUid = 1 << 1,
+  kSetGid = 1 << 2,
+  kSetSize = 1 << 3,
+  kSetAtime = 1 << 4,
+  kSetMtime = 1 << 5,
+  kSetAtimeNow = 1 << 6,
+  kSetMtimeNow = 1 << 7,
+  kSetCtime = 1 << 8,
+  kKillSuidGid = 1 << 9,  // clear suid/sgid as after a write by a non-privileged process
+};
+
+struct SetAttrRequest {
+  uint32_t mask = 0;
+  uint32_t mode = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  uint64_t size = 0;
+  Timespec atime, mtime, ctime;
+};
+
+struct StatFsInfo {
+  uint64_t bsize = 0;
+  uint64_t blocks = 0;
+  uint64_t bfree = 0;
+  uint64_t bavail = 0;
+  uint64_t files = 0;
+  uint64_t ffree = 0;
+  uint32_t namemax = 255;
+};
+
+// rename flags (values as in linux/fs.h)
+constexpr uint32_t kRenameNoReplace = 1;
+constexpr uint32_t kRenameExchange = 2;
+
+// fallocate modes (values as in linux/falloc.h)
+constexpr int kFallocKeepSize = 0x01;
+constexpr int kFallocPunchHole = 0x02;
+constexpr int kFallocZeroRange = 0x10;
+
+struct DirEntry {
+  std::string name;
+  InodeNo ino = 0;
+  uint32_t type = 0;      // DT_* value
+  uint64_t next_cookie;   // pass to ReadDir to continue after this entry
+};
+
+struct MountOptions {
+  // "lock_nolock" or "lock_dlm"; empty = use the superblock's. A lock_dlm volume mounts
+  // single-node only if lockproto == "lock_nolock" is given explicitly.
+  std::string lockproto;
+  int jid = -1;                 // journal to use (-1: first one, 0 for lock_nolock)
+  bool read_only = false;
+  uint32_t commit_interval_s = 30;  // periodic log flush
+  uint64_t meta_cache_bytes = 256ull << 20;
+};
+
+// Per-operation counters for diagnostics (exposed by the daemon).
+struct FsCounters {
+  uint64_t log_flushes = 0;
+  uint64_t fsyncs = 0;
+  uint64_t meta_reads = 0;
+  uint64_t meta_writes = 0;
+  uint64_t data_reads = 0;
+  uint64_t data_writes = 0;
+  uint64_t cached_meta_blocks = 0;
+};
+
+class FileSystem {
+ public:
+  virtual ~FileSystem() = default;
+
+  // Mounts the volume on `dev`. Fails (with a message meant for a human) for a foreign or
+  // damaged superblock, a dirty journal, or a lock protocol that needs an explicit option.
+  static Result<std::unique_ptr<FileSystem>> Mount(std::unique_ptr<BlockDevice> dev,
+                                                   const MountOptions& opts);
+
+  // Flushes everything, deallocates unlinked inodes, folds statfs and writes a clean (UNMOUNT)
+  // journal header. The object must not be used afterwards except to be destroyed.
+  virtual Status Unmount() = 0;
+
+  virtual InodeNo root() const = 0;
+  virtual uint32_t block_size() const = 0;
+  virtual std::string Describe() const = 0;  // one line: device, block size, lock table, jid
+
+  virtual Result<Attr> Lookup(InodeNo parent, std::string_view name) = 0;
+  virtual Result<Attr> GetAttr(InodeNo ino) = 0;
+  virtual Result<Attr> SetAttr(InodeNo ino, const SetAttrRequest& req, const Cred& cred) = 0;
+
+  virtual Result<Attr> Mknod(InodeNo parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                             const Cred& cred) = 0;
+  virtual Result<Attr> Mkdir(InodeNo parent, std::string_view name, uint32_t mode,
+                             const Cred& cred) = 0;
+  virtual Result<Attr> Symlink(InodeNo parent, std::string_view name, std::string_view target,
+                               const Cred& cred) = 0;
+  virtual Result<Attr> Link(InodeNo ino, InodeNo new_parent, std::string_view new_name) = 0;
+  virtual Status Unlink(InodeNo parent, std::string_view name) = 0;
+  virtual Status Rmdir(InodeNo parent, std::string_view name) = 0;
+  virtual Status Rename(InodeNo parent, std::string_view name, InodeNo new_parent,
+                        std::string_view new_name, uint32_t flags) = 0;
+  virtual Result<std::string> ReadLink(InodeNo ino) = 0;
+
+  // Open/Release count opens of an inode (files and directories). `truncate` applies O_TRUNC.
+  virtual Status Open(InodeNo ino, bool truncate, const Cred& cred) = 0;
+  virtual Status Release(InodeNo ino) = 0;
+
+  // Reads up to buf.size() bytes at `off`; returns fewer at EOF. Holes read as zeros.
+  virtual Result<size_t> Read(InodeNo ino, uint64_t off, std::span<uint8_t> buf) = 0;
+  // Writes data at `off` (extending the file as needed). `kill_priv`: clear suid/sgid (the writer
+  // is not privileged).
+  virtual Result<size_t> Write(InodeNo ino, uint64_t off, std::span<const uint8_t> data,
+                               bool kill_priv) = 0;
+  virtual Status Fsync(InodeNo ino, bool datasync) = 0;
+  virtual Status SyncFs() = 0;
+  virtual Status Fallocate(InodeNo ino, int mode, uint64_t off, uint64_t len) = 0;
+  // SEEK_DATA (3) / SEEK_HOLE (4); other whence values are handled by the kernel.
+  virtual Result<uint64_t> Lseek(InodeNo ino, uint64_t off, int whence) = 0;
+  virtual Result<size_t> CopyFileRange(InodeNo in, uint64_t off_in, InodeNo out, uint64_t off_out,
+                                       size_t len) = 0;
+
+  // Lists a directory from `cookie` (0 = start; otherwise a DirEntry::next_cookie). Calls `emit`
+  // per entry until it returns false. Entries include "." and "..".
+  virtual Status ReadDir(InodeNo dir, uint64_t cookie,
+                         const std::function<bool(const DirEntry&)>& emit) = 0;
+
+  virtual Result<StatFsInfo> StatFs() = 0;
+  virtual FsCounters Counters() const = 0;
+};
+
+}  // namespace ugfs2
+
+#endif  // UGFS2_SRC_FS_FILE_SYSTEM_H_
