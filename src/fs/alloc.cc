@@ -1,0 +1,305 @@
+// Resource groups: loading and validating rindex + rgrp headers + bitmaps, block allocation with
+// a locality policy, and deferred frees.
+//
+// Policy: a file's blocks are allocated near a goal (its last allocated block, else its dinode);
+// dinodes of new files go near their parent directory; new directories are spread round-robin
+// over resource groups with more than average free space (an Orlov-like rule), which also keeps
+// different nodes in different rgrps once the cluster lands (each node will prefer its own).
+#include <algorithm>
+#include <cstring>
+
+#include "common/endian.h"
+#include "common/log.h"
+#include "fs/engine.h"
+
+namespace ugfs2::fs {
+
+using format::kDinode;
+using format::kFree;
+using format::kUnlinked;
+using format::kUsed;
+
+Status Engine::LoadRgrps() {
+  uint64_t size = rindex_->di.size;
+  if (size % format::kRindexSize != 0 || size == 0) {
+    return Status::Corrupt("rindex size " + std::to_string(size) +
+                           " is not a multiple of 96: volume damaged");
+  }
+  std::vector<uint8_t> raw(size);
+  size_t done = 0;
+  RETURN_IF_ERROR(ReadData(*rindex_, 0, raw.data(), raw.size(), &done));
+  if (done != size) return Status::Corrupt("short rindex read");
+  uint64_t n = size / format::kRindexSize;
+  rgrps_.clear();
+  rgrps_.reserve(n);
+  const uint32_t bs = geo_.bsize;
+  for (uint64_t i = 0; i < n; ++i) {
+    Rgrp rg;
+    rg.ri = format::Rindex::Decode(raw.data() + i * format::kRindexSize);
+    const auto& ri = rg.ri;
+    uint64_t bitcap = (bs - format::kRgrpSize) +
+                      (ri.length > 0 ? uint64_t{ri.length - 1} * (bs - format::kMetaHeaderSize) : 0);
+    if (ri.addr <= format::kSuperblockOffset / bs || ri.length == 0 ||
+        ri.data0 != ri.addr + ri.length || ri.data0 + ri.data > dev_blocks_ ||
+        ri.bitbytes != ri.data / 4 || ri.bitbytes > bitcap || ri.data == 0) {
+      return Status::Corrupt("rindex entry " + std::to_string(i) + " (rgrp at " +
+                             std::to_string(ri.addr) + ") is damaged: run fsck.gfs2");
+    }
+    if (!rgrps_.empty() && ri.addr < rgrps_.back().end()) {
+      return Status::Corrupt("rindex entries overlap at rgrp " + std::to_string(ri.addr));
+    }
+    for (uint32_t b = 0; b < ri.length; ++b) {
+      ASSIGN_OR_RETURN(BufferRef buf, cache_->Get(ri.addr + b));
+      cache_->Pin(buf);
+      rg.bufs.push_back(buf);
+    }
+    const uint8_t* h = rg.bufs[0]->bytes();
+    Status st = format::CheckMeta(h, format::kMetaRg, ri.addr);
+    if (st.ok() && !format::Rgrp::CrcOk(h)) st = Status::Corrupt("bad rg_crc");
+    if (st.ok()) {
+      rg.hdr = format::Rgrp::Decode(h);
+      if (rg.hdr.data0 != ri.data0 || rg.hdr.data != ri.data || rg.hdr.bitbytes != ri.bitbytes) {
+        st = Status::Corrupt("header disagrees with rindex");
+      }
+    }
+    for (uint32_t b = 1; st.ok() && b < ri.length; ++b) {
+      st = format::CheckMeta(rg.bufs[b]->bytes(), format::kMetaRb, ri.addr + b);
+    }
+    if (st.ok()) {
+      // The counters must agree with the bitmap.
+      uint32_t free = 0, dinodes = 0;
+      for (uint64_t blk = ri.data0; blk < rg.end(); ++blk) {
+        uint8_t s = GetBlockState(rg, blk);
+        if (s == kFree) free++;
+        if (s == kDinode) dinodes++;
+      }
+      if (free != rg.hdr.free || dinodes != rg.hdr.dinodes) {
+        st = Status::Corrupt("counters (free " + std::to_string(rg.hdr.free) + ", dinodes " +
+                             std::to_string(rg.hdr.dinodes) + ") disagree with bitmap (" +
+                             std::to_string(free) + ", " + std::to_string(dinodes) + ")");
+      }
+    }
+    if (!st.ok()) {
+      LOG_ERROR("resource group at block " << ri.addr << " is damaged (" << st.message()
+                                           << "); not allocating from it. Run fsck.gfs2.");
+      rg.damaged = true;
+      rg.hdr = format::Rgrp{};
+    }
+    rgrps_.push_back(std::move(rg));
+  }
+  return Status::Ok();
+}
+
+Rgrp* Engine::RgrpFor(uint64_t blk) {
+  auto it = std::upper_bound(rgrps_.begin(), rgrps_.end(), blk,
+                             [](uint64_t b, const Rgrp& rg) { return b < rg.ri.addr; });
+  if (it == rgrps_.begin()) return nullptr;
+  --it;
+  if (blk < it->ri.data0 || blk >= it->end()) return nullptr;
+  return &*it;
+}
+
+namespace {
+// Locates the bitmap byte for data offset `o`.
+inline uint8_t* BitmapByte(Rgrp& rg, uint64_t o, uint32_t bsize) {
+  uint64_t byte = o / 4;
+  uint64_t first = bsize - format::kRgrpSize;
+  if (byte < first) return rg.bufs[0]->bytes() + format::kRgrpSize + byte;
+  byte -= first;
+  uint64_t per = bsize - format::kMetaHeaderSize;
+  return rg.bufs[1 + byte / per]->bytes() + format::kMetaHeaderSize + byte % per;
+}
+inline size_t BitmapBufIndex(uint64_t o, uint32_t bsize) {
+  uint64_t byte = o / 4;
+  uint64_t first = bsize - format::kRgrpSize;
+  if (byte < first) return 0;
+  return 1 + (byte - first) / (bsize - format::kMetaHeaderSize);
+}
+}  // namespace
+
+uint8_t Engine::GetBlockState(Rgrp& rg, uint64_t blk) const {
+  uint64_t o = blk - rg.ri.data0;
+  return (*BitmapByte(rg, o, geo_.bsize) >> ((o % 4) * 2)) & 3;
+}
+
+void Engine::SetBlockState(Rgrp& rg, uint64_t blk, uint8_t state) {
+  uint64_t o = blk - rg.ri.data0;
+  uint8_t* p = BitmapByte(rg, o, geo_.bsize);
+  unsigned shift = (o % 4) * 2;
+  *p = static_cast<uint8_t>((*p & ~(3u << shift)) | (uint32_t{state} << shift));
+  cache_->MarkDirty(rg.bufs[BitmapBufIndex(o, geo_.bsize)]);
+}
+
+void Engine::WriteRgrpHeader(Rgrp& rg) {
+  rg.hdr.skip = 0;
+  // rg_skip: distance to the next rgrp header (0 for the last).
+  for (size_t i = 0; i + 1 < rgrps_.size(); ++i) {
+    if (&rgrps_[i] == &rg) {
+      rg.hdr.skip = static_cast<uint32_t>(rgrps_[i + 1].ri.addr - rg.ri.addr);
+      break;
+    }
+  }
+  // Preserve what we do not own in the header block (bytes past 128 are bitmap).
+  rg.hdr.Encode(rg.bufs[0]->bytes());
+  cache_->MarkDirty(rg.bufs[0]);
+}
+
+bool Engine::IsPendingFree(uint64_t blk) {
+  std::lock_guard<std::mutex> l(pending_mu_);
+  return pending_free_.count(blk) != 0 || committing_free_.count(blk) != 0;
+}
+
+uint64_t Engine::TotalFree() const {
+  uint64_t f = 0;
+  for (const auto& rg : rgrps_) f += rg.hdr.free;
+  return f;
+}
+
+Result<std::pair<uint64_t, uint32_t>> Engine::AllocBlocks(uint64_t goal, uint32_t want,
+                                                          uint8_t state) {
+  if (rgrps_.empty()) return Status::NoSpace("no resource groups");
+  want = std::max<uint32_t>(want, 1);
+  size_t start = 0;
+  if (Rgrp* g = RgrpFor(goal)) {
+    start = static_cast<size_t>(g - rgrps_.data());
+  } else if (goal != 0) {
+    // Goal between rgrps: use the next one.
+    for (size_t i = 0; i < rgrps_.size(); ++i) {
+      if (rgrps_[i].ri.addr > goal) {
+        start = i;
+        break;
+      }
+    }
+  }
+  bool have_pending;
+  {
+    std::lock_guard<std::mutex> l(pending_mu_);
+    have_pending = !pending_free_.empty() || !committing_free_.empty();
+  }
+  for (size_t k = 0; k < rgrps_.size(); ++k) {
+    Rgrp& rg = rgrps_[(start + k) % rgrps_.size()];
+    if (rg.damaged || rg.hdr.free == 0) continue;
+    const uint64_t n = rg.ri.data;
+    uint64_t from = rg.hint % n;
+    if (k == 0 && goal >= rg.ri.data0 && goal < rg.end()) from = goal - rg.ri.data0;
+    // Scan [from, n) then [0, from) for a usable free block.
+    for (int pass = 0; pass < 2; ++pass) {
+      uint64_t lo = pass == 0 ? from : 0;
+      uint64_t hi = pass == 0 ? n : from;
+      uint64_t o = lo;
+      while (o < hi) {
+        // Skip whole bitmap bytes with no free block quickly.
+        if (o % 4 == 0 && o + 4 <= hi) {
+          uint8_t b = *BitmapByte(rg, o, geo_.bsize);
+          if (((b | (b >> 1)) & 0x55) == 0x55) {
+            o += 4;
+            continue;
+          }
+        }
+        uint64_t blk = rg.ri.data0 + o;
+        if (GetBlockState(rg, blk) != kFree || (have_pending && IsPendingFree(blk))) {
+          o++;
+          continue;
+        }
+        // Found one: extend the run.
+        uint32_t len = 1;
+        while (len < want && o + len < n && GetBlockState(rg, blk + len) == kFree &&
+               !(have_pending && IsPendingFree(blk + len))) {
+          len++;
+        }
+        for (uint32_t i = 0; i < len; ++i) SetBlockState(rg, blk + i, state);
+        rg.hdr.free -= len;
+        local_.free -= len;
+        if (state == kDinode) {
+          rg.hdr.dinodes += len;
+          local_.dinodes += len;
+        }
+        rg.hint = static_cast<uint32_t>((o + len) % n);
+        WriteRgrpHeader(rg);
+        return std::make_pair(blk, len);
+      }
+    }
+  }
+  return Status::NoSpace("no free blocks left on the volume");
+}
+
+Result<uint64_t> Engine::AllocDinode(uint64_t goal, uint64_t* generation) {
+  ASSIGN_OR_RETURN(auto run, AllocBlocks(goal, 1, kDinode));
+  Rgrp* rg = RgrpFor(run.first);
+  uint64_t gen = rg->hdr.igeneration++;
+  if (gen == 0) gen = rg->hdr.igeneration++;
+  WriteRgrpHeader(*rg);
+  *generation = gen;
+  return run.first;
+}
+
+Status Engine::FreeBlocks(uint64_t start, uint32_t count) {
+  for (uint64_t blk = start; blk < start + count; ++blk) {
+    Rgrp* rg = RgrpFor(blk);
+    if (rg == nullptr || rg->damaged) {
+      LOG_ERROR("freeing block " << blk << " outside any usable resource group");
+      return Status::Corrupt("block " + std::to_string(blk) + " is not in a usable rgrp");
+    }
+    uint8_t s = GetBlockState(*rg, blk);
+    if (s != kUsed) {
+      LOG_ERROR("freeing block " << blk << " whose bitmap state is " << int{s}
+                                 << " (expected used): metadata damaged");
+      return Status::Corrupt("double free of block " + std::to_string(blk));
+    }
+    SetBlockState(*rg, blk, kFree);
+    rg->hdr.free++;
+    local_.free++;
+    if (cache_->Forget(blk) || last_commit_blocks_.count(blk)) revokes_.push_back(blk);
+    {
+      std::lock_guard<std::mutex> l(pending_mu_);
+      pending_free_.insert(blk);
+    }
+    if (blk + 1 == start + count || RgrpFor(blk + 1) != rg) WriteRgrpHeader(*rg);
+  }
+  return Status::Ok();
+}
+
+Status Engine::FreeDinode(uint64_t blk) {
+  Rgrp* rg = RgrpFor(blk);
+  if (rg == nullptr || rg->damaged) return Status::Corrupt("dinode outside usable rgrp");
+  uint8_t s = GetBlockState(*rg, blk);
+  if (s != kDinode && s != kUnlinked) {
+    return Status::Corrupt("freeing dinode " + std::to_string(blk) + " in state " +
+                           std::to_string(s));
+  }
+  SetBlockState(*rg, blk, kFree);
+  rg->hdr.free++;
+  rg->hdr.dinodes--;
+  local_.free++;
+  local_.dinodes--;
+  WriteRgrpHeader(*rg);
+  if (cache_->Forget(blk) || last_commit_blocks_.count(blk)) revokes_.push_back(blk);
+  std::lock_guard<std::mutex> l(pending_mu_);
+  pending_free_.insert(blk);
+  return Status::Ok();
+}
+
+Status Engine::SetUnlinked(uint64_t blk) {
+  Rgrp* rg = RgrpFor(blk);
+  if (rg == nullptr || rg->damaged) return Status::Corrupt("dinode outside usable rgrp");
+  SetBlockState(*rg, blk, kUnlinked);
+  return Status::Ok();
+}
+
+uint64_t Engine::PickDirGoal(uint64_t parent_goal) {
+  if (rgrps_.empty()) return parent_goal;
+  uint64_t total = 0;
+  for (const auto& rg : rgrps_) total += rg.damaged ? 0 : rg.hdr.free;
+  uint64_t avg = total / rgrps_.size();
+  for (size_t k = 0; k < rgrps_.size(); ++k) {
+    size_t i = (alloc_rr_ + k) % rgrps_.size();
+    const Rgrp& rg = rgrps_[i];
+    if (!rg.damaged && rg.hdr.free > 0 && rg.hdr.free >= avg) {
+      alloc_rr_ = i + 1;
+      return rg.ri.data0;
+    }
+  }
+  return parent_goal;
+}
+
+}  // namespace ugfs2::fs

@@ -1,0 +1,426 @@
+// Engine: mount and unmount, system files, the log flush (journal commit + in-place writeback),
+// statfs accounting and the periodic flusher.
+#include "fs/engine.h"
+
+#include <sys/sysmacros.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+
+#include "common/endian.h"
+#include "common/log.h"
+#include "journal/journal.h"
+
+namespace ugfs2 {
+bool Cred::InGroup(uint32_t g) const {
+  if (g == gid) return true;
+  return std::find(groups.begin(), groups.end(), g) != groups.end();
+}
+
+Result<std::unique_ptr<FileSystem>> FileSystem::Mount(std::unique_ptr<BlockDevice> dev,
+                                                      const MountOptions& opts) {
+  std::string where = dev->Describe();
+  auto e = std::make_unique<fs::Engine>(std::move(dev), opts);
+  Status st = e->DoMount();
+  if (!st.ok()) return st.WithContext("cannot mount " + where);
+  return std::unique_ptr<FileSystem>(std::move(e));
+}
+
+}  // namespace ugfs2
+
+namespace ugfs2::fs {
+
+Engine::Engine(std::unique_ptr<BlockDevice> dev, const MountOptions& opts)
+    : dev_(std::move(dev)), opts_(opts) {}
+
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> l(flusher_mu_);
+    stop_flusher_ = true;
+  }
+  flusher_cv_.notify_all();
+  if (flusher_.joinable()) flusher_.join();
+  // Without Unmount() nothing more is written: this is what a crash looks like.
+}
+
+Timespec Engine::Now() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return {ts.tv_sec, static_cast<uint32_t>(ts.tv_nsec)};
+}
+
+namespace {
+Result<InodeRef> MustLookup(Engine* e, Inode& dir, std::string_view name,
+                            const std::function<Result<InodeRef>(Inode&, std::string_view)>& fn) {
+  auto r = fn(dir, name);
+  if (!r.ok()) {
+    return Status::Corrupt("system file '" + std::string(name) + "' missing or damaged: " +
+                           r.status().message());
+  }
+  return r;
+}
+}  // namespace
+
+Status Engine::DoMount() {
+  const uint64_t size = dev_->Size();
+  if (size < format::kSuperblockOffset + 4096) {
+    return Status::Invalid("device is too small to hold a GFS2 filesystem");
+  }
+  std::vector<uint8_t> sbbuf(4096);
+  RETURN_IF_ERROR(dev_->ReadAt(format::kSuperblockOffset, sbbuf.data(), sbbuf.size()));
+  auto sb = format::Superblock::Decode(sbbuf.data());
+  if (!sb.ok()) return sb.status().WithContext("not a usable GFS2 volume");
+  sb_ = *sb;
+  if (sb_.lockproto == "lock_dlm") {
+    if (opts_.lockproto != "lock_nolock") {
+      return Status::Invalid("volume uses lock_dlm (lock table '" + sb_.locktable +
+                             "'); to mount it on this node only, make sure no other node has it "
+                             "mounted and pass -o lockproto=lock_nolock");
+    }
+  } else if (sb_.lockproto != "lock_nolock") {
+    return Status::Invalid("unknown lock protocol '" + sb_.lockproto + "' in superblock");
+  } else if (!opts_.lockproto.empty() && opts_.lockproto != "lock_nolock") {
+    return Status::Invalid("lockproto=" + opts_.lockproto + " is not supported by this daemon");
+  }
+  geo_ = format::Geometry::For(sb_.bsize);
+  dev_blocks_ = size / sb_.bsize;
+  if (sb_.master_dir.addr >= dev_blocks_ || sb_.root_dir.addr >= dev_blocks_ ||
+      sb_.master_dir.addr == 0 || sb_.root_dir.addr == 0) {
+    return Status::Corrupt("superblock points outside the device (truncated image?)");
+  }
+  read_only_ = opts_.read_only;
+  cache_ = std::make_unique<MetaCache>(dev_.get(), sb_.bsize, opts_.meta_cache_bytes);
+
+  RETURN_IF_ERROR(OpenJournal());
+  // Replay may have rewritten anything: start from a clean slate.
+  {
+    std::lock_guard<std::mutex> l(inodes_mu_);
+    for (auto& [no, ip] : inodes_) cache_->Unpin(ip->buf);
+    inodes_.clear();
+  }
+  master_.reset();
+  jindex_.reset();
+  per_node_.reset();
+  journal_inode_.reset();
+  cache_->DropClean();
+  RETURN_IF_ERROR(LoadSystemFiles());
+  RETURN_IF_ERROR(LoadRgrps());
+  ASSIGN_OR_RETURN(InodeRef root, GetInode(sb_.root_dir.addr));
+  if (!root->is_dir()) return Status::Corrupt("root inode is not a directory");
+
+  mounted_ = true;
+  if (!read_only_) {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    RETURN_IF_ERROR(journal_->MarkMounted({local_.total, local_.free, local_.dinodes}));
+    RETURN_IF_ERROR(FoldStatfs());
+    RETURN_IF_ERROR(ReclaimUnlinked());
+    mod_seq_++;
+    lk.unlock();
+    RETURN_IF_ERROR(FlushLog());
+    flusher_ = std::thread([this] { FlusherThread(); });
+  }
+  LOG_INFO("mounted " << Describe());
+  return Status::Ok();
+}
+
+Status Engine::OpenJournal() {
+  ASSIGN_OR_RETURN(InodeRef master, GetInode(sb_.master_dir.addr));
+  if (!master->is_dir()) return Status::Corrupt("master directory is not a directory");
+  auto lookup = [this](Inode& d, std::string_view n) { return LookupChild(d, n, nullptr); };
+  ASSIGN_OR_RETURN(InodeRef jindex, MustLookup(this, *master, "jindex", lookup));
+  ASSIGN_OR_RETURN(InodeRef per_node, MustLookup(this, *master, "per_node", lookup));
+  jid_ = opts_.jid >= 0 ? static_cast<uint32_t>(opts_.jid) : 0;
+  std::string jname = "journal" + std::to_string(jid_);
+  auto jr = LookupChild(*jindex, jname, nullptr);
+  if (!jr.ok()) {
+    return Status::Invalid("journal " + std::to_string(jid_) + " does not exist on this volume (" +
+                           jr.status().message() + ")");
+  }
+  InodeRef jip = *jr;
+  ASSIGN_OR_RETURN(InodeRef sc, MustLookup(this, *per_node, "statfs_change" + std::to_string(jid_),
+                                           lookup));
+  ASSIGN_OR_RETURN(InodeRef qc, MustLookup(this, *per_node, "quota_change" + std::to_string(jid_),
+                                           lookup));
+  ASSIGN_OR_RETURN(auto blocks, journal::MapJournalBlocks(*dev_, geo_, jip->no));
+  ASSIGN_OR_RETURN(journal::Journal j, journal::Journal::Open(dev_.get(), geo_.bsize, jid_, jip->no,
+                                                              std::move(blocks), sc->no, qc->no));
+  journal_ = std::make_unique<journal::Journal>(std::move(j));
+  RETURN_IF_ERROR(journal_->FindHead().WithContext(jname));
+  if (!journal_->IsClean()) {
+    if (read_only_) {
+      return Status::Invalid(jname + " is dirty and needs replay, which a read-only mount "
+                             "cannot do; mount read-write once (or run fsck.gfs2)");
+    }
+    LOG_WARN(jname << " is dirty: replaying");
+    ASSIGN_OR_RETURN(journal::ReplayStats rs, journal_->Replay());
+    LOG_INFO(jname << " replayed: " << rs.blocks_replayed << " blocks from " << rs.region_blocks
+                   << " log blocks, " << rs.revokes << " revokes");
+  }
+  return Status::Ok();
+}
+
+Status Engine::LoadSystemFiles() {
+  ASSIGN_OR_RETURN(master_, GetInode(sb_.master_dir.addr));
+  auto lookup = [this](Inode& d, std::string_view n) { return LookupChild(d, n, nullptr); };
+  ASSIGN_OR_RETURN(jindex_, MustLookup(this, *master_, "jindex", lookup));
+  ASSIGN_OR_RETURN(per_node_, MustLookup(this, *master_, "per_node", lookup));
+  ASSIGN_OR_RETURN(statfs_, MustLookup(this, *master_, "statfs", lookup));
+  ASSIGN_OR_RETURN(rindex_, MustLookup(this, *master_, "rindex", lookup));
+  ASSIGN_OR_RETURN(journal_inode_,
+                   MustLookup(this, *jindex_, "journal" + std::to_string(jid_), lookup));
+  ASSIGN_OR_RETURN(local_statfs_, MustLookup(this, *per_node_,
+                                             "statfs_change" + std::to_string(jid_), lookup));
+  if (statfs_->di.height != 0 || statfs_->di.size < format::kStatfsChangeSize ||
+      local_statfs_->di.height != 0 || local_statfs_->di.size < format::kStatfsChangeSize) {
+    return Status::Corrupt("statfs files damaged");
+  }
+  for (auto* ip : {&statfs_, &local_statfs_, &rindex_}) {
+    if (!(*ip)->is_reg()) return Status::Corrupt("system file is not a regular file");
+  }
+  format::StatfsChange lc =
+      format::StatfsChange::Decode(local_statfs_->buf->bytes() + format::kDinodeSize);
+  local_ = {lc.total, lc.free, lc.dinodes};
+  local_on_disk_ = local_;
+  return Status::Ok();
+}
+
+Status Engine::FoldStatfs() {
+  if (local_.total == 0 && local_.free == 0 && local_.dinodes == 0 &&
+      local_on_disk_.total == 0 && local_on_disk_.free == 0 && local_on_disk_.dinodes == 0) {
+    return Status::Ok();
+  }
+  uint8_t* m = statfs_->buf->bytes() + format::kDinodeSize;
+  format::StatfsChange master = format::StatfsChange::Decode(m);
+  master.total += local_.total;
+  master.free += local_.free;
+  master.dinodes += local_.dinodes;
+  master.Encode(m);
+  cache_->MarkDirty(statfs_->buf);
+  local_ = {};
+  format::StatfsChange{}.Encode(local_statfs_->buf->bytes() + format::kDinodeSize);
+  cache_->MarkDirty(local_statfs_->buf);
+  local_on_disk_ = {};
+  return Status::Ok();
+}
+
+Status Engine::ReclaimUnlinked() {
+  size_t n = 0;
+  for (auto& rg : rgrps_) {
+    if (rg.damaged) continue;
+    for (uint64_t blk = rg.ri.data0; blk < rg.end(); ++blk) {
+      if (GetBlockState(rg, blk) != format::kUnlinked) continue;
+      auto ip = GetInode(blk);
+      if (!ip.ok()) {
+        LOG_ERROR("unlinked inode " << blk << " unreadable: " << ip.status().message());
+        continue;
+      }
+      if ((*ip)->di.nlink != 0) {
+        LOG_WARN("inode " << blk << " marked unlinked but has links; keeping it");
+        continue;
+      }
+      RETURN_IF_ERROR(Dealloc(**ip));
+      n++;
+    }
+  }
+  if (n) LOG_INFO("reclaimed " << n << " unlinked inodes left by an earlier mount");
+  return Status::Ok();
+}
+
+Status Engine::FlushLog() {
+  if (!journal_ || read_only_) return Status::Ok();
+  std::lock_guard<std::mutex> fl(flush_mu_);
+  const uint64_t target = mod_seq_.load();
+  if (flushed_seq_.load() >= target) return Status::Ok();  // someone flushed for us
+  if (log_broken_) return Status::IoError("log is broken after an earlier I/O error");
+  std::vector<DirtySnapshot> snap;
+  std::vector<uint64_t> revokes;
+  journal::StatfsDelta local;
+  {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    if (local_.total != local_on_disk_.total || local_.free != local_on_disk_.free ||
+        local_.dinodes != local_on_disk_.dinodes) {
+      format::StatfsChange{local_.total, local_.free, local_.dinodes}.Encode(
+          local_statfs_->buf->bytes() + format::kDinodeSize);
+      cache_->MarkDirty(local_statfs_->buf);
+      local_on_disk_ = local_;
+    }
+    local = {local_.total, local_.free, local_.dinodes};
+    snap = cache_->SnapshotDirty();
+    revokes = std::move(revokes_);
+    revokes_.clear();
+    std::lock_guard<std::mutex> pl(pending_mu_);
+    committing_free_ = std::move(pending_free_);
+    pending_free_.clear();
+  }
+  Status st;
+  if (snap.empty() && revokes.empty()) {
+    st = dev_->Flush();  // data-only changes
+  } else {
+    std::sort(snap.begin(), snap.end(),
+              [](const DirtySnapshot& a, const DirtySnapshot& b) { return a.buf->blkno < b.buf->blkno; });
+    std::vector<journal::LogBlock> blocks;
+    blocks.reserve(snap.size());
+    for (const auto& s : snap) blocks.push_back({s.buf->blkno, s.image.data()});
+    st = journal_->Commit(blocks, revokes, local);
+    if (st.ok()) {
+      // The log is durable: write the blocks in place (made durable by the next commit's flush).
+      for (const auto& s : snap) {
+        st = dev_->WriteAt(s.buf->blkno * geo_.bsize, s.image.data(), geo_.bsize);
+        if (!st.ok()) break;
+        cache_->MarkWritten(s);
+      }
+      meta_writes_ += snap.size();
+    }
+  }
+  {
+    std::lock_guard<std::mutex> pl(pending_mu_);
+    if (st.ok()) {
+      committing_free_.clear();
+      last_commit_blocks_.clear();
+      for (const auto& s : snap) last_commit_blocks_.insert(s.buf->blkno);
+    } else {
+      // Freed blocks stay unusable: the commit that freed them may not be durable.
+      pending_free_.insert(committing_free_.begin(), committing_free_.end());
+      committing_free_.clear();
+    }
+  }
+  if (!st.ok()) {
+    log_broken_ = true;
+    LOG_ERROR("log flush failed: " << st.ToString() << "; refusing further writes");
+    return st;
+  }
+  log_flushes_++;
+  flushed_seq_ = std::max(flushed_seq_.load(), target);
+  return Status::Ok();
+}
+
+void Engine::FlusherThread() {
+  const auto interval = std::chrono::seconds(std::max<uint32_t>(opts_.commit_interval_s, 1));
+  std::unique_lock<std::mutex> l(flusher_mu_);
+  while (!stop_flusher_) {
+    flusher_cv_.wait_for(l, interval, [this] { return stop_flusher_; });
+    if (stop_flusher_) break;
+    l.unlock();
+    if (mod_seq_.load() > flushed_seq_.load()) {
+      {
+        std::unique_lock<std::shared_mutex> lk(mu_);
+        (void)FoldStatfs();
+        mod_seq_++;
+      }
+      Status st = FlushLog();
+      if (!st.ok()) LOG_ERROR("periodic log flush: " << st.ToString());
+    }
+    l.lock();
+  }
+}
+
+Status Engine::CheckWritable() const {
+  if (read_only_) return Status(Code::kReadOnly, "mounted read-only");
+  if (log_broken_) return Status::IoError("filesystem stopped after a log write error");
+  return Status::Ok();
+}
+
+Status Engine::Unmount() {
+  if (!mounted_) return Status::Ok();
+  {
+    std::lock_guard<std::mutex> l(flusher_mu_);
+    stop_flusher_ = true;
+  }
+  flusher_cv_.notify_all();
+  if (flusher_.joinable()) flusher_.join();
+  Status result;
+  if (!read_only_ && !log_broken_) {
+    {
+      std::unique_lock<std::shared_mutex> lk(mu_);
+      // Inodes still open at unmount whose last link is gone.
+      std::vector<InodeRef> orphans;
+      {
+        std::lock_guard<std::mutex> l(inodes_mu_);
+        for (auto& [no, ip] : inodes_) {
+          if (ip->di.nlink == 0 && !ip->damaged) orphans.push_back(ip);
+        }
+      }
+      for (auto& ip : orphans) {
+        Status st = Dealloc(*ip);
+        if (!st.ok()) LOG_ERROR("deallocating inode " << ip->no << ": " << st.ToString());
+      }
+      result = FoldStatfs();
+      mod_seq_++;
+    }
+    if (result.ok()) result = FlushLog();
+    // Everything is in place once the in-place writes are durable.
+    if (result.ok()) result = dev_->Flush();
+    if (result.ok()) {
+      result = journal_->WriteUnmountHeader({});
+    }
+  }
+  if (result.ok()) result = dev_->Flush();
+  mounted_ = false;
+  if (result.ok()) {
+    LOG_INFO("unmounted " << dev_->Describe() << " cleanly");
+  } else {
+    LOG_ERROR("unmount of " << dev_->Describe() << " failed: " << result.ToString());
+  }
+  return result;
+}
+
+std::string Engine::Describe() const {
+  return dev_->Describe() + " (GFS2, " + std::to_string(geo_.bsize) + "-byte blocks, " +
+         sb_.lockproto + (sb_.locktable.empty() ? "" : " " + sb_.locktable) + ", journal" +
+         std::to_string(jid_) + (read_only_ ? ", read-only" : "") + ")";
+}
+
+Attr Engine::MakeAttr(const Inode& ip) const {
+  Attr a;
+  const auto& di = ip.di;
+  a.ino = ip.no;
+  a.generation = di.generation;
+  a.mode = di.mode;
+  a.nlink = di.nlink;
+  a.uid = di.uid;
+  a.gid = di.gid;
+  a.rdev = makedev(di.major, di.minor);
+  a.size = di.size;
+  a.blocks512 = di.blocks * (geo_.bsize / 512);
+  a.blksize = geo_.bsize;
+  a.atime = {static_cast<int64_t>(di.atime), di.atime_nsec};
+  a.mtime = {static_cast<int64_t>(di.mtime), di.mtime_nsec};
+  a.ctime = {static_cast<int64_t>(di.ctime), di.ctime_nsec};
+  return a;
+}
+
+Result<StatFsInfo> Engine::StatFs() {
+  std::shared_lock<std::shared_mutex> lk(mu_);
+  StatFsInfo s;
+  s.bsize = geo_.bsize;
+  uint64_t total = 0, free = 0, dinodes = 0;
+  for (const auto& rg : rgrps_) {
+    total += rg.ri.data;
+    if (rg.damaged) continue;
+    free += rg.hdr.free;
+    dinodes += rg.hdr.dinodes;
+  }
+  s.blocks = total;
+  s.bfree = free;
+  s.bavail = free;
+  s.files = dinodes + free;
+  s.ffree = free;
+  s.namemax = format::kMaxNameLen;
+  return s;
+}
+
+FsCounters Engine::Counters() const {
+  FsCounters c;
+  c.log_flushes = log_flushes_;
+  c.fsyncs = fsyncs_;
+  c.meta_reads = cache_ ? cache_->reads() : 0;
+  c.meta_writes = meta_writes_;
+  c.data_reads = data_reads_;
+  c.data_writes = data_writes_;
+  c.cached_meta_blocks = cache_ ? cache_->size() : 0;
+  return c;
+}
+
+}  // namespace ugfs2::fs

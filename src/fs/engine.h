@@ -1,0 +1,258 @@
+// Engine: the single-node GFS2 engine behind FileSystem. Internal header (src/fs only).
+//
+// Structure (one file per concern):
+//   engine.cc      mount/unmount, system files, log flush, statfs, counters
+//   alloc.cc       resource groups, bitmaps, allocation policy, deferred frees
+//   inode.cc       in-core inodes, dinode I/O, metadata trees (map, grow, truncate, dealloc)
+//   dir.cc         stuffed and exhash directories
+//   ops.cc         the FileSystem operations
+//
+// Locking: `mu_` is the big lock: operations that only read take it shared, everything that
+// modifies metadata takes it exclusive. Inside it, MetaCache and the inode table have their own
+// small mutexes (readers populate them concurrently). `flush_mu_` serializes log flushes; a
+// flush holds `mu_` exclusive only while it snapshots dirty buffers. Blocks freed in a batch stay
+// unallocatable until that batch is committed (pending_free_), so a crash can never expose a
+// block's new contents to its previous owner or resurrect stale metadata over new data.
+// Lock order: flush_mu_ -> mu_ -> {inodes_mu_, pending_mu_, MetaCache::mu_}.
+#ifndef UGFS2_SRC_FS_ENGINE_H_
+#define UGFS2_SRC_FS_ENGINE_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "block/block_device.h"
+#include "format/ondisk.h"
+#include "fs/file_system.h"
+#include "fs/meta_cache.h"
+
+namespace ugfs2::journal {
+class Journal;
+}
+
+namespace ugfs2::fs {
+
+struct Rgrp {
+  format::Rindex ri;
+  format::Rgrp hdr;
+  std::vector<BufferRef> bufs;  // header block + bitmap blocks, pinned
+  uint32_t hint = 0;            // next data offset to search from
+  bool damaged = false;
+  uint64_t end() const { return ri.data0 + ri.data; }
+};
+
+struct Inode {
+  InodeNo no = 0;
+  BufferRef buf;  // the dinode block, pinned while the Inode is cached
+  format::Dinode di;
+  int opens = 0;
+  bool damaged = false;
+  bool is_dir() const { return (di.mode & 0170000) == 0040000; }
+  bool is_reg() const { return (di.mode & 0170000) == 0100000; }
+  bool is_lnk() const { return (di.mode & 0170000) == 0120000; }
+};
+using InodeRef = std::shared_ptr<Inode>;
+
+// A dirent found in a directory block.
+struct DirentLoc {
+  BufferRef buf;
+  uint32_t offset = 0;       // of the dirent in the block
+  uint32_t prev_offset = 0;  // previous dirent in the same block (0 = this one is first)
+  bool first = true;
+  uint32_t block_start = 0;  // 232 (stuffed dinode) or 104 (leaf)
+  format::Dirent de;
+  uint64_t leaf_blk = 0;  // 0 for a stuffed directory
+};
+
+struct StatfsDelta {
+  int64_t total = 0, free = 0, dinodes = 0;
+};
+
+class Engine final : public FileSystem {
+ public:
+  Engine(std::unique_ptr<BlockDevice> dev, const MountOptions& opts);
+  ~Engine() override;
+  Status DoMount();
+
+  // FileSystem
+  Status Unmount() override;
+  InodeNo root() const override { return sb_.root_dir.addr; }
+  uint32_t block_size() const override { return geo_.bsize; }
+  std::string Describe() const override;
+  Result<Attr> Lookup(InodeNo parent, std::string_view name) override;
+  Result<Attr> GetAttr(InodeNo ino) override;
+  Result<Attr> SetAttr(InodeNo ino, const SetAttrRequest& req, const Cred& cred) override;
+  Result<Attr> Mknod(InodeNo parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                     const Cred& cred) override;
+  Result<Attr> Mkdir(InodeNo parent, std::string_view name, uint32_t mode,
+                     const Cred& cred) override;
+  Result<Attr> Symlink(InodeNo parent, std::string_view name, std::string_view target,
+                       const Cred& cred) override;
+  Result<Attr> Link(InodeNo ino, InodeNo new_parent, std::string_view new_name) override;
+  Status Unlink(InodeNo parent, std::string_view name) override;
+  Status Rmdir(InodeNo parent, std::string_view name) override;
+  Status Rename(InodeNo parent, std::string_view name, InodeNo new_parent,
+                std::string_view new_name, uint32_t flags) override;
+  Result<std::string> ReadLink(InodeNo ino) override;
+  Status Open(InodeNo ino, bool truncate, const Cred& cred) override;
+  Status Release(InodeNo ino) override;
+  Result<size_t> Read(InodeNo ino, uint64_t off, std::span<uint8_t> buf) override;
+  Result<size_t> Write(InodeNo ino, uint64_t off, std::span<const uint8_t> data,
+                       bool kill_priv) override;
+  Status Fsync(InodeNo ino, bool datasync) override;
+  Status SyncFs() override;
+  Status Fallocate(InodeNo ino, int mode, uint64_t off, uint64_t len) override;
+  Result<uint64_t> Lseek(InodeNo ino, uint64_t off, int whence) override;
+  Result<size_t> CopyFileRange(InodeNo in, uint64_t off_in, InodeNo out, uint64_t off_out,
+                               size_t len) override;
+  Status ReadDir(InodeNo dir, uint64_t cookie,
+                 const std::function<bool(const DirEntry&)>& emit) override;
+  Result<StatFsInfo> StatFs() override;
+  FsCounters Counters() const override;
+
+  // Flushes the log: everything modified so far becomes durable. Thread-safe.
+  Status FlushLog();
+
+ private:
+  friend class EngineTestPeer;
+
+  // ---- engine.cc
+  Status LoadSystemFiles();
+  Status OpenJournal();
+  Status FoldStatfs();  // REQUIRES mu_ exclusive
+  Status AfterModify();  // after a modifying op, without locks: flush if the batch is large
+  Status EnsureSpace(uint64_t blocks);  // before allocating: commit deferred frees if needed
+  void FlusherThread();
+  Status ReclaimUnlinked();  // REQUIRES mu_ exclusive
+  Status CheckWritable() const;
+  Attr MakeAttr(const Inode& ip) const;
+  static Timespec Now();
+
+  // ---- alloc.cc
+  Status LoadRgrps();
+  Rgrp* RgrpFor(uint64_t blk);
+  uint8_t GetBlockState(Rgrp& rg, uint64_t blk) const;
+  void SetBlockState(Rgrp& rg, uint64_t blk, uint8_t state);
+  void WriteRgrpHeader(Rgrp& rg);
+  // Allocates up to `want` contiguous blocks (at least 1) near `goal`. state: kUsed or kDinode.
+  Result<std::pair<uint64_t, uint32_t>> AllocBlocks(uint64_t goal, uint32_t want, uint8_t state);
+  Result<uint64_t> AllocDinode(uint64_t goal, uint64_t* generation);
+  Status FreeBlocks(uint64_t start, uint32_t count);  // data/metadata blocks (USED)
+  Status FreeDinode(uint64_t blk);
+  Status SetUnlinked(uint64_t blk);
+  uint64_t PickDirGoal(uint64_t parent_goal);
+  bool IsPendingFree(uint64_t blk);
+  uint64_t TotalFree() const;
+
+  // ---- inode.cc
+  Result<InodeRef> GetInode(InodeNo no);
+  void DropInode(InodeNo no);
+  void WriteDinode(Inode& ip);  // encode di into the buffer and mark it dirty
+  Result<InodeRef> NewInode(uint64_t goal, uint32_t mode, uint32_t uid, uint32_t gid,
+                            uint32_t flags);
+  // Metadata tree.
+  Result<uint64_t> MapBlock(Inode& ip, uint64_t lblk);  // 0 = hole
+  // Maps a run starting at lblk: returns the physical start (0 = hole) and sets *len to the run
+  // length (contiguous physical blocks or contiguous hole) up to max_len.
+  Result<uint64_t> MapExtent(Inode& ip, uint64_t lblk, uint64_t max_len, uint64_t* len);
+  // Ensures blocks [lblk, lblk+count) exist; returns newly allocated (lblk, pblk, n) extents.
+  struct NewExtent {
+    uint64_t lblk, pblk, n;
+  };
+  Status AllocRange(Inode& ip, uint64_t lblk, uint64_t count, bool jdata,
+                    std::vector<NewExtent>* fresh);
+  Status GrowHeight(Inode& ip, uint32_t height);
+  Status Unstuff(Inode& ip);
+  // Frees the blocks mapping logical blocks [first, end) and indirect blocks left empty.
+  Status TruncateBlocks(Inode& ip, uint64_t first, uint64_t end = ~uint64_t{0});
+  Status Dealloc(Inode& ip);
+  Status FreeEattr(Inode& ip);
+  Status ZeroDataRange(uint64_t pblk, uint32_t off, uint32_t len);
+  Status SetSize(Inode& ip, uint64_t size);
+  Status ReadData(Inode& ip, uint64_t off, uint8_t* out, size_t len, size_t* done);
+  Status WriteData(Inode& ip, uint64_t off, const uint8_t* data, size_t len);
+  uint64_t MaxFileSize() const;
+
+  // ---- dir.cc
+  Result<DirentLoc> DirFind(Inode& dir, std::string_view name, uint32_t hash);
+  Status DirAdd(Inode& dir, std::string_view name, const format::Inum& inum, uint16_t type);
+  Status DirRemove(Inode& dir, std::string_view name);
+  Status DirRetarget(Inode& dir, std::string_view name, const format::Inum& inum, uint16_t type);
+  Status DirInit(Inode& dir, const format::Inum& self, const format::Inum& parent);
+  Status DirList(Inode& dir, uint64_t cookie, const std::function<bool(const DirEntry&)>& emit);
+  Result<uint64_t> DirTableGet(Inode& dir, uint32_t index);
+  Status DirTableRead(Inode& dir, std::vector<uint64_t>* table);
+  Status DirTableWrite(Inode& dir, const std::vector<uint64_t>& table);
+  Status DirConvertToExhash(Inode& dir);
+  Status DirSplitLeaf(Inode& dir, uint32_t index, uint64_t leaf_blk);
+  Status DirDouble(Inode& dir);
+  Result<BufferRef> NewLeaf(Inode& dir, uint16_t depth, uint64_t goal);
+  Status ForEachLeaf(Inode& dir, const std::function<Status(uint64_t)>& fn);
+  Result<InodeRef> LookupChild(Inode& dir, std::string_view name, DirentLoc* loc);
+
+  // ---- ops.cc helpers
+  Result<InodeRef> CreateNode(InodeNo parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                              std::string_view link_target, const Cred& cred);
+  Status DropLink(Inode& ip);  // nlink-- (or clear for dirs) and free/unlink at zero
+  Status MaybeFree(Inode& ip);
+  Status DoTruncate(Inode& ip, uint64_t size);
+  void TouchMC(Inode& ip);  // mtime+ctime = now
+  void TouchC(Inode& ip);
+  Status ValidateName(std::string_view name) const;
+  Status IsAncestor(InodeNo maybe_ancestor, InodeNo dir, bool* result);
+
+  std::unique_ptr<BlockDevice> dev_;
+  MountOptions opts_;
+  format::Superblock sb_;
+  format::Geometry geo_;
+  uint64_t dev_blocks_ = 0;
+  std::unique_ptr<MetaCache> cache_;
+
+  mutable std::shared_mutex mu_;  // the big lock
+  std::mutex flush_mu_;
+
+  // System inodes.
+  InodeRef master_, jindex_, per_node_, statfs_, rindex_, quota_, inum_, local_statfs_,
+      journal_inode_;
+  uint32_t jid_ = 0;
+  std::unique_ptr<journal::Journal> journal_;
+  std::unordered_set<uint64_t> last_commit_blocks_;  // blocks in the newest log commit
+  std::vector<uint64_t> revokes_;                     // for the next commit
+
+  std::vector<Rgrp> rgrps_;       // sorted by address
+  size_t alloc_rr_ = 0;           // round-robin cursor for spreading directories
+  std::mutex pending_mu_;
+  std::unordered_set<uint64_t> pending_free_;     // freed in the current batch
+  std::unordered_set<uint64_t> committing_free_;  // freed in the batch being committed
+
+  std::mutex inodes_mu_;
+  std::unordered_map<InodeNo, InodeRef> inodes_;
+
+  StatfsDelta local_;  // not yet written to statfs_change<jid>
+  StatfsDelta local_on_disk_;
+  bool mounted_ = false;
+  bool read_only_ = false;
+  bool log_broken_ = false;  // a flush failed: refuse further writes
+
+  std::atomic<uint64_t> mod_seq_{0};      // bumped by every modifying op
+  std::atomic<uint64_t> flushed_seq_{0};  // everything <= this is durable
+  std::atomic<uint64_t> log_flushes_{0}, fsyncs_{0}, data_reads_{0}, data_writes_{0};
+  uint64_t meta_writes_ = 0;
+
+  std::thread flusher_;
+  std::mutex flusher_mu_;
+  std::condition_variable flusher_cv_;
+  bool stop_flusher_ = false;
+};
+
+}  // namespace ugfs2::fs
+
+#endif  // UGFS2_SRC_FS_ENGINE_H_

@@ -1,0 +1,87 @@
+// MetaCache: the metadata buffer cache. Holds filesystem-block-sized images of metadata blocks
+// (dinodes, indirect blocks, leaves, hash-table blocks, rgrp headers and bitmaps, system files).
+// File data never goes through it.
+//
+// A buffer is dirty from MarkDirty until a log flush has written it in place (MarkWritten with
+// the modification count it snapshotted). Dirty and pinned buffers are never evicted; clean ones
+// are evicted LRU when the cache exceeds its byte budget.
+//
+// Thread safety: all methods are safe to call concurrently. The *contents* of a buffer are
+// protected by the filesystem's big lock (readers shared, writers exclusive); the cache's own
+// mutex protects only the map, the LRU and the dirty bookkeeping.
+#ifndef UGFS2_SRC_FS_META_CACHE_H_
+#define UGFS2_SRC_FS_META_CACHE_H_
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "block/block_device.h"
+#include "common/status.h"
+
+namespace ugfs2::fs {
+
+struct Buffer {
+  explicit Buffer(uint64_t b, uint32_t bsize) : blkno(b), data(bsize, 0) {}
+  uint64_t blkno;
+  std::vector<uint8_t> data;
+  // Bookkeeping below is guarded by MetaCache::mu_.
+  bool dirty = false;
+  uint64_t mods = 0;  // bumped by every MarkDirty
+  int pins = 0;
+  std::list<uint64_t>::iterator lru;
+  bool in_lru = false;
+  uint8_t* bytes() { return data.data(); }
+};
+using BufferRef = std::shared_ptr<Buffer>;
+
+struct DirtySnapshot {
+  BufferRef buf;
+  uint64_t mods;
+  std::vector<uint8_t> image;
+};
+
+class MetaCache {
+ public:
+  MetaCache(BlockDevice* dev, uint32_t bsize, uint64_t budget_bytes)
+      : dev_(dev), bsize_(bsize), budget_blocks_(std::max<uint64_t>(budget_bytes / bsize, 1024)) {}
+
+  // Returns the buffer for blkno, reading it from the device if it is not cached.
+  Result<BufferRef> Get(uint64_t blkno);
+  // Returns a zeroed buffer for a newly allocated block without reading it. Marks it dirty.
+  BufferRef GetNew(uint64_t blkno);
+  void MarkDirty(const BufferRef& b);
+  void Pin(const BufferRef& b);
+  void Unpin(const BufferRef& b);
+  // Drops a block (it was freed). Returns true if it was dirty (its update is discarded).
+  bool Forget(uint64_t blkno);
+  // Copies every dirty buffer (for a log flush).
+  std::vector<DirtySnapshot> SnapshotDirty();
+  size_t DirtyCount() const;
+  // After the snapshot image was written in place: clean unless modified again since.
+  void MarkWritten(const DirtySnapshot& s);
+  // Drops every clean, unpinned buffer (e.g. when a cluster lock is lost).
+  void DropClean();
+  uint64_t reads() const { return reads_; }
+  size_t size() const;
+
+ private:
+  void TouchLocked(Buffer* b);
+  void EvictLocked();
+
+  BlockDevice* dev_;
+  uint32_t bsize_;
+  uint64_t budget_blocks_;
+  mutable std::mutex mu_;
+  std::unordered_map<uint64_t, BufferRef> map_;
+  std::list<uint64_t> lru_;  // front = most recent; only clean unpinned buffers
+  size_t dirty_count_ = 0;
+  uint64_t reads_ = 0;
+};
+
+}  // namespace ugfs2::fs
+
+#endif  // UGFS2_SRC_FS_META_CACHE_H_

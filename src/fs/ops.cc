@@ -1,0 +1,677 @@
+// The FileSystem operations of the engine. Each public operation takes the big lock (shared to
+// read, exclusive to modify), does its work through the helpers of inode.cc/dir.cc/alloc.cc, bumps
+// mod_seq_ when it changed anything, and leaves log flushing to FlushLog (fsync, periodic,
+// batch size, unmount).
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/crc.h"
+#include "common/log.h"
+#include "fs/engine.h"
+#include "journal/journal.h"
+
+namespace ugfs2::fs {
+namespace {
+
+uint16_t DtType(uint32_t mode) { return static_cast<uint16_t>((mode & S_IFMT) >> 12); }
+constexpr uint32_t kMaxLinks = 0xFFFFFFF0u;
+constexpr int kSeekData = 3;
+constexpr int kSeekHole = 4;
+
+void SetTime(uint64_t* sec, uint32_t* nsec, const Timespec& t) {
+  *sec = static_cast<uint64_t>(t.sec);
+  *nsec = t.nsec;
+}
+
+}  // namespace
+
+void Engine::TouchMC(Inode& ip) {
+  Timespec now = Now();
+  SetTime(&ip.di.mtime, &ip.di.mtime_nsec, now);
+  SetTime(&ip.di.ctime, &ip.di.ctime_nsec, now);
+  WriteDinode(ip);
+}
+
+void Engine::TouchC(Inode& ip) {
+  SetTime(&ip.di.ctime, &ip.di.ctime_nsec, Now());
+  WriteDinode(ip);
+}
+
+Status Engine::ValidateName(std::string_view name) const {
+  if (name.empty()) return Status::Invalid("empty name");
+  if (name.size() > format::kMaxNameLen) return Status::NameTooLong(std::string(name));
+  if (name.find('/') != std::string_view::npos || name.find('\0') != std::string_view::npos) {
+    return Status::Invalid("name contains '/' or NUL");
+  }
+  if (name == "." || name == "..") return Status::Exists(std::string(name));
+  return Status::Ok();
+}
+
+Status Engine::AfterModify() {
+  if (!journal_ || read_only_) return Status::Ok();
+  if (cache_->DirtyCount() > journal_->MaxBlocksPerCommit() / 2) return FlushLog();
+  return Status::Ok();
+}
+
+Status Engine::EnsureSpace(uint64_t blocks) {
+  uint64_t free;
+  {
+    std::shared_lock<std::shared_mutex> lk(mu_);
+    free = TotalFree();
+  }
+  uint64_t pending;
+  {
+    std::lock_guard<std::mutex> l(pending_mu_);
+    pending = pending_free_.size() + committing_free_.size();
+  }
+  if (pending > 0 && free < pending + blocks + 64) return FlushLog();
+  return Status::Ok();
+}
+
+Status Engine::IsAncestor(InodeNo maybe_ancestor, InodeNo dir, bool* result) {
+  *result = false;
+  InodeNo cur = dir;
+  for (int i = 0; i < 65536; ++i) {
+    if (cur == maybe_ancestor) {
+      *result = true;
+      return Status::Ok();
+    }
+    if (cur == root()) return Status::Ok();
+    ASSIGN_OR_RETURN(InodeRef ip, GetInode(cur));
+    ASSIGN_OR_RETURN(InodeRef parent, LookupChild(*ip, "..", nullptr));
+    if (parent->no == cur) return Status::Ok();
+    cur = parent->no;
+  }
+  return Status::Corrupt("directory '..' chain does not reach the root");
+}
+
+// ---- read-only operations -------------------------------------------------------------------
+
+Result<Attr> Engine::Lookup(InodeNo parent, std::string_view name) {
+  std::shared_lock<std::shared_mutex> lk(mu_);
+  ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
+  if (name.size() > format::kMaxNameLen) return Status::NameTooLong(std::string(name));
+  ASSIGN_OR_RETURN(InodeRef ip, LookupChild(*dir, name, nullptr));
+  return MakeAttr(*ip);
+}
+
+Result<Attr> Engine::GetAttr(InodeNo ino) {
+  std::shared_lock<std::shared_mutex> lk(mu_);
+  ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+  return MakeAttr(*ip);
+}
+
+Result<std::string> Engine::ReadLink(InodeNo ino) {
+  std::shared_lock<std::shared_mutex> lk(mu_);
+  ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+  if (!ip->is_lnk()) return Status::Invalid("not a symlink");
+  std::string target(ip->di.size, '\0');
+  size_t done = 0;
+  RETURN_IF_ERROR(ReadData(*ip, 0, reinterpret_cast<uint8_t*>(target.data()), target.size(), &done));
+  target.resize(done);
+  return target;
+}
+
+Result<size_t> Engine::Read(InodeNo ino, uint64_t off, std::span<uint8_t> buf) {
+  std::shared_lock<std::shared_mutex> lk(mu_);
+  ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+  if (ip->is_dir()) return Status::IsDir("is a directory");
+  size_t done = 0;
+  RETURN_IF_ERROR(ReadData(*ip, off, buf.data(), buf.size(), &done));
+  return done;
+}
+
+Status Engine::ReadDir(InodeNo dir, uint64_t cookie,
+                       const std::function<bool(const DirEntry&)>& emit) {
+  std::shared_lock<std::shared_mutex> lk(mu_);
+  ASSIGN_OR_RETURN(InodeRef ip, GetInode(dir));
+  if (!ip->is_dir()) return Status::NotDir("not a directory");
+  return DirList(*ip, cookie, emit);
+}
+
+Result<uint64_t> Engine::Lseek(InodeNo ino, uint64_t off, int whence) {
+  std::shared_lock<std::shared_mutex> lk(mu_);
+  ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+  const uint64_t size = ip->di.size;
+  if (whence != kSeekData && whence != kSeekHole) return Status::Invalid("bad whence");
+  if (off >= size) return Status(Code::kOther, "offset beyond end of file", ENXIO);
+  if (ip->di.height == 0) return whence == kSeekData ? off : size;
+  const uint64_t bs = geo_.bsize;
+  uint64_t lblk = off / bs;
+  const uint64_t last = (size + bs - 1) / bs;
+  while (lblk < last) {
+    uint64_t run = 0;
+    ASSIGN_OR_RETURN(uint64_t pblk, MapExtent(*ip, lblk, last - lblk, &run));
+    bool data = pblk != 0;
+    if (data == (whence == kSeekData)) return std::min(std::max(off, lblk * bs), size);
+    lblk += std::max<uint64_t>(run, 1);
+  }
+  if (whence == kSeekHole) return size;
+  return Status(Code::kOther, "no data after offset", ENXIO);
+}
+
+// ---- namespace operations -------------------------------------------------------------------
+
+Result<InodeRef> Engine::CreateNode(InodeNo parent, std::string_view name, uint32_t mode,
+                                    uint64_t rdev, std::string_view link_target,
+                                    const Cred& cred) {
+  RETURN_IF_ERROR(ValidateName(name));
+  ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
+  if (!dir->is_dir()) return Status::NotDir("parent is not a directory");
+  if (dir->di.nlink == 0) return Status::NotFound("parent directory was removed");
+  const uint32_t hash = Gfs2DirentHash(name.data(), name.size());
+  auto existing = DirFind(*dir, name, hash);
+  if (existing.ok()) return Status::Exists(std::string(name));
+  if (!existing.status().IsNotFound()) return existing.status();
+  const bool is_dir = S_ISDIR(mode);
+  if (is_dir && dir->di.nlink >= kMaxLinks) return Status(Code::kTooManyLinks, "too many links");
+  if (S_ISLNK(mode) && link_target.size() >= geo_.max_stuffed) {
+    return Status::NameTooLong("symlink target too long for this block size");
+  }
+  uint32_t gid = cred.gid;
+  if (dir->di.mode & S_ISGID) {
+    gid = dir->di.gid;
+    if (is_dir) mode |= S_ISGID;
+  } else if (!is_dir && (mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP) && cred.uid != 0 &&
+             !cred.InGroup(gid)) {
+    mode &= ~S_ISGID;
+  }
+  uint32_t flags = dir->di.flags & (format::kDifInheritJdata | format::kDifInheritDirectio);
+  if (dir->di.flags & format::kDifSystem) flags |= format::kDifSystem;
+  if (is_dir) flags |= format::kDifJdata;
+  uint64_t goal = is_dir ? PickDirGoal(dir->no) : dir->no;
+  ASSIGN_OR_RETURN(InodeRef ip, NewInode(goal, mode, cred.uid, gid, flags));
+  if (is_dir) {
+    ip->di.nlink = 2;
+    RETURN_IF_ERROR(DirInit(*ip, ip->di.num, dir->di.num));
+  } else if (S_ISLNK(mode)) {
+    std::memcpy(ip->buf->bytes() + format::kDinodeSize, link_target.data(), link_target.size());
+    ip->di.size = link_target.size();
+  } else if (S_ISCHR(mode) || S_ISBLK(mode)) {
+    ip->di.major = major(rdev);
+    ip->di.minor = minor(rdev);
+  }
+  WriteDinode(*ip);
+  Status st = DirAdd(*dir, name, ip->di.num, DtType(mode));
+  if (!st.ok()) {
+    ip->di.nlink = 0;
+    Status d = Dealloc(*ip);
+    if (!d.ok()) LOG_ERROR("rollback of inode " << ip->no << ": " << d.ToString());
+    return st;
+  }
+  if (is_dir) dir->di.nlink++;
+  TouchMC(*dir);
+  return ip;
+}
+
+Result<Attr> Engine::Mknod(InodeNo parent, std::string_view name, uint32_t mode, uint64_t rdev,
+                           const Cred& cred) {
+  RETURN_IF_ERROR(CheckWritable());
+  uint32_t type = mode & S_IFMT;
+  if (type == 0) mode |= S_IFREG;
+  if (type == S_IFDIR || type == S_IFLNK) return Status::Invalid("use mkdir/symlink");
+  RETURN_IF_ERROR(EnsureSpace(2));
+  Result<Attr> r = [&]() -> Result<Attr> {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    ASSIGN_OR_RETURN(InodeRef ip, CreateNode(parent, name, mode, rdev, {}, cred));
+    mod_seq_++;
+    return MakeAttr(*ip);
+  }();
+  RETURN_IF_ERROR(AfterModify());
+  return r;
+}
+
+Result<Attr> Engine::Mkdir(InodeNo parent, std::string_view name, uint32_t mode,
+                           const Cred& cred) {
+  RETURN_IF_ERROR(CheckWritable());
+  RETURN_IF_ERROR(EnsureSpace(4));
+  Result<Attr> r = [&]() -> Result<Attr> {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    ASSIGN_OR_RETURN(InodeRef ip,
+                     CreateNode(parent, name, (mode & 07777) | S_IFDIR, 0, {}, cred));
+    mod_seq_++;
+    return MakeAttr(*ip);
+  }();
+  RETURN_IF_ERROR(AfterModify());
+  return r;
+}
+
+Result<Attr> Engine::Symlink(InodeNo parent, std::string_view name, std::string_view target,
+                             const Cred& cred) {
+  RETURN_IF_ERROR(CheckWritable());
+  if (target.empty()) return Status(Code::kNotFound, "empty symlink target");
+  RETURN_IF_ERROR(EnsureSpace(2));
+  Result<Attr> r = [&]() -> Result<Attr> {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    ASSIGN_OR_RETURN(InodeRef ip, CreateNode(parent, name, S_IFLNK | 0777, 0, target, cred));
+    mod_seq_++;
+    return MakeAttr(*ip);
+  }();
+  RETURN_IF_ERROR(AfterModify());
+  return r;
+}
+
+Result<Attr> Engine::Link(InodeNo ino, InodeNo new_parent, std::string_view new_name) {
+  RETURN_IF_ERROR(CheckWritable());
+  RETURN_IF_ERROR(ValidateName(new_name));
+  Result<Attr> r = [&]() -> Result<Attr> {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+    ASSIGN_OR_RETURN(InodeRef dir, GetInode(new_parent));
+    if (!dir->is_dir()) return Status::NotDir("not a directory");
+    if (dir->di.nlink == 0) return Status::NotFound("directory was removed");
+    if (ip->is_dir()) return Status::Permission("hard links to directories are not allowed");
+    if (ip->di.nlink == 0) return Status::NotFound("inode was removed");
+    if (ip->di.nlink >= kMaxLinks) return Status(Code::kTooManyLinks, "too many links");
+    const uint32_t hash = Gfs2DirentHash(new_name.data(), new_name.size());
+    auto existing = DirFind(*dir, new_name, hash);
+    if (existing.ok()) return Status::Exists(std::string(new_name));
+    if (!existing.status().IsNotFound()) return existing.status();
+    RETURN_IF_ERROR(DirAdd(*dir, new_name, ip->di.num, DtType(ip->di.mode)));
+    ip->di.nlink++;
+    TouchC(*ip);
+    TouchMC(*dir);
+    mod_seq_++;
+    return MakeAttr(*ip);
+  }();
+  RETURN_IF_ERROR(AfterModify());
+  return r;
+}
+
+Status Engine::MaybeFree(Inode& ip) {
+  if (ip.di.nlink != 0) return Status::Ok();
+  int opens;
+  {
+    std::lock_guard<std::mutex> l(inodes_mu_);
+    opens = ip.opens;
+  }
+  if (opens > 0) return SetUnlinked(ip.no);  // freed at the last Release (or unmount)
+  return Dealloc(ip);
+}
+
+Status Engine::DropLink(Inode& ip) {
+  if (ip.is_dir()) {
+    ip.di.nlink = 0;
+  } else if (ip.di.nlink > 0) {
+    ip.di.nlink--;
+  }
+  TouchC(ip);
+  return MaybeFree(ip);
+}
+
+Status Engine::Unlink(InodeNo parent, std::string_view name) {
+  RETURN_IF_ERROR(CheckWritable());
+  {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
+    if (!dir->is_dir()) return Status::NotDir("not a directory");
+    if (name == "." || name == "..") return Status::Invalid("cannot unlink . or ..");
+    ASSIGN_OR_RETURN(InodeRef ip, LookupChild(*dir, name, nullptr));
+    if (ip->is_dir()) return Status::IsDir("is a directory");
+    RETURN_IF_ERROR(DirRemove(*dir, name));
+    TouchMC(*dir);
+    mod_seq_++;
+    RETURN_IF_ERROR(DropLink(*ip));
+  }
+  return AfterModify();
+}
+
+Status Engine::Rmdir(InodeNo parent, std::string_view name) {
+  RETURN_IF_ERROR(CheckWritable());
+  {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
+    if (!dir->is_dir()) return Status::NotDir("not a directory");
+    if (name == ".") return Status::Invalid("cannot remove .");
+    if (name == "..") return Status::NotEmpty("cannot remove ..");
+    ASSIGN_OR_RETURN(InodeRef ip, LookupChild(*dir, name, nullptr));
+    if (!ip->is_dir()) return Status::NotDir("not a directory");
+    if (ip->no == root()) return Status::Busy("cannot remove the root");
+    if (ip->di.entries > 2) return Status::NotEmpty(std::string(name));
+    RETURN_IF_ERROR(DirRemove(*dir, name));
+    if (dir->di.nlink > 2) dir->di.nlink--;
+    TouchMC(*dir);
+    mod_seq_++;
+    RETURN_IF_ERROR(DropLink(*ip));
+  }
+  return AfterModify();
+}
+
+Status Engine::Rename(InodeNo parent, std::string_view name, InodeNo new_parent,
+                      std::string_view new_name, uint32_t flags) {
+  RETURN_IF_ERROR(CheckWritable());
+  if (flags & ~(kRenameNoReplace | kRenameExchange)) return Status::Invalid("bad rename flags");
+  if ((flags & kRenameNoReplace) && (flags & kRenameExchange)) {
+    return Status::Invalid("RENAME_NOREPLACE with RENAME_EXCHANGE");
+  }
+  if (name == "." || name == ".." || new_name == "." || new_name == "..") {
+    return Status::Busy("cannot rename . or ..");
+  }
+  RETURN_IF_ERROR(ValidateName(new_name));
+  RETURN_IF_ERROR(EnsureSpace(4));
+  {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    ASSIGN_OR_RETURN(InodeRef sdir, GetInode(parent));
+    ASSIGN_OR_RETURN(InodeRef ddir, GetInode(new_parent));
+    if (!sdir->is_dir() || !ddir->is_dir()) return Status::NotDir("not a directory");
+    if (ddir->di.nlink == 0) return Status::NotFound("target directory was removed");
+    ASSIGN_OR_RETURN(InodeRef src, LookupChild(*sdir, name, nullptr));
+    InodeRef dst;
+    {
+      auto d = LookupChild(*ddir, new_name, nullptr);
+      if (d.ok()) {
+        dst = *d;
+      } else if (!d.status().IsNotFound()) {
+        return d.status();
+      }
+    }
+    const bool cross = sdir->no != ddir->no;
+    if (flags & kRenameExchange) {
+      if (!dst) return Status::NotFound(std::string(new_name));
+      if (src->no == dst->no) return Status::Ok();
+      bool bad = false;
+      if (src->is_dir() && cross) {
+        RETURN_IF_ERROR(IsAncestor(src->no, ddir->no, &bad));
+        if (bad) return Status::Invalid("cannot move a directory into itself");
+      }
+      if (dst->is_dir() && cross) {
+        RETURN_IF_ERROR(IsAncestor(dst->no, sdir->no, &bad));
+        if (bad) return Status::Invalid("cannot move a directory into itself");
+      }
+      RETURN_IF_ERROR(DirRetarget(*sdir, name, dst->di.num, DtType(dst->di.mode)));
+      RETURN_IF_ERROR(DirRetarget(*ddir, new_name, src->di.num, DtType(src->di.mode)));
+      if (cross) {
+        if (src->is_dir()) {
+          RETURN_IF_ERROR(DirRetarget(*src, "..", ddir->di.num, 4));
+          sdir->di.nlink--;
+          ddir->di.nlink++;
+        }
+        if (dst->is_dir()) {
+          RETURN_IF_ERROR(DirRetarget(*dst, "..", sdir->di.num, 4));
+          ddir->di.nlink--;
+          sdir->di.nlink++;
+        }
+      }
+      TouchC(*src);
+      TouchC(*dst);
+      TouchMC(*sdir);
+      if (cross) TouchMC(*ddir);
+      mod_seq_++;
+      return Status::Ok();
+    }
+    if (dst && dst->no == src->no) return Status::Ok();  // two names of one inode: no-op
+    if (dst && (flags & kRenameNoReplace)) return Status::Exists(std::string(new_name));
+    if (src->is_dir()) {
+      if (dst && !dst->is_dir()) return Status::NotDir("target is not a directory");
+      if (dst && dst->di.entries > 2) return Status::NotEmpty(std::string(new_name));
+      if (cross) {
+        bool bad = false;
+        RETURN_IF_ERROR(IsAncestor(src->no, ddir->no, &bad));
+        if (bad) return Status::Invalid("cannot move a directory into itself");
+      }
+      if (!dst && cross && ddir->di.nlink >= kMaxLinks) {
+        return Status(Code::kTooManyLinks, "too many links");
+      }
+    } else if (dst && dst->is_dir()) {
+      return Status::IsDir("target is a directory");
+    }
+    if (dst) {
+      RETURN_IF_ERROR(DirRetarget(*ddir, new_name, src->di.num, DtType(src->di.mode)));
+    } else {
+      RETURN_IF_ERROR(DirAdd(*ddir, new_name, src->di.num, DtType(src->di.mode)));
+    }
+    RETURN_IF_ERROR(DirRemove(*sdir, name));
+    if (src->is_dir()) {
+      if (cross) {
+        RETURN_IF_ERROR(DirRetarget(*src, "..", ddir->di.num, 4));
+        sdir->di.nlink--;
+        if (!dst) ddir->di.nlink++;
+      } else if (dst) {
+        sdir->di.nlink--;  // the replaced directory's ".." is gone
+      }
+    }
+    TouchC(*src);
+    TouchMC(*sdir);
+    if (cross) TouchMC(*ddir);
+    mod_seq_++;
+    if (dst) RETURN_IF_ERROR(DropLink(*dst));
+  }
+  return AfterModify();
+}
+
+// ---- attributes, open/release, data -----------------------------------------------------------
+
+Status Engine::DoTruncate(Inode& ip, uint64_t size) {
+  RETURN_IF_ERROR(SetSize(ip, size));
+  TouchMC(ip);
+  return Status::Ok();
+}
+
+Result<Attr> Engine::SetAttr(InodeNo ino, const SetAttrRequest& req, const Cred& cred) {
+  RETURN_IF_ERROR(CheckWritable());
+  Result<Attr> r = [&]() -> Result<Attr> {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+    auto& di = ip->di;
+    if (req.mask & kSetSize) {
+      if (ip->is_dir()) return Status::IsDir("is a directory");
+      if (!ip->is_reg()) return Status::Invalid("not a regular file");
+      if (req.size > MaxFileSize()) return Status(Code::kTooBig, "file too large");
+      if (req.size != di.size) RETURN_IF_ERROR(DoTruncate(*ip, req.size));
+    }
+    if (req.mask & kSetMode) di.mode = (di.mode & S_IFMT) | (req.mode & 07777);
+    if (req.mask & (kSetUid | kSetGid)) {
+      bool changed = ((req.mask & kSetUid) && req.uid != di.uid) ||
+                     ((req.mask & kSetGid) && req.gid != di.gid);
+      if (req.mask & kSetUid) di.uid = req.uid;
+      if (req.mask & kSetGid) di.gid = req.gid;
+      if (changed && !ip->is_dir()) {
+        di.mode &= ~S_ISUID;
+        if (di.mode & S_IXGRP) di.mode &= ~S_ISGID;
+      }
+    }
+    if (req.mask & kKillSuidGid) {
+      di.mode &= ~S_ISUID;
+      if (di.mode & S_IXGRP) di.mode &= ~S_ISGID;
+    }
+    Timespec now = Now();
+    if (req.mask & kSetAtimeNow) SetTime(&di.atime, &di.atime_nsec, now);
+    else if (req.mask & kSetAtime) SetTime(&di.atime, &di.atime_nsec, req.atime);
+    if (req.mask & kSetMtimeNow) SetTime(&di.mtime, &di.mtime_nsec, now);
+    else if (req.mask & kSetMtime) SetTime(&di.mtime, &di.mtime_nsec, req.mtime);
+    if (req.mask & kSetCtime) SetTime(&di.ctime, &di.ctime_nsec, req.ctime);
+    else SetTime(&di.ctime, &di.ctime_nsec, now);
+    WriteDinode(*ip);
+    mod_seq_++;
+    (void)cred;
+    return MakeAttr(*ip);
+  }();
+  RETURN_IF_ERROR(AfterModify());
+  return r;
+}
+
+Status Engine::Open(InodeNo ino, bool truncate, const Cred& cred) {
+  if (truncate) RETURN_IF_ERROR(CheckWritable());
+  {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+    if (ip->di.nlink == 0 && ip->opens == 0) return Status(Code::kStale, "inode was removed");
+    if (truncate && ip->is_reg() && ip->di.size > 0) {
+      RETURN_IF_ERROR(DoTruncate(*ip, 0));
+      mod_seq_++;
+    }
+    std::lock_guard<std::mutex> l(inodes_mu_);
+    ip->opens++;
+  }
+  (void)cred;
+  return truncate ? AfterModify() : Status::Ok();
+}
+
+Status Engine::Release(InodeNo ino) {
+  {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    InodeRef ip;
+    {
+      std::lock_guard<std::mutex> l(inodes_mu_);
+      auto it = inodes_.find(ino);
+      if (it == inodes_.end()) return Status::Ok();
+      ip = it->second;
+      if (ip->opens > 0) ip->opens--;
+      if (ip->opens > 0 || ip->di.nlink > 0) return Status::Ok();
+    }
+    if (read_only_ || log_broken_) return Status::Ok();
+    RETURN_IF_ERROR(Dealloc(*ip));
+    mod_seq_++;
+  }
+  return AfterModify();
+}
+
+Result<size_t> Engine::Write(InodeNo ino, uint64_t off, std::span<const uint8_t> data,
+                             bool kill_priv) {
+  RETURN_IF_ERROR(CheckWritable());
+  RETURN_IF_ERROR(EnsureSpace(data.size() / geo_.bsize + 8));
+  Result<size_t> r = [&]() -> Result<size_t> {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+    if (ip->is_dir()) return Status::IsDir("is a directory");
+    if (!ip->is_reg()) return Status::Invalid("not a regular file");
+    if (off + data.size() > MaxFileSize() || off + data.size() < off) {
+      return Status(Code::kTooBig, "file too large");
+    }
+    Status st = WriteData(*ip, off, data.data(), data.size());
+    if (!st.ok()) {
+      // A partial allocation may have happened: keep metadata consistent and report it.
+      WriteDinode(*ip);
+      mod_seq_++;
+      return st;
+    }
+    if (kill_priv && (ip->di.mode & (S_ISUID | S_ISGID))) {
+      ip->di.mode &= ~S_ISUID;
+      if (ip->di.mode & S_IXGRP) ip->di.mode &= ~S_ISGID;
+    }
+    TouchMC(*ip);
+    mod_seq_++;
+    return data.size();
+  }();
+  RETURN_IF_ERROR(AfterModify());
+  return r;
+}
+
+Status Engine::Fsync(InodeNo ino, bool datasync) {
+  (void)ino;
+  (void)datasync;
+  fsyncs_++;
+  return FlushLog();
+}
+
+Status Engine::SyncFs() { return FlushLog(); }
+
+Status Engine::Fallocate(InodeNo ino, int mode, uint64_t off, uint64_t len) {
+  RETURN_IF_ERROR(CheckWritable());
+  if (len == 0) return Status::Invalid("zero length");
+  const int known = kFallocKeepSize | kFallocPunchHole | kFallocZeroRange;
+  if (mode & ~known) return Status::NotSupported("fallocate mode not supported");
+  if ((mode & kFallocPunchHole) && !(mode & kFallocKeepSize)) {
+    return Status::NotSupported("punch hole requires keep size");
+  }
+  const uint64_t end = off + len;
+  if (end < off || end > MaxFileSize()) return Status(Code::kTooBig, "file too large");
+  const uint64_t bs = geo_.bsize;
+  if (!(mode & kFallocPunchHole)) RETURN_IF_ERROR(EnsureSpace(len / bs + 8));
+  {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+    if (!ip->is_reg()) return ip->is_dir() ? Status::IsDir("is a directory") : Status(Code::kNotSupported, "not a regular file");
+    auto& di = ip->di;
+    if (mode & kFallocPunchHole) {
+      uint64_t pend = std::min(end, di.size);
+      if (off < pend) {
+        if (di.height == 0) {
+          std::memset(ip->buf->bytes() + format::kDinodeSize + off, 0, pend - off);
+          WriteDinode(*ip);
+        } else {
+          uint64_t first_full = (off + bs - 1) / bs, end_full = pend / bs;
+          if (pend == di.size) end_full = (pend + bs - 1) / bs;
+          if (first_full < end_full) RETURN_IF_ERROR(TruncateBlocks(*ip, first_full, end_full));
+          // Zero the partial edges that stay allocated.
+          auto zero = [&](uint64_t a, uint64_t b) -> Status {
+            while (a < b) {
+              uint64_t lb = a / bs;
+              uint64_t n = std::min(b, (lb + 1) * bs) - a;
+              ASSIGN_OR_RETURN(uint64_t p, MapBlock(*ip, lb));
+              if (p) RETURN_IF_ERROR(ZeroDataRange(p, static_cast<uint32_t>(a % bs),
+                                                   static_cast<uint32_t>(n)));
+              a += n;
+            }
+            return Status::Ok();
+          };
+          RETURN_IF_ERROR(zero(off, std::min(pend, first_full * bs)));
+          if (end_full * bs < pend) RETURN_IF_ERROR(zero(std::max(off, end_full * bs), pend));
+        }
+      }
+    } else {
+      if (di.height == 0 && end <= geo_.max_stuffed) {
+        if (mode & kFallocZeroRange) {
+          uint64_t zend = std::min(end, di.size);
+          if (off < zend) std::memset(ip->buf->bytes() + format::kDinodeSize + off, 0, zend - off);
+        }
+      } else {
+        if (di.height == 0) RETURN_IF_ERROR(Unstuff(*ip));
+        std::vector<NewExtent> fresh;
+        RETURN_IF_ERROR(AllocRange(*ip, off / bs, (end - 1) / bs - off / bs + 1, false, &fresh));
+        // New blocks must read as zeros.
+        std::vector<uint8_t> zeros(std::min<uint64_t>(1 << 20, bs * 256), 0);
+        for (const auto& e : fresh) {
+          uint64_t bytes = e.n * bs, pos = 0;
+          while (pos < bytes) {
+            size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), bytes - pos));
+            data_writes_++;
+            RETURN_IF_ERROR(dev_->WriteAt(e.pblk * bs + pos, zeros.data(), n));
+            pos += n;
+          }
+        }
+        if (mode & kFallocZeroRange) {
+          // Existing data in the range becomes zeros.
+          uint64_t zend = std::min(end, di.size);
+          for (uint64_t a = off; a < zend;) {
+            uint64_t lb = a / bs;
+            uint64_t run = 0;
+            ASSIGN_OR_RETURN(uint64_t p, MapExtent(*ip, lb, (zend - a + bs - 1) / bs + 1, &run));
+            uint64_t n = std::min(zend, (lb + run) * bs) - a;
+            for (uint64_t z = 0; p && z < n;) {
+              size_t k = static_cast<size_t>(std::min<uint64_t>(zeros.size(), n - z));
+              RETURN_IF_ERROR(dev_->WriteAt(p * bs + a % bs + z, zeros.data(), k));
+              z += k;
+            }
+            a += n;
+          }
+        }
+      }
+      if (!(mode & kFallocKeepSize) && end > di.size) di.size = end;
+    }
+    TouchMC(*ip);
+    mod_seq_++;
+  }
+  return AfterModify();
+}
+
+Result<size_t> Engine::CopyFileRange(InodeNo in, uint64_t off_in, InodeNo out, uint64_t off_out,
+                                     size_t len) {
+  std::vector<uint8_t> buf(std::min<size_t>(len, 1 << 20));
+  size_t copied = 0;
+  while (copied < len) {
+    size_t want = std::min(buf.size(), len - copied);
+    ASSIGN_OR_RETURN(size_t n, Read(in, off_in + copied, std::span<uint8_t>(buf.data(), want)));
+    if (n == 0) break;
+    ASSIGN_OR_RETURN(size_t w, Write(out, off_out + copied,
+                                     std::span<const uint8_t>(buf.data(), n), false));
+    copied += w;
+    if (n < want) break;
+  }
+  return copied;
+}
+
+}  // namespace ugfs2::fs
