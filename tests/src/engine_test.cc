@@ -1,0 +1,367 @@
+// Engine tests on real mkfs.gfs2 images: every case ends with an unmount and fsck-oracle CLEAN.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <map>
+#include <random>
+#include <set>
+
+#include "engine_test_util.h"
+#include "fs/file_system.h"
+
+namespace ugfs2 {
+namespace {
+
+using testing::FsckClean;
+using testing::MakeImage;
+using testing::MountImage;
+using testing::RootCred;
+using testing::TempDir;
+
+std::vector<uint8_t> Pattern(size_t n, uint32_t seed) {
+  std::vector<uint8_t> v(n);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
+
+InodeNo MustCreate(FileSystem& fs, InodeNo dir, const std::string& name, uint32_t mode = 0100644) {
+  auto a = fs.Mknod(dir, name, mode, 0, RootCred());
+  EXPECT_TRUE(a.ok()) << name << ": " << a.status().ToString();
+  return a.ok() ? a->ino : 0;
+}
+
+void WriteAll(FileSystem& fs, InodeNo ino, uint64_t off, const std::vector<uint8_t>& data) {
+  auto w = fs.Write(ino, off, data, false);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  ASSERT_EQ(*w, data.size());
+}
+
+std::vector<uint8_t> ReadAll(FileSystem& fs, InodeNo ino, uint64_t off, size_t n) {
+  std::vector<uint8_t> buf(n);
+  auto r = fs.Read(ino, off, buf);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  if (r.ok()) buf.resize(*r);
+  return buf;
+}
+
+std::set<std::string> ListDir(FileSystem& fs, InodeNo dir, size_t chunk = 0) {
+  std::set<std::string> names;
+  uint64_t cookie = 0;
+  for (;;) {
+    size_t got = 0;
+    bool more = false;
+    Status st = fs.ReadDir(dir, cookie, [&](const DirEntry& e) {
+      if (chunk && got == chunk) {
+        more = true;
+        return false;
+      }
+      EXPECT_TRUE(names.insert(e.name).second) << "duplicate entry " << e.name;
+      EXPECT_GT(e.next_cookie, cookie);
+      cookie = e.next_cookie;
+      got++;
+      return true;
+    });
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    if (!more) break;
+  }
+  return names;
+}
+
+void UnmountAndCheck(std::unique_ptr<FileSystem> fs, const std::string& img) {
+  ASSERT_TRUE(fs->Unmount().ok());
+  fs.reset();
+  std::string report;
+  EXPECT_TRUE(FsckClean(img, &report)) << report;
+}
+
+class EngineBsizeTest : public ::testing::TestWithParam<uint32_t> {};
+
+TEST_P(EngineBsizeTest, MountUnmountLeavesCleanVolume) {
+  TempDir dir;
+  std::string img = MakeImage(dir, "v.img", 128, GetParam());
+  auto fs = MountImage(img);
+  ASSERT_TRUE(fs);
+  auto st = fs->StatFs();
+  ASSERT_TRUE(st.ok());
+  EXPECT_GT(st->bfree, 0u);
+  UnmountAndCheck(std::move(fs), img);
+}
+
+TEST_P(EngineBsizeTest, FilesDirsLinksSurviveRemount) {
+  TempDir dir;
+  const uint32_t bs = GetParam();
+  std::string img = MakeImage(dir, "v.img", 256, bs);
+  std::map<std::string, std::vector<uint8_t>> content;
+  {
+    auto fs = MountImage(img);
+    ASSERT_TRUE(fs);
+    InodeNo root = fs->root();
+    auto d = fs->Mkdir(root, "sub", 0755, RootCred());
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    std::vector<size_t> sizes = {0, 1, 100, bs - 232, bs - 231, bs, 3 * bs + 7, 1 << 20, 5 << 20};
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      std::string name = "f" + std::to_string(i);
+      InodeNo ino = MustCreate(*fs, d->ino, name);
+      auto data = Pattern(sizes[i], static_cast<uint32_t>(i));
+      if (!data.empty()) WriteAll(*fs, ino, 0, data);
+      content[name] = data;
+    }
+    ASSERT_TRUE(fs->Symlink(root, "link", "sub/f1", RootCred()).ok());
+    auto f1 = fs->Lookup(d->ino, "f1");
+    ASSERT_TRUE(f1.ok());
+    ASSERT_TRUE(fs->Link(f1->ino, root, "hard").ok());
+    ASSERT_TRUE(fs->Mknod(root, "fifo", S_IFIFO | 0644, 0, RootCred()).ok());
+    ASSERT_TRUE(fs->Mknod(root, "chr", S_IFCHR | 0644, (1 << 8) | 3, RootCred()).ok());
+    UnmountAndCheck(std::move(fs), img);
+  }
+  auto fs = MountImage(img);
+  ASSERT_TRUE(fs);
+  InodeNo root = fs->root();
+  auto d = fs->Lookup(root, "sub");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->nlink, 2u);
+  for (const auto& [name, data] : content) {
+    auto a = fs->Lookup(d->ino, name);
+    ASSERT_TRUE(a.ok()) << name;
+    EXPECT_EQ(a->size, data.size());
+    EXPECT_EQ(ReadAll(*fs, a->ino, 0, data.size() + 10), data) << name;
+  }
+  auto l = fs->Lookup(root, "link");
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ(*fs->ReadLink(l->ino), "sub/f1");
+  auto h = fs->Lookup(root, "hard");
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->nlink, 2u);
+  auto root_attr = fs->GetAttr(root);
+  EXPECT_EQ(root_attr->nlink, 3u);
+  EXPECT_EQ(ListDir(*fs, root), (std::set<std::string>{".", "..", "sub", "link", "hard", "fifo", "chr"}));
+  UnmountAndCheck(std::move(fs), img);
+}
+
+INSTANTIATE_TEST_SUITE_P(BlockSizes, EngineBsizeTest, ::testing::Values(512, 1024, 2048, 4096));
+
+TEST(EngineTest, BigDirectoryGrowsAndShrinks) {
+  TempDir dir;
+  std::string img = MakeImage(dir, "v.img", 256, 1024);
+  auto fs = MountImage(img);
+  ASSERT_TRUE(fs);
+  auto d = fs->Mkdir(fs->root(), "big", 0755, RootCred());
+  ASSERT_TRUE(d.ok());
+  const int n = 6000;
+  std::set<std::string> expect = {".", ".."};
+  for (int i = 0; i < n; ++i) {
+    std::string name = "file_" + std::to_string(i) + "_with_a_longish_name";
+    MustCreate(*fs, d->ino, name);
+    expect.insert(name);
+  }
+  EXPECT_EQ(ListDir(*fs, d->ino), expect);
+  EXPECT_EQ(ListDir(*fs, d->ino, 7), expect);  // resumes from cookies
+  for (int i = 0; i < n; i += 2) {
+    std::string name = "file_" + std::to_string(i) + "_with_a_longish_name";
+    ASSERT_TRUE(fs->Unlink(d->ino, name).ok()) << name;
+    expect.erase(name);
+  }
+  EXPECT_EQ(ListDir(*fs, d->ino), expect);
+  UnmountAndCheck(std::move(fs), img);
+  fs = MountImage(img);
+  ASSERT_TRUE(fs);
+  d = fs->Lookup(fs->root(), "big");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(ListDir(*fs, d->ino), expect);
+  for (const auto& name : expect) {
+    if (name == "." || name == "..") continue;
+    ASSERT_TRUE(fs->Unlink(d->ino, name).ok());
+  }
+  ASSERT_TRUE(fs->Rmdir(fs->root(), "big").ok());
+  UnmountAndCheck(std::move(fs), img);
+}
+
+TEST(EngineTest, SparseFileAtScatteredOffsets) {
+  TempDir dir;
+  std::string img = MakeImage(dir, "v.img", 256, 1024);
+  auto fs = MountImage(img);
+  ASSERT_TRUE(fs);
+  InodeNo ino = MustCreate(*fs, fs->root(), "sparse");
+  std::mt19937_64 rng(7);
+  std::map<uint64_t, std::vector<uint8_t>> writes;
+  for (int i = 0; i < 200; ++i) {
+    uint64_t off = (rng() % (2ull << 30)) & ~uint64_t{4095};
+    writes[off] = Pattern(4096, i);
+  }
+  writes[(2ull << 30) - 4096] = Pattern(4096, 999);
+  for (const auto& [off, data] : writes) WriteAll(*fs, ino, off, data);
+  auto a = fs->GetAttr(ino);
+  EXPECT_EQ(a->size, 2ull << 30);
+  EXPECT_LT(a->blocks512 * 512, 64ull << 20);
+  UnmountAndCheck(std::move(fs), img);
+  fs = MountImage(img);
+  ASSERT_TRUE(fs);
+  for (const auto& [off, data] : writes) EXPECT_EQ(ReadAll(*fs, ino, off, 4096), data);
+  // A hole reads as zeros; SEEK_DATA/SEEK_HOLE find the data.
+  auto first = writes.begin()->first;
+  if (first >= 8192) {
+    EXPECT_EQ(ReadAll(*fs, ino, 0, 4096), std::vector<uint8_t>(4096, 0));
+    auto sd = fs->Lseek(ino, 0, 3);
+    ASSERT_TRUE(sd.ok());
+    EXPECT_EQ(*sd, first);
+    auto sh = fs->Lseek(ino, first, 4);
+    ASSERT_TRUE(sh.ok());
+    EXPECT_GT(*sh, first);
+  }
+  // Truncate down then up: the tail reads as zeros.
+  SetAttrRequest req;
+  req.mask = kSetSize;
+  req.size = 1 << 20;
+  ASSERT_TRUE(fs->SetAttr(ino, req, RootCred()).ok());
+  req.size = 3 << 20;
+  ASSERT_TRUE(fs->SetAttr(ino, req, RootCred()).ok());
+  EXPECT_EQ(ReadAll(*fs, ino, 1 << 20, 4096), std::vector<uint8_t>(4096, 0));
+  UnmountAndCheck(std::move(fs), img);
+}
+
+TEST(EngineTest, UnlinkedOpenFileStaysReadableUntilRelease) {
+  TempDir dir;
+  std::string img = MakeImage(dir, "v.img", 128, 4096);
+  auto fs = MountImage(img);
+  ASSERT_TRUE(fs);
+  auto before = fs->StatFs();
+  InodeNo ino = MustCreate(*fs, fs->root(), "victim");
+  auto data = Pattern(3 << 20, 3);
+  WriteAll(*fs, ino, 0, data);
+  ASSERT_TRUE(fs->Open(ino, false, RootCred()).ok());
+  ASSERT_TRUE(fs->Unlink(fs->root(), "victim").ok());
+  EXPECT_EQ(ReadAll(*fs, ino, 0, data.size()), data);
+  EXPECT_FALSE(fs->Lookup(fs->root(), "victim").ok());
+  ASSERT_TRUE(fs->Release(ino).ok());
+  ASSERT_TRUE(fs->SyncFs().ok());
+  auto after = fs->StatFs();
+  EXPECT_EQ(before->bfree, after->bfree);
+  UnmountAndCheck(std::move(fs), img);
+}
+
+TEST(EngineTest, UnlinkedOpenFileFreedAtUnmount) {
+  TempDir dir;
+  std::string img = MakeImage(dir, "v.img", 128, 4096);
+  auto fs = MountImage(img);
+  ASSERT_TRUE(fs);
+  InodeNo ino = MustCreate(*fs, fs->root(), "victim");
+  WriteAll(*fs, ino, 0, Pattern(100000, 1));
+  ASSERT_TRUE(fs->Open(ino, false, RootCred()).ok());
+  ASSERT_TRUE(fs->Unlink(fs->root(), "victim").ok());
+  ASSERT_TRUE(fs->SyncFs().ok());
+  UnmountAndCheck(std::move(fs), img);
+}
+
+TEST(EngineTest, NoSpaceThenReclaim) {
+  TempDir dir;
+  std::string img = MakeImage(dir, "v.img", 64, 4096);
+  auto fs = MountImage(img);
+  ASSERT_TRUE(fs);
+  auto before = fs->StatFs();
+  std::vector<uint8_t> chunk = Pattern(1 << 20, 5);
+  int files = 0;
+  bool hit = false;
+  for (int f = 0; f < 200 && !hit; ++f) {
+    auto a = fs->Mknod(fs->root(), "fill" + std::to_string(f), 0100644, 0, RootCred());
+    if (!a.ok()) {
+      EXPECT_EQ(a.status().ToErrno(), ENOSPC);
+      hit = true;
+      break;
+    }
+    files++;
+    for (int k = 0; k < 8; ++k) {
+      auto w = fs->Write(a->ino, uint64_t(k) << 20, chunk, false);
+      if (!w.ok()) {
+        EXPECT_EQ(w.status().ToErrno(), ENOSPC) << w.status().ToString();
+        hit = true;
+        break;
+      }
+    }
+  }
+  EXPECT_TRUE(hit);
+  for (int f = 0; f < files; ++f) ASSERT_TRUE(fs->Unlink(fs->root(), "fill" + std::to_string(f)).ok());
+  // Space is usable again right away.
+  auto a = fs->Mknod(fs->root(), "again", 0100644, 0, RootCred());
+  ASSERT_TRUE(a.ok());
+  WriteAll(*fs, a->ino, 0, chunk);
+  ASSERT_TRUE(fs->Unlink(fs->root(), "again").ok());
+  ASSERT_TRUE(fs->SyncFs().ok());
+  EXPECT_EQ(fs->StatFs()->bfree, before->bfree);
+  UnmountAndCheck(std::move(fs), img);
+}
+
+TEST(EngineTest, RenameRules) {
+  TempDir dir;
+  std::string img = MakeImage(dir, "v.img", 128, 4096);
+  auto fs = MountImage(img);
+  ASSERT_TRUE(fs);
+  InodeNo root = fs->root();
+  auto a = fs->Mkdir(root, "a", 0755, RootCred());
+  auto b = fs->Mkdir(a->ino, "b", 0755, RootCred());
+  auto c = fs->Mkdir(root, "c", 0755, RootCred());
+  MustCreate(*fs, root, "x");
+  MustCreate(*fs, root, "y");
+  EXPECT_EQ(fs->Rename(root, "a", b->ino, "a2", 0).ToErrno(), EINVAL);
+  EXPECT_EQ(fs->Rename(root, "x", root, "y", kRenameNoReplace).ToErrno(), EEXIST);
+  EXPECT_EQ(fs->Rename(root, "x", root, "c", 0).ToErrno(), EISDIR);
+  EXPECT_EQ(fs->Rename(root, "c", root, "x", 0).ToErrno(), ENOTDIR);
+  ASSERT_TRUE(fs->Rename(root, "x", root, "y", kRenameExchange).ok());
+  ASSERT_TRUE(fs->Rename(root, "x", root, "y", 0).ok());  // replaces y
+  EXPECT_FALSE(fs->Lookup(root, "x").ok());
+  ASSERT_TRUE(fs->Rename(a->ino, "b", c->ino, "b", 0).ok());  // dir across parents
+  EXPECT_EQ(fs->GetAttr(a->ino)->nlink, 2u);
+  EXPECT_EQ(fs->GetAttr(c->ino)->nlink, 3u);
+  ASSERT_TRUE(fs->Rename(root, "a", c->ino, "b", 0).ok());  // replaces empty dir b
+  EXPECT_EQ(fs->GetAttr(c->ino)->nlink, 3u);
+  EXPECT_EQ(fs->GetAttr(root)->nlink, 3u);
+  ASSERT_TRUE(fs->Rename(root, "y", c->ino, "b", kRenameExchange).ok());  // file <-> dir
+  EXPECT_EQ(fs->GetAttr(root)->nlink, 4u);
+  EXPECT_EQ(fs->GetAttr(c->ino)->nlink, 2u);
+  UnmountAndCheck(std::move(fs), img);
+}
+
+TEST(EngineTest, FallocateAndPunch) {
+  TempDir dir;
+  std::string img = MakeImage(dir, "v.img", 128, 4096);
+  auto fs = MountImage(img);
+  ASSERT_TRUE(fs);
+  InodeNo ino = MustCreate(*fs, fs->root(), "f");
+  ASSERT_TRUE(fs->Fallocate(ino, 0, 0, 1 << 20).ok());
+  EXPECT_EQ(fs->GetAttr(ino)->size, 1u << 20);
+  EXPECT_EQ(ReadAll(*fs, ino, 0, 8192), std::vector<uint8_t>(8192, 0));
+  auto data = Pattern(1 << 20, 9);
+  WriteAll(*fs, ino, 0, data);
+  ASSERT_TRUE(fs->Fallocate(ino, kFallocPunchHole | kFallocKeepSize, 4096 + 100, 65536).ok());
+  auto got = ReadAll(*fs, ino, 0, data.size());
+  for (size_t i = 4096 + 100; i < 4096 + 100 + 65536; ++i) data[i] = 0;
+  EXPECT_EQ(got, data);
+  ASSERT_TRUE(fs->Fallocate(ino, kFallocKeepSize, 1 << 20, 1 << 20).ok());
+  EXPECT_EQ(fs->GetAttr(ino)->size, 1u << 20);
+  UnmountAndCheck(std::move(fs), img);
+}
+
+TEST(EngineTest, RefusesForeignAndDamagedVolumes) {
+  TempDir dir;
+  std::string zero = dir.path() + "/zero.img";
+  ASSERT_EQ(testing::RunCommand("truncate -s 64M " + zero), 0);
+  auto dev = OpenFileBlockDevice(zero, {});
+  ASSERT_TRUE(dev.ok());
+  auto fs = FileSystem::Mount(std::move(*dev), {});
+  ASSERT_FALSE(fs.ok());
+  EXPECT_NE(fs.status().message().find("not a usable GFS2 volume"), std::string::npos)
+      << fs.status().ToString();
+  std::string img = MakeImage(dir, "dlm.img", 64, 4096, 1, "-p lock_dlm -t clus:fs");
+  dev = OpenFileBlockDevice(img, {});
+  fs = FileSystem::Mount(std::move(*dev), {});
+  ASSERT_FALSE(fs.ok());
+  EXPECT_NE(fs.status().message().find("lockproto=lock_nolock"), std::string::npos);
+  MountOptions opts;
+  opts.lockproto = "lock_nolock";
+  auto ok = MountImage(img, opts);
+  ASSERT_TRUE(ok);
+  UnmountAndCheck(std::move(ok), img);
+}
+
+}  // namespace
+}  // namespace ugfs2
