@@ -1,0 +1,513 @@
+#include "handlers.h"
+
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cache_invalidator.h"
+#include "common/log.h"
+#include "daemon_context.h"
+#include "errno_map.h"
+#include "reply.h"
+
+namespace ugfs2::fusefs {
+namespace {
+
+DaemonContext& Ctx(fuse_req_t req) { return *static_cast<DaemonContext*>(fuse_req_userdata(req)); }
+
+// Runs a handler body; exceptions never cross into libfuse. `body` replies itself.
+template <typename F>
+void Guarded(fuse_req_t req, Op op, F&& body) noexcept {
+  DaemonContext& ctx = Ctx(req);
+  ctx.stats->Count(op);
+  try {
+    body(ctx);
+  } catch (const std::exception& e) {
+    LOG_ERROR(OpName(op) << ": unexpected exception: " << e.what());
+    fuse_reply_err(req, EIO);
+  } catch (...) {
+    LOG_ERROR(OpName(op) << ": unexpected exception");
+    fuse_reply_err(req, EIO);
+  }
+}
+
+// Credentials of the caller. Supplementary groups are read (from /proc, costly) only when the
+// core may need them: non-root callers of ops that set ownership or mode bits.
+Cred MakeCred(fuse_req_t req, bool with_groups) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  Cred cred;
+  cred.uid = c->uid;
+  cred.gid = c->gid;
+  cred.pid = c->pid;
+  if (with_groups && c->uid != 0) {
+    gid_t groups[64];
+    int n = fuse_req_getgroups(req, 64, groups);
+    if (n > 64) {
+      std::vector<gid_t> big(static_cast<size_t>(n));
+      n = fuse_req_getgroups(req, n, big.data());
+      for (int i = 0; i < n && i < static_cast<int>(big.size()); ++i) cred.groups.push_back(big[i]);
+    } else {
+      for (int i = 0; i < n; ++i) cred.groups.push_back(groups[i]);
+    }
+  }
+  return cred;
+}
+
+InodeNo In(DaemonContext& ctx, fuse_ino_t ino) { return ctx.inodes->FromKernel(ino); }
+
+bool IsDotOrDotDot(const std::string& n) { return n == "." || n == ".."; }
+
+void OpInit(void* userdata, fuse_conn_info* conn) {
+  auto& ctx = *static_cast<DaemonContext*>(userdata);
+  ctx.stats->Count(Op::kInit);
+  auto want = [&](unsigned cap, bool on) {
+    if (on && (conn->capable & cap)) conn->want |= cap;
+    if (!on) conn->want &= ~cap;
+  };
+  want(FUSE_CAP_ASYNC_READ, true);
+  want(FUSE_CAP_ATOMIC_O_TRUNC, true);
+  want(FUSE_CAP_PARALLEL_DIROPS, true);
+  want(FUSE_CAP_CACHE_SYMLINKS, true);
+  want(FUSE_CAP_AUTO_INVAL_DATA, true);
+  want(FUSE_CAP_ASYNC_DIO, true);
+  want(FUSE_CAP_WRITEBACK_CACHE, ctx.opts->writeback_cache);
+  // The kernel clears suid/sgid itself (it sends SETATTR with the new mode) on write, truncate
+  // and chown; the core also does it for chown.
+  want(FUSE_CAP_HANDLE_KILLPRIV, false);
+  want(FUSE_CAP_SPLICE_READ, false);
+  want(FUSE_CAP_SPLICE_WRITE, false);
+  want(FUSE_CAP_SPLICE_MOVE, false);
+  conn->max_write = 1u << 20;
+  conn->max_readahead = 1u << 20;
+  conn->time_gran = 1;
+  LOG_DEBUG("fuse init: proto " << conn->proto_major << "." << conn->proto_minor << " want 0x"
+                                << std::hex << conn->want);
+}
+
+void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guarded(req, Op::kLookup, [&](DaemonContext& ctx) {
+    auto r = ctx.fs->Lookup(In(ctx, parent), name);
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "lookup");
+    ReplyEntry(ctx, req, *r);
+  });
+}
+
+void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  Guarded(req, Op::kForget, [&](DaemonContext& ctx) {
+    ctx.inodes->Forget(In(ctx, ino), nlookup);
+    fuse_reply_none(req);
+  });
+}
+
+void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  Guarded(req, Op::kForgetMulti, [&](DaemonContext& ctx) {
+    for (size_t i = 0; i < count; ++i)
+      ctx.inodes->Forget(In(ctx, forgets[i].ino), forgets[i].nlookup);
+    fuse_reply_none(req);
+  });
+}
+
+void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  Guarded(req, Op::kGetattr, [&](DaemonContext& ctx) {
+    auto r = ctx.fs->GetAttr(In(ctx, ino));
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "getattr");
+    ReplyAttr(ctx, req, *r);
+  });
+}
+
+void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
+  Guarded(req, Op::kSetattr, [&](DaemonContext& ctx) {
+    auto r = ctx.fs->SetAttr(In(ctx, ino), MakeSetAttrRequest(*attr, to_set), MakeCred(req, true));
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "setattr");
+    ReplyAttr(ctx, req, *r);
+  });
+}
+
+void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
+  Guarded(req, Op::kReadlink, [&](DaemonContext& ctx) {
+    auto r = ctx.fs->ReadLink(In(ctx, ino));
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "readlink");
+    fuse_reply_readlink(req, r->c_str());
+  });
+}
+
+void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  Guarded(req, Op::kMknod, [&](DaemonContext& ctx) {
+    auto r = ctx.fs->Mknod(In(ctx, parent), name, mode, rdev, MakeCred(req, true));
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "mknod");
+    ReplyEntry(ctx, req, *r);
+  });
+}
+
+void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  Guarded(req, Op::kMkdir, [&](DaemonContext& ctx) {
+    auto r = ctx.fs->Mkdir(In(ctx, parent), name, (mode & 07777) | S_IFDIR, MakeCred(req, true));
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "mkdir");
+    ReplyEntry(ctx, req, *r);
+  });
+}
+
+void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guarded(req, Op::kUnlink, [&](DaemonContext& ctx) {
+    Status st = ctx.fs->Unlink(In(ctx, parent), name);
+    if (!st.ok()) return ReplyError(ctx, req, st, "unlink");
+    fuse_reply_err(req, 0);
+  });
+}
+
+void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guarded(req, Op::kRmdir, [&](DaemonContext& ctx) {
+    Status st = ctx.fs->Rmdir(In(ctx, parent), name);
+    if (!st.ok()) return ReplyError(ctx, req, st, "rmdir");
+    fuse_reply_err(req, 0);
+  });
+}
+
+void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+  Guarded(req, Op::kSymlink, [&](DaemonContext& ctx) {
+    auto r = ctx.fs->Symlink(In(ctx, parent), name, link, MakeCred(req, true));
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "symlink");
+    ReplyEntry(ctx, req, *r);
+  });
+}
+
+void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+              const char* newname, unsigned int flags) {
+  Guarded(req, Op::kRename, [&](DaemonContext& ctx) {
+    if (flags & ~(kRenameNoReplace | kRenameExchange)) return ReplyErrno(ctx, req, EINVAL);
+    Status st = ctx.fs->Rename(In(ctx, parent), name, In(ctx, newparent), newname, flags);
+    if (!st.ok()) return ReplyError(ctx, req, st, "rename");
+    fuse_reply_err(req, 0);
+  });
+}
+
+void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+  Guarded(req, Op::kLink, [&](DaemonContext& ctx) {
+    auto r = ctx.fs->Link(In(ctx, ino), In(ctx, newparent), newname);
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "link");
+    ReplyEntry(ctx, req, *r);
+  });
+}
+
+// Open flags -> reply flags. O_DIRECT opens bypass the page cache (FOPEN_DIRECT_IO; such files
+// refuse MAP_SHARED with ENODEV, fuse.md §4); other opens keep the cache across opens (single
+// node: nobody else changes the data; auto_inval_data still drops it when mtime/size change).
+void SetOpenReplyFlags(fuse_file_info* fi) {
+  if (fi->flags & O_DIRECT) {
+    fi->direct_io = 1;
+  } else {
+    fi->keep_cache = 1;
+  }
+}
+
+void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guarded(req, Op::kOpen, [&](DaemonContext& ctx) {
+    bool trunc = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY;
+    Status st = ctx.fs->Open(In(ctx, ino), trunc, MakeCred(req, false));
+    if (!st.ok()) return ReplyError(ctx, req, st, "open");
+    SetOpenReplyFlags(fi);
+    if (fuse_reply_open(req, fi) != 0) (void)ctx.fs->Release(In(ctx, ino));
+  });
+}
+
+void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+              fuse_file_info* fi) {
+  Guarded(req, Op::kCreate, [&](DaemonContext& ctx) {
+    Cred cred = MakeCred(req, true);
+    InodeNo dir = In(ctx, parent);
+    auto r = ctx.fs->Mknod(dir, name, (mode & 07777) | S_IFREG, 0, cred);
+    bool trunc = false;
+    if (!r.ok() && r.status().code() == Code::kExists && !(fi->flags & O_EXCL)) {
+      // Lost a race with another creator: open the existing file as open(2) would.
+      r = ctx.fs->Lookup(dir, name);
+      trunc = (fi->flags & O_TRUNC) != 0;
+      if (r.ok() && S_ISDIR(r->mode)) return ReplyErrno(ctx, req, EISDIR);
+    }
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "create");
+    Status st = ctx.fs->Open(r->ino, trunc, cred);
+    if (!st.ok()) return ReplyError(ctx, req, st, "create/open");
+    if (trunc) {
+      auto again = ctx.fs->GetAttr(r->ino);
+      if (again.ok()) r = again;
+    }
+    SetOpenReplyFlags(fi);
+    ReplyCreate(ctx, req, *r, fi);
+  });
+}
+
+// Per-thread read buffer: avoids an allocation per READ (requests are at most 1 MiB).
+std::vector<uint8_t>& ReadBuffer(size_t size) {
+  thread_local std::vector<uint8_t> buf;
+  if (buf.size() < size) buf.resize(size);
+  return buf;
+}
+
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  Guarded(req, Op::kRead, [&](DaemonContext& ctx) {
+    InodeNo i = In(ctx, ino);
+    IoScope scope(i);
+    auto& buf = ReadBuffer(size);
+    auto r = ctx.fs->Read(i, static_cast<uint64_t>(off), std::span<uint8_t>(buf.data(), size));
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "read");
+    ctx.stats->AddReadBytes(*r);
+    fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *r);
+  });
+}
+
+void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
+             fuse_file_info*) {
+  Guarded(req, Op::kWrite, [&](DaemonContext& ctx) {
+    InodeNo i = In(ctx, ino);
+    IoScope scope(i);
+    // kill_priv=false: without FUSE_CAP_HANDLE_KILLPRIV the kernel clears suid/sgid itself
+    // (SETATTR with the new mode) before it sends the WRITE.
+    auto r = ctx.fs->Write(i, static_cast<uint64_t>(off),
+                           std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data), size),
+                           false);
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "write");
+    ctx.stats->AddWriteBytes(*r);
+    fuse_reply_write(req, *r);
+  });
+}
+
+void OpFlush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
+  // close(2) does not imply durability; data is already in the core (write-through).
+  Guarded(req, Op::kFlush, [&](DaemonContext&) { fuse_reply_err(req, 0); });
+}
+
+void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  Guarded(req, Op::kRelease, [&](DaemonContext& ctx) {
+    Status st = ctx.fs->Release(In(ctx, ino));
+    if (!st.ok()) LOG_WARN("release " << ino << ": " << st.ToString());
+    fuse_reply_err(req, 0);  // the kernel ignores release errors
+  });
+}
+
+void OpFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
+  Guarded(req, Op::kFsync, [&](DaemonContext& ctx) {
+    Status st = ctx.fs->Fsync(In(ctx, ino), datasync != 0);
+    if (!st.ok()) return ReplyError(ctx, req, st, "fsync");
+    fuse_reply_err(req, 0);
+  });
+}
+
+void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guarded(req, Op::kOpendir, [&](DaemonContext& ctx) {
+    Status st = ctx.fs->Open(In(ctx, ino), false, MakeCred(req, false));
+    if (!st.ok()) return ReplyError(ctx, req, st, "opendir");
+    if (fuse_reply_open(req, fi) != 0) (void)ctx.fs->Release(In(ctx, ino));
+  });
+}
+
+void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  Guarded(req, Op::kReaddir, [&](DaemonContext& ctx) {
+    std::vector<char> buf(size);
+    size_t used = 0;
+    Status st = ctx.fs->ReadDir(In(ctx, ino), static_cast<uint64_t>(off), [&](const DirEntry& d) {
+      struct stat s = {};
+      s.st_ino = d.ino;
+      s.st_mode = d.type << 12;
+      size_t need = fuse_add_direntry(req, buf.data() + used, size - used, d.name.c_str(), &s,
+                                      static_cast<off_t>(d.next_cookie));
+      if (need > size - used) return false;
+      used += need;
+      return true;
+    });
+    if (!st.ok() && used == 0) return ReplyError(ctx, req, st, "readdir");
+    fuse_reply_buf(req, buf.data(), used);
+  });
+}
+
+void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  Guarded(req, Op::kReaddirplus, [&](DaemonContext& ctx) {
+    // Collect first, then stat: no core call runs inside the core's ReadDir callback.
+    std::vector<DirEntry> entries;
+    size_t estimate = 0;
+    Status st = ctx.fs->ReadDir(In(ctx, ino), static_cast<uint64_t>(off), [&](const DirEntry& d) {
+      size_t need = fuse_add_direntry_plus(req, nullptr, 0, d.name.c_str(), nullptr, 0);
+      if (estimate + need > size) return false;
+      estimate += need;
+      entries.push_back(d);
+      return true;
+    });
+    if (!st.ok() && entries.empty()) return ReplyError(ctx, req, st, "readdirplus");
+    std::vector<char> buf(size);
+    std::vector<InodeNo> counted;
+    size_t used = 0;
+    for (const DirEntry& d : entries) {
+      fuse_entry_param e = {};
+      bool count = false;
+      if (!IsDotOrDotDot(d.name)) {
+        auto a = ctx.fs->GetAttr(d.ino);
+        if (a.ok()) {
+          FillEntry(ctx, *a, &e);
+          count = true;
+        } else {
+          // A damaged or vanished inode: list the name only; its LOOKUP will report the error.
+          LOG_DEBUG("readdirplus: getattr " << d.ino << ": " << a.status().ToString());
+        }
+      }
+      if (!count) {  // "." and ".." (and failures) carry no lookup reference: nodeid 0
+        e.attr.st_ino = d.ino;
+        e.attr.st_mode = d.type << 12;
+      }
+      size_t need = fuse_add_direntry_plus(req, buf.data() + used, size - used, d.name.c_str(), &e,
+                                           static_cast<off_t>(d.next_cookie));
+      if (need > size - used) break;
+      used += need;
+      if (count) {
+        ctx.inodes->AddLookup(d.ino, e.generation);
+        counted.push_back(d.ino);
+      }
+    }
+    if (fuse_reply_buf(req, buf.data(), used) != 0) {
+      for (InodeNo i : counted) ctx.inodes->Forget(i, 1);
+    }
+  });
+}
+
+void OpReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  Guarded(req, Op::kReleasedir, [&](DaemonContext& ctx) {
+    Status st = ctx.fs->Release(In(ctx, ino));
+    if (!st.ok()) LOG_WARN("releasedir " << ino << ": " << st.ToString());
+    fuse_reply_err(req, 0);
+  });
+}
+
+void OpFsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
+  Guarded(req, Op::kFsyncdir, [&](DaemonContext& ctx) {
+    Status st = ctx.fs->Fsync(In(ctx, ino), datasync != 0);
+    if (!st.ok()) return ReplyError(ctx, req, st, "fsyncdir");
+    fuse_reply_err(req, 0);
+  });
+}
+
+void OpStatfs(fuse_req_t req, fuse_ino_t) {
+  Guarded(req, Op::kStatfs, [&](DaemonContext& ctx) {
+    auto r = ctx.fs->StatFs();
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "statfs");
+    struct statvfs s = {};
+    s.f_bsize = r->bsize;
+    s.f_frsize = r->bsize;
+    s.f_blocks = r->blocks;
+    s.f_bfree = r->bfree;
+    s.f_bavail = r->bavail;
+    s.f_files = r->files;
+    s.f_ffree = r->ffree;
+    s.f_favail = r->ffree;
+    s.f_namemax = r->namemax;
+    fuse_reply_statfs(req, &s);
+  });
+}
+
+// Extended attributes are not supported: ugfs2 never creates EA blocks, so fsck stays clean, and
+// EA blocks written by the kernel gfs2 are preserved untouched. Replying ENOSYS makes the kernel
+// answer EOPNOTSUPP ("Operation not supported") to the caller for this and every later xattr call
+// without another round trip (it also keeps the write path free of security.capability lookups).
+void OpSetxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) {
+  Guarded(req, Op::kSetxattr, [&](DaemonContext&) { fuse_reply_err(req, ENOSYS); });
+}
+void OpGetxattr(fuse_req_t req, fuse_ino_t, const char*, size_t) {
+  Guarded(req, Op::kGetxattr, [&](DaemonContext&) { fuse_reply_err(req, ENOSYS); });
+}
+void OpListxattr(fuse_req_t req, fuse_ino_t, size_t) {
+  Guarded(req, Op::kListxattr, [&](DaemonContext&) { fuse_reply_err(req, ENOSYS); });
+}
+void OpRemovexattr(fuse_req_t req, fuse_ino_t, const char*) {
+  Guarded(req, Op::kRemovexattr, [&](DaemonContext&) { fuse_reply_err(req, ENOSYS); });
+}
+
+void OpAccess(fuse_req_t req, fuse_ino_t ino, int) {
+  // default_permissions: the kernel checks mode bits; only existence is checked here.
+  Guarded(req, Op::kAccess, [&](DaemonContext& ctx) {
+    auto r = ctx.fs->GetAttr(In(ctx, ino));
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "access");
+    fuse_reply_err(req, 0);
+  });
+}
+
+void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info*) {
+  Guarded(req, Op::kFallocate, [&](DaemonContext& ctx) {
+    if (off < 0 || len <= 0) return ReplyErrno(ctx, req, EINVAL);
+    Status st = ctx.fs->Fallocate(In(ctx, ino), mode, static_cast<uint64_t>(off),
+                                  static_cast<uint64_t>(len));
+    if (!st.ok()) return ReplyError(ctx, req, st, "fallocate");
+    fuse_reply_err(req, 0);
+  });
+}
+
+void OpLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info*) {
+  Guarded(req, Op::kLseek, [&](DaemonContext& ctx) {
+    // The kernel handles SEEK_SET/CUR/END itself and only asks for SEEK_DATA/SEEK_HOLE.
+    if ((whence != SEEK_DATA && whence != SEEK_HOLE) || off < 0) {
+      return ReplyErrno(ctx, req, EINVAL);
+    }
+    auto r = ctx.fs->Lseek(In(ctx, ino), static_cast<uint64_t>(off), whence);
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "lseek");
+    fuse_reply_lseek(req, static_cast<off_t>(*r));
+  });
+}
+
+void OpCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*,
+                     fuse_ino_t ino_out, off_t off_out, fuse_file_info*, size_t len, int flags) {
+  Guarded(req, Op::kCopyFileRange, [&](DaemonContext& ctx) {
+    if (flags != 0 || off_in < 0 || off_out < 0) return ReplyErrno(ctx, req, EINVAL);
+    auto r = ctx.fs->CopyFileRange(In(ctx, ino_in), static_cast<uint64_t>(off_in), In(ctx, ino_out),
+                                   static_cast<uint64_t>(off_out), len);
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "copy_file_range");
+    ctx.stats->AddReadBytes(*r);
+    ctx.stats->AddWriteBytes(*r);
+    fuse_reply_write(req, *r);
+  });
+}
+
+}  // namespace
+
+fuse_lowlevel_ops MakeLowlevelOps() {
+  fuse_lowlevel_ops ops = {};
+  ops.init = OpInit;
+  ops.lookup = OpLookup;
+  ops.forget = OpForget;
+  ops.forget_multi = OpForgetMulti;
+  ops.getattr = OpGetattr;
+  ops.setattr = OpSetattr;
+  ops.readlink = OpReadlink;
+  ops.mknod = OpMknod;
+  ops.mkdir = OpMkdir;
+  ops.unlink = OpUnlink;
+  ops.rmdir = OpRmdir;
+  ops.symlink = OpSymlink;
+  ops.rename = OpRename;
+  ops.link = OpLink;
+  ops.open = OpOpen;
+  ops.create = OpCreate;
+  ops.read = OpRead;
+  ops.write = OpWrite;
+  ops.flush = OpFlush;
+  ops.release = OpRelease;
+  ops.fsync = OpFsync;
+  ops.opendir = OpOpendir;
+  ops.readdir = OpReaddir;
+  ops.readdirplus = OpReaddirplus;
+  ops.releasedir = OpReleasedir;
+  ops.fsyncdir = OpFsyncdir;
+  ops.statfs = OpStatfs;
+  ops.setxattr = OpSetxattr;
+  ops.getxattr = OpGetxattr;
+  ops.listxattr = OpListxattr;
+  ops.removexattr = OpRemovexattr;
+  ops.access = OpAccess;
+  ops.fallocate = OpFallocate;
+  ops.lseek = OpLseek;
+  ops.copy_file_range = OpCopyFileRange;
+  return ops;
+}
+
+}  // namespace ugfs2::fusefs

@@ -1,0 +1,285 @@
+// ugfs2: the FUSE daemon. Mounts the core first (so every mount failure is reported on stderr with
+// a non-zero exit before anything detaches), then the FUSE session, then detaches unless -f.
+// Teardown: the session loop ends (fusermount3 -u / umount / SIGTERM / SIGINT / SIGHUP), the
+// kernel mount is removed, then FileSystem::Unmount flushes and writes the clean journal header.
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "block/block_device.h"
+#include "common/log.h"
+#include "daemon_context.h"
+#include "fs/file_system.h"
+#include "fuse_includes.h"
+#include "handlers.h"
+#include "inode_table.h"
+#include "options.h"
+#include "request_stats.h"
+#include "syslog_sink.h"
+
+#ifndef UGFS2_VERSION
+#define UGFS2_VERSION "unknown"
+#endif
+
+namespace ugfs2::fusefs {
+namespace {
+
+void LogToStderr(LogLevel level, const std::string& line) {
+  static const char* kNames[] = {"debug", "info", "warning", "error"};
+  std::fprintf(stderr, "ugfs2[%d] %s: %s\n", getpid(), kNames[static_cast<int>(level)],
+               line.c_str());
+}
+
+void LogToSyslog(LogLevel level, const std::string& line) {
+  SyslogLine(static_cast<int>(level), line);
+}
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "ugfs2: %s\n", msg.c_str());
+  return 1;
+}
+
+// Escapes ',' and '\' for a libfuse -o value.
+std::string EscapeOpt(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == ',' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// Detaches from the terminal: the parent waits until the child reports success (one byte on a
+// pipe) or exits (EOF), and exits with the child's status. Must run before any thread starts.
+// Returns the write end of the pipe in the child.
+int StartDaemon() {
+  int p[2];
+  if (pipe(p) != 0) {
+    std::perror("ugfs2: pipe");
+    std::exit(1);
+  }
+  pid_t pid = fork();
+  if (pid < 0) {
+    std::perror("ugfs2: fork");
+    std::exit(1);
+  }
+  if (pid > 0) {
+    close(p[1]);
+    char c = 1;
+    ssize_t n;
+    do {
+      n = read(p[0], &c, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n == 1 && c == 0) std::_Exit(0);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    std::_Exit(WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : 1);
+  }
+  close(p[0]);
+  setsid();
+  return p[1];
+}
+
+// Called in the daemon child once the mount is up: detach stdio, tell the parent.
+void FinishDaemon(int notify_fd) {
+  OpenSyslog();
+  SetLogSink(LogToSyslog);
+  if (chdir("/") != 0) LOG_WARN("chdir /: " << std::strerror(errno));
+  int null = open("/dev/null", O_RDWR);
+  if (null >= 0) {
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(null, 2);
+    if (null > 2) close(null);
+  }
+  char c = 0;
+  (void)!write(notify_fd, &c, 1);
+  close(notify_fd);
+}
+
+// SIGUSR1 -> dump counters to /run/ugfs2/<pid>.stats. SIGUSR1 is blocked in every thread and
+// consumed here with sigwait, so no async-signal-safety concerns.
+class StatsDumper {
+ public:
+  StatsDumper(const RequestStats* stats, FileSystem* fs, const InodeTable* inodes)
+      : stats_(stats), fs_(fs), inodes_(inodes) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~StatsDumper() {
+    stop_ = true;
+    pthread_kill(thread_.native_handle(), SIGUSR1);
+    thread_.join();
+  }
+  std::string Text() const {
+    FsCounters c = fs_->Counters();
+    std::string extra =
+        "core_log_flushes " + std::to_string(c.log_flushes) + "\ncore_fsyncs " +
+        std::to_string(c.fsyncs) + "\ncore_meta_reads " + std::to_string(c.meta_reads) +
+        "\ncore_meta_writes " + std::to_string(c.meta_writes) + "\ncore_data_reads " +
+        std::to_string(c.data_reads) + "\ncore_data_writes " + std::to_string(c.data_writes) +
+        "\ncore_cached_meta_blocks " + std::to_string(c.cached_meta_blocks) + "\nkernel_inodes " +
+        std::to_string(inodes_->Size()) + "\nforget_underflows " +
+        std::to_string(inodes_->underflows()) + "\n";
+    return stats_->Format(extra);
+  }
+
+ private:
+  void Run() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGUSR1);
+    while (true) {
+      int sig = 0;
+      if (sigwait(&set, &sig) != 0) continue;
+      if (stop_) return;
+      std::string path = "/run/ugfs2/" + std::to_string(getpid()) + ".stats";
+      Status st = WriteFileAtomically(path, Text());
+      if (!st.ok()) LOG_WARN("stats dump: " << st.ToString());
+    }
+  }
+  const RequestStats* stats_;
+  FileSystem* fs_;
+  const InodeTable* inodes_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+int Run(int argc, char** argv) {
+  auto parsed = ParseCommandLine(argc, argv);
+  if (!parsed.ok()) return Fail(parsed.status().message());
+  const Options& opts = *parsed;
+  if (opts.show_help) {
+    std::fputs(UsageText("ugfs2").c_str(), stdout);
+    return 0;
+  }
+  if (opts.show_version) {
+    std::printf("ugfs2 %s (libfuse %s, FUSE_USE_VERSION %d)\n", UGFS2_VERSION, fuse_pkgversion(),
+                FUSE_USE_VERSION);
+    return 0;
+  }
+  SetLogSink(LogToStderr);
+  SetLogLevel(opts.debug ? LogLevel::kDebug : LogLevel::kInfo);
+
+  struct stat mst;
+  if (stat(opts.mountpoint.c_str(), &mst) != 0) {
+    return Fail("mountpoint " + opts.mountpoint + ": " + std::strerror(errno));
+  }
+  if (!S_ISDIR(mst.st_mode)) return Fail("mountpoint " + opts.mountpoint + ": not a directory");
+
+  int notify_fd = opts.foreground ? -1 : StartDaemon();
+
+  // Block SIGUSR1 before any thread exists; the StatsDumper consumes it.
+  sigset_t usr1;
+  sigemptyset(&usr1);
+  sigaddset(&usr1, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &usr1, nullptr);
+
+  FileDeviceOptions dev_opts;
+  dev_opts.read_only = opts.read_only;
+  dev_opts.direct = opts.direct_device;
+  auto dev = OpenFileBlockDevice(opts.device, dev_opts);
+  if (!dev.ok()) return Fail("cannot open " + opts.device + ": " + dev.status().message());
+
+  MountOptions mount_opts;
+  mount_opts.lockproto = opts.lockproto;
+  mount_opts.jid = opts.jid;
+  mount_opts.read_only = opts.read_only;
+  mount_opts.commit_interval_s = opts.commit_s;
+  auto mounted = FileSystem::Mount(std::move(*dev), mount_opts);
+  if (!mounted.ok()) return Fail("cannot mount " + opts.device + ": " + mounted.status().message());
+  std::unique_ptr<FileSystem> fs = std::move(*mounted);
+  LOG_DEBUG("mounted " << fs->Describe());
+
+  InodeTable inodes(fs->root());
+  RequestStats stats;
+  DaemonContext ctx;
+  ctx.fs = fs.get();
+  ctx.inodes = &inodes;
+  ctx.stats = &stats;
+  ctx.opts = &opts;
+
+  std::string mopts = "fsname=" + EscapeOpt(opts.fsname) + ",subtype=ugfs2,default_permissions";
+  if (opts.allow_other) mopts += ",allow_other";
+  if (opts.read_only) mopts += ",ro";
+  for (const std::string& k : opts.kernel_mount_opts) {
+    if (k != "ro" && k != "rw") mopts += "," + k;
+  }
+  std::vector<std::string> arg_strings = {"ugfs2", "-o", mopts};
+  if (opts.debug) arg_strings.emplace_back("-d");
+  std::vector<char*> arg_ptrs;
+  for (std::string& s : arg_strings) arg_ptrs.push_back(s.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
+
+  auto unmount_core = [&] {
+    Status st = fs->Unmount();
+    if (!st.ok()) LOG_ERROR("unmount: " << st.ToString());
+    return st;
+  };
+
+  fuse_lowlevel_ops ops = MakeLowlevelOps();
+  fuse_session* se = fuse_session_new(&args, &ops, sizeof(ops), &ctx);
+  if (se == nullptr) {
+    (void)unmount_core();
+    return Fail("cannot create the FUSE session (bad mount options?)");
+  }
+  ctx.session = se;
+  if (fuse_set_signal_handlers(se) != 0) {
+    fuse_session_destroy(se);
+    (void)unmount_core();
+    return Fail("cannot install signal handlers");
+  }
+  if (fuse_session_mount(se, opts.mountpoint.c_str()) != 0) {
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    (void)unmount_core();
+    return Fail("cannot mount FUSE at " + opts.mountpoint + " (is /dev/fuse available?)");
+  }
+  if (notify_fd >= 0) FinishDaemon(notify_fd);
+
+  int loop_rc;
+  {
+    StatsDumper dumper(&stats, fs.get(), &inodes);
+    fuse_loop_config* cfg = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(cfg, opts.max_threads);
+    fuse_loop_cfg_set_idle_threads(cfg, 8);
+    loop_rc = fuse_session_loop_mt(se, cfg);
+    fuse_loop_cfg_destroy(cfg);
+    fuse_session_unmount(se);
+    if (!opts.stats_file.empty()) {
+      Status st = WriteFileAtomically(opts.stats_file, dumper.Text());
+      if (!st.ok()) LOG_WARN("stats_file: " << st.ToString());
+    }
+  }
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  fuse_opt_free_args(&args);
+  Status st = unmount_core();
+  if (!st.ok()) return 1;
+  LOG_INFO("unmounted " << opts.device);
+  return loop_rc < 0 ? 1 : 0;
+}
+
+}  // namespace
+}  // namespace ugfs2::fusefs
+
+int main(int argc, char** argv) {
+  try {
+    return ugfs2::fusefs::Run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ugfs2: fatal: %s\n", e.what());
+    return 1;
+  }
+}

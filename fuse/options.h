@@ -1,0 +1,64 @@
+// Options: the daemon's command line, parsed once into a plain struct (no runtime state).
+//
+//   ugfs2 [-f] [-d] [-o OPT[,OPT...]]... DEVICE MOUNTPOINT
+//   ugfs2 --help | --version
+//
+// Options may follow the positional arguments (mount.fuse3 calls `ugfs2 DEV MNT -o opts`).
+// Generic mount(8)/fstab options are accepted; the ones the kernel understands (ro, nosuid, ...)
+// are forwarded to the FUSE mount in `kernel_mount_opts`, the rest are ignored.
+// Thread safety: values.
+#ifndef UGFS2_FUSE_OPTIONS_H_
+#define UGFS2_FUSE_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace ugfs2::fusefs {
+
+struct Options {
+  // Command-line flags.
+  bool foreground = false;  // -f (also implied by -d)
+  bool show_help = false;
+  bool show_version = false;
+
+  std::string device;
+  std::string mountpoint;
+
+  // -o options for the core.
+  std::string lockproto;       // lockproto=lock_nolock|lock_dlm; empty = superblock's
+  int jid = -1;                // jid=N
+  bool read_only = false;      // ro
+  bool direct_device = false;  // direct: open the device with O_DIRECT
+  uint32_t commit_s = 30;      // commit=SECONDS
+
+  // -o options for the daemon and the FUSE session.
+  bool debug = false;            // debug (or -d): verbose logs + libfuse request trace
+  bool allow_other = false;      // allow_other
+  bool writeback_cache = false;  // writeback_cache
+  double attr_timeout = 1.0;     // attr_timeout=SECONDS
+  double entry_timeout = 1.0;    // entry_timeout=SECONDS
+  std::string stats_file;        // stats_file=PATH: request counters written at exit
+  std::string fsname;            // fsname=NAME (default: DEVICE)
+  unsigned max_threads = 64;     // max_threads=N (FUSE worker threads)
+
+  // Generic options forwarded verbatim to the kernel mount (nosuid, nodev, noexec, ...).
+  std::vector<std::string> kernel_mount_opts;
+};
+
+// Parses argv (argv[0] is the program name). Errors are messages meant for a human.
+// --help / --version set show_help / show_version and skip the positional checks.
+Result<Options> ParseCommandLine(int argc, const char* const* argv);
+
+// Applies one comma-separated -o string to `opts`.
+Status ParseMountOptions(std::string_view list, Options* opts);
+
+// The --help text.
+std::string UsageText(std::string_view program);
+
+}  // namespace ugfs2::fusefs
+
+#endif  // UGFS2_FUSE_OPTIONS_H_

@@ -1,0 +1,132 @@
+# fs_lib.sh: shared helpers for the filesystem integration tests (sourced by fs_*.sh).
+#
+# Environment (set by CMake/ctest; defaults work from a build tree):
+#   UGFS2_BIN           path of the built ugfs2 daemon (or pass it as $1 to the test)
+#   UGFS2_FSCK_ORACLE   fsck oracle (default: <repo>/../shared/scripts/fsck-oracle)
+# Every test: a private temp dir, real mkfs.gfs2 images, mounts with -f in the background (logs in
+# $T/*.log), bounded waits, and a trap that unmounts and deletes everything on any exit.
+set -u -o pipefail
+export PATH=$PATH:/usr/sbin:/sbin
+
+FS_TEST_NAME=$(basename "$0" .sh)
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+UGFS2_BIN=${1:-${UGFS2_BIN:-$REPO/build/fuse/fuse/ugfs2}}
+ORACLE=${UGFS2_FSCK_ORACLE:-$REPO/../shared/scripts/fsck-oracle}
+HELPER="python3 $REPO/tests/integration/fs_helper.py"
+
+declare -A FS_PIDS=()   # mountpoint -> daemon pid
+T=""
+
+log() { echo "[$FS_TEST_NAME $(date +%T)] $*"; }
+fail() {
+  echo "[$FS_TEST_NAME] FAIL: $*" >&2
+  for f in "$T"/*.log; do
+    [ -s "$f" ] && { echo "--- $f (last 30 lines) ---" >&2; tail -30 "$f" >&2; }
+  done 2>/dev/null
+  exit 1
+}
+skip() { echo "[$FS_TEST_NAME] SKIP: $*"; exit 77; }
+
+fs_cleanup() {
+  local rc=$?
+  set +e
+  for m in "${!FS_PIDS[@]}"; do
+    if mountpoint -q "$m"; then
+      fusermount3 -u "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+    fi
+    local pid=${FS_PIDS[$m]}
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null
+  done
+  # Children started by the test (helpers holding files open, ...).
+  jobs -p | xargs -r kill -9 2>/dev/null
+  wait 2>/dev/null
+  [ -n "$T" ] && [ -d "$T" ] && rm -rf "$T"
+  if [ $rc -eq 0 ]; then echo "[$FS_TEST_NAME] PASS"; fi
+  exit $rc
+}
+
+fs_init() {
+  [ -x "$UGFS2_BIN" ] || fail "ugfs2 binary not found at $UGFS2_BIN (set UGFS2_BIN)"
+  [ -x "$ORACLE" ] || fail "fsck oracle not found at $ORACLE (set UGFS2_FSCK_ORACLE)"
+  [ -e /dev/fuse ] || skip "/dev/fuse missing"
+  [ "$(id -u)" -eq 0 ] || skip "needs root"
+  command -v mkfs.gfs2 >/dev/null || skip "mkfs.gfs2 missing"
+  T=$(mktemp -d "${TMPDIR:-/tmp}/ugfs2-$FS_TEST_NAME-XXXXXX") || fail "mktemp"
+  chmod 755 "$T"
+  trap fs_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+# make_image IMG SIZE BSIZE [extra mkfs args...]
+make_image() {
+  local img=$1 size=$2 bsize=$3
+  shift 3
+  rm -f "$img"
+  truncate -s "$size" "$img" || fail "truncate $img"
+  mkfs.gfs2 -O -p lock_nolock -b "$bsize" -j 1 "$@" "$img" >"$T/mkfs.log" 2>&1 ||
+    fail "mkfs.gfs2 $img: $(cat "$T/mkfs.log")"
+}
+
+# wait_mounted MNT PID [seconds]: polls until MNT is a fuse mount, the daemon dies, or timeout.
+wait_mounted() {
+  local mnt=$1 pid=$2 secs=${3:-30}
+  local deadline=$((SECONDS + secs))
+  while ! grep -qs " $(realpath "$mnt") fuse" /proc/mounts; do
+    kill -0 "$pid" 2>/dev/null || return 1
+    [ $SECONDS -ge $deadline ] && fail "mount of $mnt did not appear within ${secs}s"
+    sleep 0.05
+  done
+}
+
+# mount_fs IMG MNT [ugfs2 -o options]: foreground daemon in the background; log in $T/<mnt>.log.
+mount_fs() {
+  local img=$1 mnt=$2 opts=${3:-}
+  mkdir -p "$mnt"
+  local logf="$T/$(basename "$mnt").log"
+  if [ -n "$opts" ]; then
+    "$UGFS2_BIN" -f -o "$opts" "$img" "$mnt" >>"$logf" 2>&1 &
+  else
+    "$UGFS2_BIN" -f "$img" "$mnt" >>"$logf" 2>&1 &
+  fi
+  local pid=$!
+  FS_PIDS[$mnt]=$pid
+  wait_mounted "$mnt" "$pid" || { wait "$pid"; fail "ugfs2 exited ($?) instead of mounting $img"; }
+}
+
+# unmount_fs MNT: fusermount3 -u, then the daemon must exit 0 within 60 s.
+unmount_fs() {
+  local mnt=$1
+  local pid=${FS_PIDS[$mnt]:-}
+  local deadline=$((SECONDS + 30))
+  until fusermount3 -u "$mnt" 2>"$T/umount.err"; do
+    grep -q "busy" "$T/umount.err" || fail "fusermount3 -u $mnt: $(cat "$T/umount.err")"
+    [ $SECONDS -ge $deadline ] && fail "$mnt still busy after 30s"
+    sleep 0.2
+  done
+  [ -z "$pid" ] && return 0
+  deadline=$((SECONDS + 60))
+  while kill -0 "$pid" 2>/dev/null; do
+    [ $SECONDS -ge $deadline ] && fail "ugfs2 (pid $pid) did not exit within 60s after unmount"
+    sleep 0.05
+  done
+  wait "$pid"
+  local rc=$?
+  unset "FS_PIDS[$mnt]"
+  [ $rc -eq 0 ] || fail "ugfs2 exited with $rc after unmounting $mnt"
+}
+
+# check_clean IMG: the fsck oracle must say CLEAN.
+check_clean() {
+  local out
+  out=$("$ORACLE" "$1" 2>&1) || fail "fsck-oracle $1: $out"
+  [ "$out" = "CLEAN" ] || fail "fsck-oracle $1: $out"
+  log "fsck-oracle $(basename "$1"): CLEAN"
+}
+
+# expect_eq WHAT ACTUAL EXPECTED
+expect_eq() { [ "$2" = "$3" ] || fail "$1: got '$2', expected '$3'"; }
+
+# df_used MNT: used blocks as statfs reports them.
+df_used() { stat -f -c '%b %f' "$1" | awk '{print $1 - $2}'; }
+df_free() { stat -f -c '%f' "$1"; }
