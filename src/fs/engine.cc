@@ -109,6 +109,7 @@ Status Engine::DoMount() {
   RETURN_IF_ERROR(LoadRgrps());
   ASSIGN_OR_RETURN(InodeRef root, GetInode(sb_.root_dir.addr));
   if (!root->is_dir()) return Status::Corrupt("root inode is not a directory");
+  if (!read_only_) RETURN_IF_ERROR(ResetStatfs());
 
   mounted_ = true;
   if (!read_only_) {
@@ -143,21 +144,39 @@ Status Engine::OpenJournal() {
                                            lookup));
   ASSIGN_OR_RETURN(InodeRef qc, MustLookup(this, *per_node, "quota_change" + std::to_string(jid_),
                                            lookup));
-  ASSIGN_OR_RETURN(auto blocks, journal::MapJournalBlocks(*dev_, geo_, jip->no));
-  ASSIGN_OR_RETURN(journal::Journal j, journal::Journal::Open(dev_.get(), geo_.bsize, jid_, jip->no,
-                                                              std::move(blocks), sc->no, qc->no));
-  journal_ = std::make_unique<journal::Journal>(std::move(j));
-  RETURN_IF_ERROR(journal_->FindHead().WithContext(jname));
-  if (!journal_->IsClean()) {
-    if (read_only_) {
-      return Status::Invalid(jname + " is dirty and needs replay, which a read-only mount "
-                             "cannot do; mount read-write once (or run fsck.gfs2)");
+  // A single-node mount is the only user of the volume: recover every dirty journal (another
+  // node's too, as gfs2's first mounter does), then open our own.
+  for (uint32_t j = 0;; ++j) {
+    std::string name = "journal" + std::to_string(j);
+    auto other = LookupChild(*jindex, name, nullptr);
+    if (!other.ok()) {
+      if (other.status().IsNotFound()) break;
+      return other.status().WithContext(name);
     }
-    LOG_WARN(jname << " is dirty: replaying");
-    ASSIGN_OR_RETURN(journal::ReplayStats rs, journal_->Replay());
-    LOG_INFO(jname << " replayed: " << rs.blocks_replayed << " blocks from " << rs.region_blocks
-                   << " log blocks, " << rs.revokes << " revokes");
+    auto osc = LookupChild(*per_node, "statfs_change" + std::to_string(j), nullptr);
+    auto oqc = LookupChild(*per_node, "quota_change" + std::to_string(j), nullptr);
+    ASSIGN_OR_RETURN(auto blocks, journal::MapJournalBlocks(*dev_, geo_, (*other)->no));
+    ASSIGN_OR_RETURN(journal::Journal jr,
+                     journal::Journal::Open(dev_.get(), geo_.bsize, j, (*other)->no,
+                                            std::move(blocks), osc.ok() ? (*osc)->no : 0,
+                                            oqc.ok() ? (*oqc)->no : 0));
+    RETURN_IF_ERROR(jr.FindHead().WithContext(name));
+    if (!jr.IsClean()) {
+      if (read_only_) {
+        return Status::Invalid(name + " is dirty and needs replay, which a read-only mount "
+                               "cannot do; mount read-write once (or run fsck.gfs2)");
+      }
+      LOG_WARN(name << " is dirty: replaying");
+      ASSIGN_OR_RETURN(journal::ReplayStats rs, jr.Replay());
+      LOG_INFO(name << " replayed: " << rs.blocks_replayed << " blocks from " << rs.region_blocks
+                    << " log blocks, " << rs.revokes << " revokes");
+    }
+    if (j == jid_) journal_ = std::make_unique<journal::Journal>(std::move(jr));
   }
+  (void)jip;
+  (void)sc;
+  (void)qc;
+  if (!journal_) return Status::Invalid(jname + " not found");
   return Status::Ok();
 }
 
@@ -183,6 +202,45 @@ Status Engine::LoadSystemFiles() {
       format::StatfsChange::Decode(local_statfs_->buf->bytes() + format::kDinodeSize);
   local_ = {lc.total, lc.free, lc.dinodes};
   local_on_disk_ = local_;
+  return Status::Ok();
+}
+
+Status Engine::ResetStatfs() {
+  // Only this node uses the volume: the rgrp headers are exact, so the master statfs becomes their
+  // sum and every node's unfolded delta (ours and any crashed node's) is cleared. This also
+  // undoes the double counting left when fsck.gfs2 fixed the master but kept the deltas.
+  int64_t total = 0, free = 0, dinodes = 0;
+  for (const auto& rg : rgrps_) {
+    if (rg.damaged) return Status::Ok();  // counts unknown: leave statfs alone
+    total += rg.ri.data;
+    free += rg.hdr.free;
+    dinodes += rg.hdr.dinodes;
+  }
+  std::unique_lock<std::shared_mutex> lk(mu_);
+  uint8_t* m = statfs_->buf->bytes() + format::kDinodeSize;
+  format::StatfsChange cur = format::StatfsChange::Decode(m);
+  if (cur.total != total || cur.free != free || cur.dinodes != dinodes) {
+    LOG_INFO("statfs: master (" << cur.total << "/" << cur.free << "/" << cur.dinodes
+                                << ") set to the resource group totals (" << total << "/" << free
+                                << "/" << dinodes << ")");
+    format::StatfsChange{total, free, dinodes}.Encode(m);
+    cache_->MarkDirty(statfs_->buf);
+  }
+  for (uint32_t j = 0;; ++j) {
+    auto sc = LookupChild(*per_node_, "statfs_change" + std::to_string(j), nullptr);
+    if (!sc.ok()) break;
+    InodeRef ip = *sc;
+    if (ip->di.height != 0 || ip->di.size < format::kStatfsChangeSize) continue;
+    uint8_t* p = ip->buf->bytes() + format::kDinodeSize;
+    format::StatfsChange d = format::StatfsChange::Decode(p);
+    if (d.total != 0 || d.free != 0 || d.dinodes != 0) {
+      format::StatfsChange{}.Encode(p);
+      cache_->MarkDirty(ip->buf);
+    }
+  }
+  local_ = {};
+  local_on_disk_ = {};
+  mod_seq_++;
   return Status::Ok();
 }
 
@@ -231,14 +289,15 @@ Status Engine::ReclaimUnlinked() {
 Status Engine::FlushLog() {
   if (!journal_ || read_only_) return Status::Ok();
   std::lock_guard<std::mutex> fl(flush_mu_);
-  const uint64_t target = mod_seq_.load();
-  if (flushed_seq_.load() >= target) return Status::Ok();  // someone flushed for us
+  if (flushed_seq_.load() >= mod_seq_.load()) return Status::Ok();  // someone flushed for us
   if (log_broken_) return Status::IoError("log is broken after an earlier I/O error");
   std::vector<DirtySnapshot> snap;
   std::vector<uint64_t> revokes;
   journal::StatfsDelta local;
+  uint64_t target;
   {
     std::unique_lock<std::shared_mutex> lk(mu_);
+    target = mod_seq_.load();  // everything up to here is in this batch (group commit)
     if (local_.total != local_on_disk_.total || local_.free != local_on_disk_.free ||
         local_.dinodes != local_on_disk_.dinodes) {
       format::StatfsChange{local_.total, local_.free, local_.dinodes}.Encode(

@@ -128,6 +128,7 @@ class Engine final : public FileSystem {
   Status LoadSystemFiles();
   Status OpenJournal();
   Status FoldStatfs();  // REQUIRES mu_ exclusive
+  Status ResetStatfs();  // single-node mount: master = rgrp totals, deltas cleared
   Status AfterModify();  // after a modifying op, without locks: flush if the batch is large
   Status EnsureSpace(uint64_t blocks);  // before allocating: commit deferred frees if needed
   void FlusherThread();
