@@ -120,6 +120,9 @@ class Engine final : public FileSystem {
 
   // Flushes the log: everything modified so far becomes durable. Thread-safe.
   Status FlushLog();
+  // Makes every operation with sequence <= upto durable (joining a flush in progress if it covers
+  // them: group commit).
+  Status FlushLogUpTo(uint64_t upto);
 
  private:
   friend class EngineTestPeer;
