@@ -1,0 +1,949 @@
+#include "lockspace.h"
+
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+
+#include "common/log.h"
+#include "dump.h"
+
+namespace ugfs2::dlm {
+namespace {
+
+enum MsgType : uint8_t {
+  kMsgOp = 1,
+  kMsgRecoveryDone = 2,
+  kMsgSync = 3,
+  kMsgQuery = 4,
+  kMsgQueryReply = 5,
+  kMsgHello = 6,
+};
+
+uint64_t NewNonce(uint32_t pid) {
+  static std::atomic<uint64_t> counter{0};
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t h = (uint64_t{pid} << 40) ^ (counter.fetch_add(1) << 20) ^
+               static_cast<uint64_t>(ts.tv_nsec) ^ (static_cast<uint64_t>(ts.tv_sec) << 32);
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdULL;
+  h ^= h >> 33;
+  return h | 1;  // never 0
+}
+
+std::string SelfProcName() {
+  std::ifstream f("/proc/self/comm");
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+std::vector<MemberId> Sorted(std::vector<MemberId> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+}  // namespace
+
+const char* LsStateName(LsState s) {
+  switch (s) {
+    case LsState::kIdle:
+      return "idle";
+    case LsState::kJoining:
+      return "joining";
+    case LsState::kMember:
+      return "member";
+    case LsState::kFenced:
+      return "fenced";
+    case LsState::kLeft:
+      return "left";
+    case LsState::kDead:
+      return "dead";
+  }
+  return "?";
+}
+
+struct Lockspace::SyncWaiter {
+  bool done = false;
+};
+
+Lockspace::Lockspace(Transport* transport, LockspaceOptions opts)
+    : transport_(transport), opts_(std::move(opts)) {
+  if (opts_.callbacks == nullptr) {
+    own_callbacks_ = std::make_unique<ThreadCallbackQueue>();
+    callbacks_ = own_callbacks_.get();
+  } else {
+    callbacks_ = opts_.callbacks;
+  }
+  if (opts_.pid == 0) opts_.pid = static_cast<uint32_t>(getpid());
+  if (opts_.procname.empty()) opts_.procname = SelfProcName();
+  self_ = transport_->self();
+}
+
+Lockspace::~Lockspace() {
+  transport_->Stop();
+  own_callbacks_.reset();  // drains callbacks before members go away
+}
+
+int64_t Lockspace::NowNs() const {
+  if (opts_.now_ns) return opts_.now_ns();
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+Status Lockspace::Join() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (state_ != LsState::kIdle && state_ != LsState::kLeft) {
+    return Status::Invalid("lockspace already joined");
+  }
+  if (!started_) {
+    RETURN_IF_ERROR(transport_->Start(this));
+    started_ = true;
+  }
+  state_ = LsState::kJoining;
+  synced_ = false;
+  in_group_ = false;
+  buffer_.clear();
+  join_wanted_ = true;
+  if (quorate_) {
+    join_wanted_ = false;
+    return transport_->Join();
+  }
+  LOG_INFO("dlm " << opts_.name << ": waiting for quorum before joining");
+  return Status::Ok();
+}
+
+Status Lockspace::WaitMember(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> l(mu_);
+  if (!cv_.wait_for(l, timeout,
+                    [this] { return state_ == LsState::kMember || state_ == LsState::kDead; })) {
+    return Status(Code::kTimedOut, "timed out joining lockspace " + opts_.name + " (state " +
+                                       LsStateName(state_) + ")");
+  }
+  if (state_ == LsState::kDead) return Status(Code::kNotConnected, "transport failed");
+  return Status::Ok();
+}
+
+Status Lockspace::Leave() {
+  std::lock_guard<std::mutex> l(mu_);
+  join_wanted_ = false;
+  if (state_ == LsState::kIdle || state_ == LsState::kLeft) return Status::Ok();
+  state_ = LsState::kLeft;
+  ResetLocalLocked();
+  return transport_->Leave();
+}
+
+// ---------------------------------------------------------------------------------------------
+// API
+
+Status Lockspace::SendOpLocked(const LockOp& op) {
+  ByteWriter w;
+  w.U8(kMsgOp);
+  op.Encode(&w);
+  return MulticastLocked(w.Take());
+}
+
+Status Lockspace::MulticastLocked(std::vector<uint8_t> msg) {
+  return transport_->Multicast(std::move(msg));
+}
+
+namespace {
+Status ValidateLock(int mode, const Lksb* lksb, uint32_t flags, std::string_view name) {
+  if (mode < kNL || mode > kEX) return Status::Invalid("bad lock mode");
+  if (lksb == nullptr) return Status::Invalid("lksb required");
+  if (flags & ~kLockFlagsMask) return Status::Invalid("unsupported lock flags");
+  const bool conv = flags & kLkfConvert;
+  if ((flags & (kLkfQueCvt | kLkfConvDeadlk)) && !conv) {
+    return Status::Invalid("QUECVT/CONVDEADLK need CONVERT");
+  }
+  if ((flags & kLkfConvDeadlk) && (flags & kLkfNoQueue)) {
+    return Status::Invalid("CONVDEADLK with NOQUEUE");
+  }
+  if ((flags & kLkfExpedite) && (conv || mode != kNL || (flags & (kLkfQueCvt | kLkfNoQueue)))) {
+    return Status::Invalid("EXPEDITE only for new NL requests");
+  }
+  if ((flags & kLkfAltPr) && (flags & kLkfAltCw)) return Status::Invalid("ALTPR with ALTCW");
+  if ((flags & kLkfNoQueueBast) && !(flags & kLkfNoQueue)) {
+    return Status::Invalid("NOQUEUEBAST needs NOQUEUE");
+  }
+  if (conv) {
+    if (lksb->lkid == 0) return Status::Invalid("CONVERT needs lksb->lkid");
+  } else if (name.empty() || name.size() > kResNameMax) {
+    return Status::Invalid("resource name must be 1..64 bytes");
+  }
+  return Status::Ok();
+}
+}  // namespace
+
+Status Lockspace::Lock(int mode, Lksb* lksb, uint32_t flags, std::string_view name,
+                       CompletionFn ast, BlockingFn bast) {
+  if (!ast && !(flags & kLkfConvert)) return Status::Invalid("completion callback required");
+  return LockInternal(mode, lksb, flags, name, std::move(ast), std::move(bast), nullptr);
+}
+
+Status Lockspace::LockInternal(int mode, Lksb* lksb, uint32_t flags, std::string_view name,
+                               CompletionFn ast, BlockingFn bast,
+                               std::shared_ptr<SyncWaiter> waiter) {
+  RETURN_IF_ERROR(ValidateLock(mode, lksb, flags, name));
+  std::lock_guard<std::mutex> l(mu_);
+  if (state_ != LsState::kMember) {
+    if (state_ == LsState::kFenced || state_ == LsState::kDead) return Status::Fenced("fenced");
+    return Status(Code::kNotConnected, "lockspace not joined");
+  }
+  LockOp op;
+  op.mode = static_cast<int8_t>(mode);
+  op.flags = flags;
+  if (flags & kLkfConvert) {
+    auto it = locks_.find(lksb->lkid);
+    if (it == locks_.end()) return Status::NotFound("no such lock");
+    LocalLock& lk = it->second;
+    if (lk.busy || lk.orphan) return Status::Busy("operation in progress on lock");
+    if ((flags & kLkfQueCvt) && !QueCvtAllowed(lk.grmode, mode)) {
+      return Status::Invalid("QUECVT not allowed for this conversion");
+    }
+    op.type = LockOp::kConvert;
+    op.lkid = lk.lkid;
+    if ((flags & kLkfValBlk) && LvbWriteOnConvert(lk.grmode, mode)) {
+      op.has_lvb = true;
+      op.lvb = lksb->lvb;
+    }
+    lk.lksb = lksb;
+    if (ast) lk.ast = std::move(ast);
+    if (bast) lk.bast = std::move(bast);
+    lk.waiter = std::move(waiter);
+    lk.busy = true;
+    Status st = SendOpLocked(op);
+    if (!st.ok()) lk.busy = false;
+    return st;
+  }
+  uint32_t lkid;
+  do {
+    lkid = next_lkid_++;
+  } while (lkid == 0 || locks_.count(lkid) != 0);
+  op.type = LockOp::kRequest;
+  op.lkid = lkid;
+  op.pid = opts_.pid;
+  op.procname = opts_.procname;
+  op.name = std::string(name);
+  LocalLock& lk = locks_[lkid];
+  lk.lkid = lkid;
+  lk.lksb = lksb;
+  lk.ast = std::move(ast);
+  lk.bast = std::move(bast);
+  lk.waiter = std::move(waiter);
+  lk.busy = true;
+  lksb->lkid = lkid;
+  Status st = SendOpLocked(op);
+  if (!st.ok()) locks_.erase(lkid);
+  return st;
+}
+
+Status Lockspace::Unlock(uint32_t lkid, uint32_t flags) {
+  return UnlockInternal(lkid, flags, nullptr, nullptr);
+}
+
+Status Lockspace::UnlockInternal(uint32_t lkid, uint32_t flags, Lksb* lksb,
+                                 std::shared_ptr<SyncWaiter> waiter) {
+  if (flags & ~kUnlockFlagsMask) return Status::Invalid("unsupported unlock flags");
+  if ((flags & kLkfCancel) && (flags & kLkfForceUnlock)) {
+    return Status::Invalid("CANCEL with FORCEUNLOCK");
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  if (state_ != LsState::kMember) {
+    if (state_ == LsState::kFenced || state_ == LsState::kDead) return Status::Fenced("fenced");
+    return Status(Code::kNotConnected, "lockspace not joined");
+  }
+  auto it = locks_.find(lkid);
+  if (it == locks_.end()) return Status::NotFound("no such lock");
+  LocalLock& lk = it->second;
+  LockOp op;
+  op.lkid = lkid;
+  op.flags = flags;
+  if (flags & kLkfCancel) {
+    if (!lk.busy || lk.unlocking || lk.orphan) return Status::Ok();  // nothing to cancel
+    op.type = LockOp::kCancel;
+    return SendOpLocked(op);
+  }
+  if (lk.orphan || lk.unlocking) return Status::Busy("unlock in progress");
+  if (lk.busy && !(flags & kLkfForceUnlock)) return Status::Busy("operation in progress on lock");
+  if (lksb != nullptr) lk.lksb = lksb;
+  op.type = LockOp::kUnlock;
+  if ((flags & kLkfValBlk) && (lk.grmode == kPW || lk.grmode == kEX)) {
+    op.has_lvb = true;
+    op.lvb = lk.lksb->lvb;
+  }
+  if (waiter) lk.waiter = std::move(waiter);
+  lk.busy = true;
+  lk.unlocking = true;
+  return SendOpLocked(op);
+}
+
+Status Lockspace::LockSync(int mode, Lksb* lksb, uint32_t flags, std::string_view name,
+                           BlockingFn bast, std::chrono::milliseconds timeout) {
+  if (callbacks_->InCallback()) return Status::Invalid("LockSync on the callback thread");
+  auto waiter = std::make_shared<SyncWaiter>();
+  RETURN_IF_ERROR(LockInternal(mode, lksb, flags, name, nullptr, std::move(bast), waiter));
+  const uint32_t lkid = lksb->lkid;
+  std::unique_lock<std::mutex> l(mu_);
+  if (cv_.wait_for(l, timeout, [&] { return waiter->done; })) return Status::Ok();
+  auto it = locks_.find(lkid);
+  if (it == locks_.end()) return Status(Code::kTimedOut, "lock request timed out");
+  LocalLock& lk = it->second;
+  LockOp op;
+  op.type = LockOp::kCancel;
+  op.lkid = lkid;
+  if (flags & kLkfConvert) {
+    // The lock stays the caller's; give the cancel one more timeout to settle it.
+    (void)SendOpLocked(op);
+    cv_.wait_for(l, timeout, [&] { return waiter->done; });
+    lk.waiter.reset();
+    return Status(Code::kTimedOut, "lock conversion timed out");
+  }
+  // A new request: detach it from the caller's lksb; unlock it should it be granted later.
+  (void)SendOpLocked(op);
+  lk.orphan = true;
+  lk.own_lksb = std::make_unique<Lksb>(*lksb);
+  lk.lksb = lk.own_lksb.get();
+  lk.ast = nullptr;
+  lk.bast = nullptr;
+  lk.waiter.reset();
+  return Status(Code::kTimedOut,
+                "lock request timed out after " + std::to_string(timeout.count()) + " ms");
+}
+
+Status Lockspace::UnlockSync(uint32_t lkid, uint32_t flags, Lksb* lksb,
+                             std::chrono::milliseconds timeout) {
+  if (callbacks_->InCallback()) return Status::Invalid("UnlockSync on the callback thread");
+  auto waiter = std::make_shared<SyncWaiter>();
+  RETURN_IF_ERROR(UnlockInternal(lkid, flags, lksb, waiter));
+  std::unique_lock<std::mutex> l(mu_);
+  if (cv_.wait_for(l, timeout, [&] { return waiter->done; })) return Status::Ok();
+  auto it = locks_.find(lkid);
+  if (it != locks_.end()) it->second.waiter.reset();
+  return Status(Code::kTimedOut, "unlock timed out");
+}
+
+Status Lockspace::RecoveryDone(uint32_t nodeid) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (state_ != LsState::kMember) return Status::Fenced("not a member");
+  if (!DeliverableLocked()) return Status::Fenced("no quorum");
+  ByteWriter w;
+  w.U8(kMsgRecoveryDone);
+  w.U32(nodeid);
+  return MulticastLocked(w.Take());
+}
+
+bool Lockspace::fenced() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return state_ == LsState::kFenced || state_ == LsState::kDead;
+}
+
+LsState Lockspace::state() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return state_;
+}
+
+LockspaceInfo Lockspace::Info() const {
+  std::lock_guard<std::mutex> l(mu_);
+  LockspaceInfo info;
+  info.name = opts_.name;
+  info.state = state_;
+  info.self = self_;
+  info.incarnation = synced_ ? MyIncarnationLocked() : 0;
+  info.quorate = quorate_;
+  info.quorum_confirmed = quorum_confirmed_;
+  if (synced_) {
+    info.members = table_.members();
+    info.recovery_pending = table_.recovery_pending();
+    info.seq = table_.seq();
+    info.resources = table_.resources().size();
+    info.locks = table_.lock_count();
+  }
+  info.held_callbacks = held_.size();
+  info.fence_count = fence_count_;
+  return info;
+}
+
+uint64_t Lockspace::TEST_Digest() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return table_.Digest();
+}
+
+std::string Lockspace::TEST_CheckInvariants() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return synced_ ? table_.CheckInvariants() : std::string();
+}
+
+std::string Lockspace::Dump(bool json) const {
+  std::lock_guard<std::mutex> l(mu_);
+  return DumpLocked(json);
+}
+
+std::string Lockspace::DumpLocked(bool json) const {
+  DumpContext ctx;
+  ctx.lockspace = opts_.name;
+  ctx.self = self_;
+  ctx.state = LsStateName(state_);
+  ctx.quorate = quorate_ && quorum_confirmed_;
+  ctx.synced = synced_;
+  ctx.incarnation = synced_ ? MyIncarnationLocked() : 0;
+  ctx.now_ns = NowNs();
+  ctx.held_callbacks = held_.size();
+  for (const auto& [lkid, lk] : locks_) {
+    if (lk.busy) ctx.in_flight.insert(lkid);
+  }
+  return json ? DumpJson(table_, ctx) : DumpText(table_, ctx);
+}
+
+Result<std::vector<std::string>> Lockspace::DumpAllNodes(bool json,
+                                                         std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> l(mu_);
+  if (state_ != LsState::kMember) return Status(Code::kNotConnected, "not a member");
+  const uint64_t qid = next_query_++;
+  query_replies_[qid];
+  ByteWriter w;
+  w.U8(kMsgQuery);
+  w.U64(qid);
+  w.U32(self_.nodeid);
+  w.U32(self_.pid);
+  w.U8(json ? 1 : 0);
+  RETURN_IF_ERROR(MulticastLocked(w.Take()));
+  auto complete = [&] {
+    auto e = query_expected_.find(qid);
+    if (e == query_expected_.end()) return false;
+    for (const auto& m : e->second) {
+      if (query_replies_[qid].count(m) == 0) return false;
+    }
+    return true;
+  };
+  const bool all = cv_.wait_for(l, timeout, complete);
+  std::vector<std::string> out;
+  for (const auto& [m, text] : query_replies_[qid]) out.push_back(text);
+  if (!all) {
+    for (const auto& m : query_expected_[qid]) {
+      if (query_replies_[qid].count(m) == 0) {
+        out.push_back(json ? "{\"nodeid\":" + std::to_string(m.nodeid) +
+                                 ",\"error\":\"no reply within timeout\"}"
+                           : "node " + std::to_string(m.nodeid) + ": no reply within timeout\n");
+      }
+    }
+  }
+  query_replies_.erase(qid);
+  query_expected_.erase(qid);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ordered stream
+
+uint32_t Lockspace::MyIncarnationLocked() const {
+  const MemberInfo* m = table_.FindMember(self_);
+  return m ? m->incarnation : 0;
+}
+
+bool Lockspace::IsDesignatedLocked() const {
+  const MemberInfo* best = nullptr;
+  for (const auto& m : table_.members()) {
+    if (!m.alive || !m.synced) continue;
+    if (best == nullptr || m.id < best->id) best = &m;
+  }
+  return best != nullptr && best->id == self_;
+}
+
+void Lockspace::OnConfChg(const std::vector<MemberId>& members_in,
+                          const std::vector<std::pair<MemberId, LeaveReason>>& left_in,
+                          const std::vector<MemberId>& joined_in) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (state_ != LsState::kJoining && state_ != LsState::kMember) return;
+  Event ev;
+  ev.is_confchg = true;
+  ev.members = Sorted(members_in);
+  ev.left = left_in;
+  std::sort(ev.left.begin(), ev.left.end());
+  ev.joined = Sorted(joined_in);
+  if (!synced_) {
+    if (!in_group_) {
+      if (std::find(ev.joined.begin(), ev.joined.end(), self_) == ev.joined.end()) return;
+      in_group_ = true;
+      local_seq_ = 0;
+      buffer_.clear();
+      later_joiners_.clear();
+      old_members_.clear();
+      for (const auto& m : ev.members) {
+        if (std::find(ev.joined.begin(), ev.joined.end(), m) == ev.joined.end()) {
+          old_members_.insert(m);
+        }
+      }
+      join_cohort_ = ev.joined;
+      LOG_DEBUG("dlm " << opts_.name << ": joined group, " << old_members_.size()
+                       << " members hold state");
+      if (old_members_.empty()) {
+        FoundLocked(ev.members);
+        return;
+      }
+      nonce_ = NewNonce(self_.pid);
+      ByteWriter w;
+      w.U8(kMsgHello);
+      w.U64(nonce_);
+      (void)MulticastLocked(w.Take());
+      return;
+    }
+    ++local_seq_;
+    for (const auto& [m, why] : ev.left) {
+      old_members_.erase(m);
+      later_joiners_.erase(m);
+      std::erase(join_cohort_, m);
+    }
+    for (const auto& m : ev.joined) later_joiners_[m] = LaterJoiner{local_seq_, 0};
+    if (old_members_.empty()) {
+      // Everyone who held the table is gone before handing it to us: start afresh.
+      FoundLocked(ev.members);
+      return;
+    }
+    buffer_.push_back(std::move(ev));
+    return;
+  }
+  ApplyEventLocked(ev, /*replay=*/false);
+}
+
+void Lockspace::FoundLocked(const std::vector<MemberId>& members) {
+  std::vector<MemberInfo> infos;
+  for (const auto& m : members) {
+    MemberInfo mi;
+    mi.id = m;
+    auto it = later_joiners_.find(m);
+    if (it != later_joiners_.end()) {
+      mi.synced = false;
+      mi.join_seq = it->second.join_index;
+      mi.nonce = it->second.nonce;
+    } else {
+      mi.synced = true;
+      mi.join_seq = 0;
+    }
+    infos.push_back(mi);
+  }
+  table_.Found(infos, local_seq_);
+  buffer_.clear();
+  synced_ = true;
+  state_ = LsState::kMember;
+  LOG_INFO("dlm " << opts_.name << ": founded lockspace with " << infos.size() << " member(s)");
+  cv_.notify_all();
+  if (fence_count_ > 0 && opts_.fence_hook) {
+    auto hook = opts_.fence_hook;
+    callbacks_->Post([hook] { hook(false); });
+  }
+  MaybeSendSyncLocked();
+}
+
+void Lockspace::OnDeliver(const MemberId& from, const uint8_t* data, size_t len) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (state_ != LsState::kJoining && state_ != LsState::kMember) return;
+  if (len == 0) return;
+  if (!synced_) {
+    if (!in_group_) return;
+    ++local_seq_;
+    Event ev;
+    ev.from = from;
+    ev.msg.assign(data, data + len);
+    buffer_.push_back(std::move(ev));
+    if (data[0] == kMsgHello && len >= 9) {
+      auto it = later_joiners_.find(from);
+      if (it != later_joiners_.end() && it->second.nonce == 0) {
+        ByteReader r(data + 1, len - 1);
+        it->second.nonce = r.U64();
+      }
+    }
+    if (data[0] == kMsgSync) {
+      ByteReader r(data + 1, len - 1);
+      uint32_t n = r.U32();
+      bool mine = false;
+      for (uint32_t i = 0; i < n && r.ok(); ++i) {
+        MemberId m;
+        m.nodeid = r.U32();
+        m.pid = r.U32();
+        const uint64_t nonce = r.U64();
+        if (m == self_ && nonce == nonce_) mine = true;
+      }
+      if (mine && r.ok()) InstallSnapshotLocked(data, len);
+    }
+    return;
+  }
+  ApplyMessageLocked(from, data, len, /*replay=*/false);
+}
+
+void Lockspace::InstallSnapshotLocked(const uint8_t* data, size_t len) {
+  ByteReader r(data + 1, len - 1);
+  uint32_t n = r.U32();
+  for (uint32_t i = 0; i < n; ++i) {
+    r.U32();
+    r.U32();
+    r.U64();
+  }
+  if (!table_.DecodeSnapshot(&r)) {
+    LOG_ERROR("dlm " << opts_.name << ": corrupt state transfer ignored");
+    return;
+  }
+  const MemberInfo* me = table_.FindMember(self_);
+  if (me == nullptr) {
+    LOG_ERROR("dlm " << opts_.name << ": state transfer does not list us");
+    return;
+  }
+  const uint64_t join_seq = me->join_seq;
+  std::vector<Event> events = std::move(buffer_);
+  buffer_.clear();
+  synced_ = true;  // replay applies events like a member would
+  for (size_t i = 0; i < events.size(); ++i) {
+    const uint64_t s = join_seq + 1 + i;
+    if (s <= table_.seq()) continue;
+    if (s != table_.seq() + 1) {
+      LOG_ERROR("dlm " << opts_.name << ": state transfer gap " << s << " vs " << table_.seq());
+    }
+    ApplyEventLocked(events[i], /*replay=*/true);
+  }
+  const MemberInfo* after = table_.FindMember(self_);
+  if (after == nullptr || !after->synced) {
+    LOG_ERROR("dlm " << opts_.name << ": still unsynced after state transfer");
+  }
+  state_ = LsState::kMember;
+  LOG_INFO("dlm " << opts_.name << ": state transfer complete at seq " << table_.seq() << ", "
+                  << table_.lock_count() << " locks, incarnation " << MyIncarnationLocked());
+  cv_.notify_all();
+  if (fence_count_ > 0 && opts_.fence_hook) {
+    auto hook = opts_.fence_hook;
+    callbacks_->Post([hook] { hook(false); });
+  }
+  MaybeStartRecoveryLocked();
+}
+
+void Lockspace::ApplyEventLocked(const Event& ev, bool replay) {
+  if (!ev.is_confchg) {
+    ApplyMessageLocked(ev.from, ev.msg.data(), ev.msg.size(), replay);
+    return;
+  }
+  table_.IncSeq();
+  std::vector<Effect> effects;
+  for (const auto& [m, why] : ev.left) {
+    if (m == self_) return;  // our own departure; Leave() handled it
+  }
+  table_.ApplyConfChg(ev.members, ev.left, ev.joined, &effects);
+  if (replay) return;
+  if (!ev.left.empty()) quorum_confirmed_ = false;  // wait for quorum to confirm the new view
+  HandleEffectsLocked(&effects);
+  MaybeSendSyncLocked();
+  MaybeStartRecoveryLocked();
+}
+
+void Lockspace::ApplyMessageLocked(const MemberId& from, const uint8_t* data, size_t len,
+                                   bool replay) {
+  table_.IncSeq();
+  ByteReader r(data + 1, len - 1);
+  std::vector<Effect> effects;
+  switch (data[0]) {
+    case kMsgOp: {
+      LockOp op;
+      if (!op.Decode(&r)) {
+        LOG_ERROR("dlm " << opts_.name << ": undecodable op from " << from.nodeid);
+        return;
+      }
+      table_.ApplyOp(from, op, NowNs(), &effects);
+      break;
+    }
+    case kMsgRecoveryDone: {
+      const uint32_t nodeid = r.U32();
+      if (!table_.RecoveryPendingFor(nodeid)) return;
+      LOG_INFO("dlm " << opts_.name << ": recovery of node " << nodeid << " done (reported by "
+                      << from.nodeid << "), releasing its locks");
+      table_.ApplyRecoveryDone(nodeid, &effects);
+      break;
+    }
+    case kMsgSync: {
+      uint32_t n = r.U32();
+      std::vector<std::pair<MemberId, uint64_t>> targets;
+      for (uint32_t i = 0; i < n && r.ok(); ++i) {
+        MemberId m;
+        m.nodeid = r.U32();
+        m.pid = r.U32();
+        targets.push_back({m, r.U64()});
+      }
+      table_.ApplySynced(targets);
+      return;
+    }
+    case kMsgHello: {
+      table_.ApplyHello(from, r.U64());
+      if (!replay) MaybeSendSyncLocked();
+      return;
+    }
+    case kMsgQuery: {
+      const uint64_t qid = r.U64();
+      MemberId req;
+      req.nodeid = r.U32();
+      req.pid = r.U32();
+      const bool json = r.U8() != 0;
+      if (replay) return;
+      if (req == self_) {
+        auto& exp = query_expected_[qid];
+        for (const auto& m : table_.members()) {
+          if (m.alive && m.synced) exp.insert(m.id);
+        }
+      }
+      ByteWriter w;
+      w.U8(kMsgQueryReply);
+      w.U64(qid);
+      w.U32(req.nodeid);
+      w.U32(req.pid);
+      w.Str(DumpLocked(json));
+      (void)MulticastLocked(w.Take());
+      return;
+    }
+    case kMsgQueryReply: {
+      const uint64_t qid = r.U64();
+      MemberId req;
+      req.nodeid = r.U32();
+      req.pid = r.U32();
+      std::string text = r.Str(64 << 20);
+      if (replay || req != self_) return;
+      auto it = query_replies_.find(qid);
+      if (it != query_replies_.end()) {
+        it->second[from] = std::move(text);
+        cv_.notify_all();
+      }
+      return;
+    }
+    default:
+      LOG_WARN("dlm " << opts_.name << ": unknown message type " << int{data[0]});
+      return;
+  }
+  if (!replay) HandleEffectsLocked(&effects);
+}
+
+void Lockspace::HandleEffectsLocked(std::vector<Effect>* effects) {
+  if (effects->empty()) return;
+  const uint32_t me = MyIncarnationLocked();
+  for (Effect& e : *effects) {
+    if (e.owner != me) continue;
+    auto it = locks_.find(e.lkid);
+    if (it == locks_.end()) continue;
+    LocalLock& lk = it->second;
+    if (e.kind == Effect::kBlock) {
+      if (!lk.bast || lk.orphan) continue;
+      if (ModesCompatible(e.mode, lk.grmode)) continue;  // nothing to give up for that mode
+      BlockingFn bast = lk.bast;
+      const int mode = e.mode;
+      DeliverLocked([bast, mode] { bast(mode); }, false);
+      continue;
+    }
+    lk.busy = false;
+    lk.unlocking = false;
+    lk.grmode = e.gone ? int{kIV} : int{e.mode};
+    if (lk.orphan) {
+      if (e.gone) {
+        locks_.erase(it);
+      } else if (lk.grmode != kIV) {
+        LockOp op;
+        op.type = LockOp::kUnlock;
+        op.lkid = lk.lkid;
+        lk.busy = lk.unlocking = true;
+        (void)SendOpLocked(op);
+      }
+      continue;
+    }
+    Lksb* lksb = lk.lksb;
+    CompletionFn ast = lk.ast;
+    std::shared_ptr<SyncWaiter> waiter = std::move(lk.waiter);
+    lk.waiter.reset();
+    if (e.gone) locks_.erase(it);
+    const int status = e.status;
+    const uint32_t sbf = e.sb_flags;
+    const bool lvb_read = e.lvb_read;
+    const Lvb lvb = e.lvb;
+    auto fill = [lksb, status, sbf, lvb_read, lvb] {
+      lksb->status = status;
+      lksb->flags = sbf;
+      if (lvb_read) lksb->lvb = lvb;
+    };
+    if (waiter) {
+      // LockSync/UnlockSync: our own waiter, safe to complete under mu_ (no user code).
+      DeliverLocked(
+          [this, fill, waiter] {
+            fill();
+            waiter->done = true;
+            cv_.notify_all();
+          },
+          true);
+    } else {
+      DeliverLocked(
+          [fill, ast] {
+            fill();
+            if (ast) ast();
+          },
+          false);
+    }
+  }
+}
+
+void Lockspace::DeliverLocked(std::function<void()> fn, bool inline_ok) {
+  if (!DeliverableLocked()) {
+    held_.push_back(inline_ok ? [fn] { fn(); } : fn);
+    held_inline_.push_back(inline_ok);
+    return;
+  }
+  if (inline_ok) {
+    fn();
+  } else {
+    callbacks_->Post(std::move(fn));
+  }
+}
+
+void Lockspace::FlushHeldLocked() {
+  std::vector<std::function<void()>> held = std::move(held_);
+  std::vector<bool> inl = std::move(held_inline_);
+  held_.clear();
+  held_inline_.clear();
+  for (size_t i = 0; i < held.size(); ++i) {
+    if (inl[i]) {
+      held[i]();
+    } else {
+      callbacks_->Post(std::move(held[i]));
+    }
+  }
+}
+
+void Lockspace::MaybeSendSyncLocked() {
+  if (!synced_ || !IsDesignatedLocked()) return;
+  std::vector<const MemberInfo*> targets;
+  for (const auto& m : table_.members()) {
+    if (m.alive && !m.synced && m.nonce != 0) targets.push_back(&m);
+  }
+  if (targets.empty()) return;
+  ByteWriter w;
+  w.U8(kMsgSync);
+  w.U32(static_cast<uint32_t>(targets.size()));
+  for (const MemberInfo* t : targets) {
+    w.U32(t->id.nodeid);
+    w.U32(t->id.pid);
+    w.U64(t->nonce);
+  }
+  table_.EncodeSnapshot(&w);
+  LOG_DEBUG("dlm " << opts_.name << ": sending state (" << w.buf().size() << " bytes) to "
+                   << targets.size() << " joiner(s)");
+  (void)MulticastLocked(w.Take());
+}
+
+void Lockspace::MaybeStartRecoveryLocked() {
+  if (!synced_ || state_ != LsState::kMember || !DeliverableLocked()) return;
+  const auto& pending = table_.recovery_pending();
+  std::erase_if(recovery_notified_, [&](uint32_t inc) { return pending.count(inc) == 0; });
+  std::erase_if(recovery_done_sent_, [&](uint32_t inc) { return pending.count(inc) == 0; });
+  for (const auto& [inc, nodeid] : pending) {
+    if (opts_.recovery_hook) {
+      if (!recovery_notified_.insert(inc).second) continue;
+      LOG_INFO("dlm " << opts_.name << ": node " << nodeid
+                      << " failed; waiting for recovery hook before releasing its locks");
+      auto hook = opts_.recovery_hook;
+      const uint32_t n = nodeid;
+      callbacks_->Post([hook, n] { hook(n); });
+    } else if (IsDesignatedLocked() && recovery_done_sent_.insert(inc).second) {
+      ByteWriter w;
+      w.U8(kMsgRecoveryDone);
+      w.U32(nodeid);
+      (void)MulticastLocked(w.Take());
+    }
+  }
+}
+
+void Lockspace::OnQuorum(bool quorate) {
+  std::lock_guard<std::mutex> l(mu_);
+  const bool was = quorate_;
+  quorate_ = quorate;
+  if (!quorate) {
+    if (state_ == LsState::kMember || (state_ == LsState::kJoining && in_group_)) {
+      // Our replica may be stale from now on: drop it and leave; rejoin fresh later.
+      FenceLocked("lost quorum");
+      (void)transport_->Leave();
+    }
+    return;
+  }
+  quorum_confirmed_ = true;
+  if (state_ == LsState::kFenced && opts_.auto_rejoin) {
+    LOG_INFO("dlm " << opts_.name << ": quorum regained, rejoining as a new member");
+    state_ = LsState::kJoining;
+    synced_ = false;
+    in_group_ = false;
+    buffer_.clear();
+    join_wanted_ = true;
+  }
+  if (state_ == LsState::kJoining && join_wanted_) {
+    join_wanted_ = false;
+    Status st = transport_->Join();
+    if (!st.ok()) LOG_ERROR("dlm " << opts_.name << ": join failed: " << st.ToString());
+    return;
+  }
+  if (state_ == LsState::kMember) {
+    if (!was) LOG_INFO("dlm " << opts_.name << ": quorate");
+    FlushHeldLocked();
+    MaybeStartRecoveryLocked();
+  }
+}
+
+void Lockspace::FenceLocked(const char* why) {
+  LOG_ERROR("dlm " << opts_.name << ": node " << self_.nodeid << " fenced: " << why
+                   << "; dropping all locks");
+  state_ = LsState::kFenced;
+  ++fence_count_;
+  ResetLocalLocked();
+  if (opts_.fence_hook) {
+    auto hook = opts_.fence_hook;
+    callbacks_->Post([hook] { hook(true); });
+  }
+  cv_.notify_all();
+}
+
+void Lockspace::ResetLocalLocked() {
+  synced_ = false;
+  in_group_ = false;
+  held_.clear();
+  held_inline_.clear();
+  buffer_.clear();
+  // Every pending operation fails; granted locks are simply gone.
+  for (auto& [lkid, lk] : locks_) {
+    if (!lk.busy || lk.orphan) continue;
+    Lksb* lksb = lk.lksb;
+    CompletionFn ast = lk.ast;
+    auto waiter = lk.waiter;
+    auto fill = [lksb] {
+      lksb->status = kStatusFenced;
+      lksb->flags = 0;
+    };
+    if (waiter) {
+      fill();
+      waiter->done = true;
+    } else {
+      callbacks_->Post([fill, ast] {
+        fill();
+        if (ast) ast();
+      });
+    }
+  }
+  locks_.clear();
+  table_.Found({}, 0);
+  recovery_notified_.clear();
+  recovery_done_sent_.clear();
+  cv_.notify_all();
+}
+
+void Lockspace::OnFatal(const Status& why) {
+  std::lock_guard<std::mutex> l(mu_);
+  LOG_ERROR("dlm " << opts_.name << ": transport failed: " << why.ToString());
+  if (state_ == LsState::kMember || state_ == LsState::kJoining) {
+    FenceLocked("transport failed");
+  }
+  state_ = LsState::kDead;
+  cv_.notify_all();
+}
+
+}  // namespace ugfs2::dlm

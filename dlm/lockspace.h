@@ -1,0 +1,234 @@
+// Lockspace: one node's handle on a cluster-wide lockspace (the dlm_lock()/dlm_unlock() API).
+//
+// Protocol (see docs/dlm.md): every member keeps a replica of the LockTable; each API call is
+// turned into one message multicast through the Transport; every member applies every message in
+// the agreed total order, so all replicas make identical grant decisions and the requester learns
+// its result when its own message comes back. Membership changes, recovery completions and state
+// transfers to joining members are events of the same ordered stream.
+//
+// Callbacks: completion (ast) and blocking (bast) callbacks run on the lockspace's CallbackQueue,
+// one at a time and in order; never on the transport thread, never under the lockspace mutex.
+// They may call Lock()/Unlock() again. Without quorum nothing is delivered: callbacks are held,
+// and when quorum is lost the lockspace fences itself (FenceHook, fenced()), fails its pending
+// requests with kStatusFenced, drops its replica, leaves the group and rejoins fresh once quorum
+// is back.
+//
+// Thread safety: all public methods may be called from any thread, including from callbacks
+// (except the *Sync helpers, which refuse to block on the callback thread).
+#ifndef UGFS2_DLM_LOCKSPACE_H_
+#define UGFS2_DLM_LOCKSPACE_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "callback_queue.h"
+#include "common/status.h"
+#include "lock_table.h"
+#include "transport.h"
+#include "types.h"
+
+namespace ugfs2::dlm {
+
+using CompletionFn = std::function<void()>;
+using BlockingFn = std::function<void(int mode)>;
+
+struct LockspaceOptions {
+  std::string name;
+  // Where callbacks run. Null: the lockspace creates its own ThreadCallbackQueue.
+  CallbackQueue* callbacks = nullptr;
+  // Owner identity recorded with every lock (for dumps). 0/"" = this process.
+  uint32_t pid = 0;
+  std::string procname;
+  // Called on the callback queue when node `nodeid` failed while being a member. The filesystem
+  // replays that node's journal and then calls RecoveryDone(nodeid). Until some member reports
+  // done, the failed node's granted locks keep blocking conflicting requests (except NOEXP ones).
+  // If unset, the lockspace reports recovery done by itself.
+  std::function<void(uint32_t nodeid)> recovery_hook;
+  // Called on the callback queue when this node fences itself (true) and when it is serving
+  // again after rejoining (false).
+  std::function<void(bool fenced)> fence_hook;
+  // Rejoin automatically (as a fresh member) once quorum returns after fencing.
+  bool auto_rejoin = true;
+  // Wall clock for queue timestamps (dumps only). Null: CLOCK_REALTIME.
+  std::function<int64_t()> now_ns;
+};
+
+enum class LsState { kIdle, kJoining, kMember, kFenced, kLeft, kDead };
+const char* LsStateName(LsState s);
+
+struct LockspaceInfo {
+  std::string name;
+  LsState state = LsState::kIdle;
+  MemberId self;
+  uint32_t incarnation = 0;
+  bool quorate = false;
+  bool quorum_confirmed = false;
+  std::vector<MemberInfo> members;
+  std::map<uint32_t, uint32_t> recovery_pending;  // incarnation -> nodeid
+  uint64_t seq = 0;
+  size_t resources = 0;
+  size_t locks = 0;
+  size_t held_callbacks = 0;
+  uint64_t fence_count = 0;
+};
+
+class Lockspace final : public TransportListener {
+ public:
+  Lockspace(Transport* transport, LockspaceOptions opts);
+  ~Lockspace() override;
+  Lockspace(const Lockspace&) = delete;
+  Lockspace& operator=(const Lockspace&) = delete;
+
+  // Starts joining (the group is joined once this node is quorate); WaitMember() blocks until
+  // the replica is in sync.
+  Status Join();
+  Status WaitMember(std::chrono::milliseconds timeout);
+  // Leaves the group. Locks still held are released cluster-wide (a clean leave).
+  Status Leave();
+
+  // dlm_lock(): new request (lksb->lkid is set on return) or, with kLkfConvert, conversion of
+  // lock lksb->lkid. Returns OK when the request was sent; the outcome (including EAGAIN and
+  // EDEADLK) arrives through `ast` with lksb->status set. Errors: kInvalid (bad arguments),
+  // kBusy (an operation is already in flight on that lock), kNotFound, kFenced, kNotConnected.
+  // For a conversion, `ast`/`bast` replace the lock's callbacks when non-null.
+  Status Lock(int mode, Lksb* lksb, uint32_t flags, std::string_view name, CompletionFn ast,
+              BlockingFn bast);
+  // dlm_unlock(): flags kLkfCancel (cancel a pending request/conversion; if nothing is pending,
+  // returns OK and no callback follows), kLkfForceUnlock, kLkfValBlk, kLkfIvValBlk. With
+  // VALBLK the LVB is taken from the lock's lksb. Completion arrives through the lock's ast with
+  // status kStatusUnlock (or kStatusCancel on the cancelled operation).
+  Status Unlock(uint32_t lkid, uint32_t flags);
+
+  // Synchronous helpers: wait at most `timeout` for the completion. On timeout a new request is
+  // cancelled (and unlocked should it be granted later), a conversion is cancelled, and
+  // kTimedOut is returned. Refused (kInvalid) on the callback thread. The return value is OK
+  // when the completion arrived; the lock outcome is in lksb->status.
+  Status LockSync(int mode, Lksb* lksb, uint32_t flags, std::string_view name, BlockingFn bast,
+                  std::chrono::milliseconds timeout);
+  Status UnlockSync(uint32_t lkid, uint32_t flags, Lksb* lksb, std::chrono::milliseconds timeout);
+
+  // The recovery hook's answer: node `nodeid`'s journal has been recovered.
+  Status RecoveryDone(uint32_t nodeid);
+
+  bool fenced() const;
+  LsState state() const;
+  LockspaceInfo Info() const;
+  const std::string& name() const { return opts_.name; }
+  // This node's view of the lock table, rendered as text (dlm_tool lockdebug-like) or JSON.
+  std::string Dump(bool json) const;
+  // Asks every member for its Dump(json) through the ordered stream; one entry per answering
+  // member, in nodeid order.
+  Result<std::vector<std::string>> DumpAllNodes(bool json, std::chrono::milliseconds timeout);
+  // Digest of the replica (tests).
+  uint64_t TEST_Digest() const;
+  std::string TEST_CheckInvariants() const;
+
+  // TransportListener (transport thread).
+  void OnDeliver(const MemberId& from, const uint8_t* data, size_t len) override;
+  void OnConfChg(const std::vector<MemberId>& members,
+                 const std::vector<std::pair<MemberId, LeaveReason>>& left,
+                 const std::vector<MemberId>& joined) override;
+  void OnQuorum(bool quorate) override;
+  void OnFatal(const Status& why) override;
+
+ private:
+  struct SyncWaiter;
+  struct LocalLock {
+    uint32_t lkid = 0;
+    Lksb* lksb = nullptr;
+    CompletionFn ast;
+    BlockingFn bast;
+    int grmode = kIV;   // as of the last completion applied
+    bool busy = false;  // request/convert/unlock sent, completion not yet applied
+    bool unlocking = false;
+    bool orphan = false;  // its LockSync timed out: unlock as soon as granted
+    std::shared_ptr<SyncWaiter> waiter;
+    std::unique_ptr<Lksb> own_lksb;  // used once orphaned
+  };
+  // One event of the ordered stream, kept while we wait for the state transfer.
+  struct Event {
+    bool is_confchg = false;
+    MemberId from;
+    std::vector<uint8_t> msg;
+    std::vector<MemberId> members;
+    std::vector<std::pair<MemberId, LeaveReason>> left;
+    std::vector<MemberId> joined;
+  };
+
+  Status LockInternal(int mode, Lksb* lksb, uint32_t flags, std::string_view name, CompletionFn ast,
+                      BlockingFn bast, std::shared_ptr<SyncWaiter> waiter);
+  Status UnlockInternal(uint32_t lkid, uint32_t flags, Lksb* lksb,
+                        std::shared_ptr<SyncWaiter> waiter);
+  Status SendOpLocked(const LockOp& op);
+  Status MulticastLocked(std::vector<uint8_t> msg);
+  void ApplyEventLocked(const Event& ev, bool replay);
+  void ApplyMessageLocked(const MemberId& from, const uint8_t* data, size_t len, bool replay);
+  void HandleEffectsLocked(std::vector<Effect>* effects);
+  // Runs `fn` now (inline_ok: under mu_, only for our own sync waiters) or posts it to the
+  // callback queue; holds it while quorum is not confirmed.
+  void DeliverLocked(std::function<void()> fn, bool inline_ok);
+  void FlushHeldLocked();
+  bool DeliverableLocked() const { return quorate_ && quorum_confirmed_; }
+  void MaybeSendSyncLocked();
+  void MaybeStartRecoveryLocked();
+  void FoundLocked(const std::vector<MemberId>& members);
+  void InstallSnapshotLocked(const uint8_t* data, size_t len);
+  void FenceLocked(const char* why);
+  void ResetLocalLocked();
+  bool IsDesignatedLocked() const;
+  uint32_t MyIncarnationLocked() const;
+  int64_t NowNs() const;
+  std::string DumpLocked(bool json) const;
+
+  Transport* const transport_;
+  LockspaceOptions opts_;
+  std::unique_ptr<ThreadCallbackQueue> own_callbacks_;
+  CallbackQueue* callbacks_;
+  MemberId self_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;  // state changes, sync waiters, dump replies
+  LsState state_ = LsState::kIdle;
+  bool in_group_ = false;     // our own join confchg has been seen
+  bool started_ = false;      // transport_->Start() done
+  bool join_wanted_ = false;  // join the group as soon as quorate
+  bool quorate_ = false;
+  bool quorum_confirmed_ = true;
+  // Joining: events since our own join (index 0 = our join), the members that were there before
+  // us (still alive) and members that joined after us with the local index of their join.
+  bool synced_ = false;
+  uint64_t local_seq_ = 0;
+  std::vector<Event> buffer_;
+  std::set<MemberId> old_members_;
+  struct LaterJoiner {
+    uint64_t join_index = 0;
+    uint64_t nonce = 0;
+  };
+  std::map<MemberId, LaterJoiner> later_joiners_;
+  uint64_t nonce_ = 0;  // of our current join
+  std::vector<MemberId> join_cohort_;
+  LockTable table_;
+  std::map<uint32_t, LocalLock> locks_;
+  uint32_t next_lkid_ = 1;
+  std::vector<std::function<void()>> held_;  // callbacks held while not deliverable
+  std::vector<bool> held_inline_;            // parallel to held_: run under mu_ (sync waiters)
+  std::set<uint32_t> recovery_notified_;     // incarnations the hook was called for
+  std::set<uint32_t> recovery_done_sent_;
+  uint64_t fence_count_ = 0;
+  // DumpAllNodes
+  uint64_t next_query_ = 1;
+  std::map<uint64_t, std::map<MemberId, std::string>> query_replies_;
+  std::map<uint64_t, std::set<MemberId>> query_expected_;
+};
+
+}  // namespace ugfs2::dlm
+
+#endif  // UGFS2_DLM_LOCKSPACE_H_
