@@ -86,14 +86,20 @@ def storm_worker(args):
         elif kind == 1:
             e = renameat2(a, b, RENAME_EXCHANGE)
         else:
-            # Plain rename may replace b (destroying a file), so only move to a name we
-            # reserve per worker and back: a -> tmp -> a'.
-            tmp = os.path.join(root, "d%d" % rnd.randrange(ndirs), "t%d_%d" % (seed, rnd.randrange(4)))
-            e = renameat2(a, tmp, RENAME_NOREPLACE)
+            # Plain rename (no flags) into a name only this worker uses (it never exists at this
+            # point), then back with NOREPLACE to any free name: files are never destroyed.
+            tmp = os.path.join(root, "d%d" % rnd.randrange(ndirs), "t%d" % seed)
+            e = renameat2(a, tmp, 0)
             if e == 0:
-                e2 = renameat2(tmp, a, 0)
-                if e2 != 0:
-                    return "rename back %s -> %s: %s" % (tmp, a, os.strerror(e2))
+                for _attempt in range(10000):
+                    c = os.path.join(root, "d%d" % rnd.randrange(ndirs), "f%d" % rnd.randrange(nfiles))
+                    e2 = renameat2(tmp, c, RENAME_NOREPLACE)
+                    if e2 == 0:
+                        break
+                    if e2 != errno.EEXIST:
+                        return "rename back %s -> %s: %s" % (tmp, c, os.strerror(e2))
+                else:
+                    return "no free name to move %s back to" % tmp
         if e == 0:
             stats["ok"] += 1
         elif e == errno.ENOENT:
