@@ -174,7 +174,9 @@ void LockTable::ApplyRecoveryDone(uint32_t nodeid, std::vector<Effect>* out) {
 
 void LockTable::ApplyHello(const MemberId& from, uint64_t nonce) {
   MemberInfo* m = FindMemberMut(from);
-  if (m != nullptr && !m->synced && m->nonce == 0) m->nonce = nonce;
+  // The latest HELLO wins: an older one may be a leftover of a previous join of the same
+  // process, and one sender's messages stay in order.
+  if (m != nullptr && !m->synced) m->nonce = nonce;
 }
 
 void LockTable::ApplySynced(const std::vector<std::pair<MemberId, uint64_t>>& targets) {

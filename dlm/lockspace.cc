@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 
 #include "common/log.h"
 #include "dump.h"
@@ -459,6 +460,17 @@ void Lockspace::OnConfChg(const std::vector<MemberId>& members_in,
                           const std::vector<std::pair<MemberId, LeaveReason>>& left_in,
                           const std::vector<MemberId>& joined_in) {
   std::lock_guard<std::mutex> l(mu_);
+  if (LogEnabled(LogLevel::kDebug)) {
+    std::ostringstream o;
+    o << "dlm " << opts_.name << " node " << self_.nodeid << "/" << self_.pid << " ("
+      << LsStateName(state_) << (synced_ ? ",synced" : "") << ") confchg members";
+    for (const auto& m : members_in) o << " " << m.nodeid << "/" << m.pid;
+    o << " left";
+    for (const auto& [m, why] : left_in) o << " " << m.nodeid << "/" << m.pid;
+    o << " joined";
+    for (const auto& m : joined_in) o << " " << m.nodeid << "/" << m.pid;
+    LOG_DEBUG(o.str());
+  }
   if (state_ != LsState::kJoining && state_ != LsState::kMember) return;
   Event ev;
   ev.is_confchg = true;
@@ -553,12 +565,14 @@ void Lockspace::OnDeliver(const MemberId& from, const uint8_t* data, size_t len)
     buffer_.push_back(std::move(ev));
     if (data[0] == kMsgHello && len >= 9) {
       auto it = later_joiners_.find(from);
-      if (it != later_joiners_.end() && it->second.nonce == 0) {
+      if (it != later_joiners_.end()) {
         ByteReader r(data + 1, len - 1);
         it->second.nonce = r.U64();
       }
     }
-    if (data[0] == kMsgSync) {
+    // Only a member that held the table when we joined (or got it since) can hand it to us; a
+    // SYNC from anyone else is a leftover of another history (e.g. sent before a partition).
+    if (data[0] == kMsgSync && old_members_.count(from) != 0) {
       ByteReader r(data + 1, len - 1);
       uint32_t n = r.U32();
       bool mine = false;
@@ -568,6 +582,13 @@ void Lockspace::OnDeliver(const MemberId& from, const uint8_t* data, size_t len)
         m.pid = r.U32();
         const uint64_t nonce = r.U64();
         if (m == self_ && nonce == nonce_) mine = true;
+        // Someone who joined after us now holds the table too: we must not found a fresh one
+        // while it is around.
+        auto it = later_joiners_.find(m);
+        if (it != later_joiners_.end() && it->second.nonce == nonce) {
+          later_joiners_.erase(it);
+          old_members_.insert(m);
+        }
       }
       if (mine && r.ok()) InstallSnapshotLocked(data, len);
     }
@@ -655,6 +676,8 @@ void Lockspace::ApplyMessageLocked(const MemberId& from, const uint8_t* data, si
     }
     case kMsgRecoveryDone: {
       const uint32_t nodeid = r.U32();
+      const MemberInfo* sender = table_.FindMember(from);
+      if (sender == nullptr || !sender->synced) return;  // stale, from another history
       if (!table_.RecoveryPendingFor(nodeid)) return;
       LOG_INFO("dlm " << opts_.name << ": recovery of node " << nodeid << " done (reported by "
                       << from.nodeid << "), releasing its locks");
@@ -662,6 +685,8 @@ void Lockspace::ApplyMessageLocked(const MemberId& from, const uint8_t* data, si
       break;
     }
     case kMsgSync: {
+      const MemberInfo* sender = table_.FindMember(from);
+      if (sender == nullptr || !sender->synced) return;  // stale, from another history
       uint32_t n = r.U32();
       std::vector<std::pair<MemberId, uint64_t>> targets;
       for (uint32_t i = 0; i < n && r.ok(); ++i) {
@@ -858,6 +883,8 @@ void Lockspace::MaybeStartRecoveryLocked() {
 
 void Lockspace::OnQuorum(bool quorate) {
   std::lock_guard<std::mutex> l(mu_);
+  LOG_DEBUG("dlm " << opts_.name << " node " << self_.nodeid << "/" << self_.pid << " ("
+                   << LsStateName(state_) << ") quorum " << quorate);
   const bool was = quorate_;
   quorate_ = quorate;
   if (!quorate) {

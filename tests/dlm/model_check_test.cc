@@ -484,12 +484,14 @@ class Model {
     // Self-fencing assumption: the minority stops using its locks before the majority
     // finishes recovering it.
     log_ << "partition " << id << "\n";
+    if (std::getenv("UGFS2_DLM_VERBOSE")) std::fprintf(stderr, "=== partition %u\n", id);
     NodeGone(id);
     fenced_view_.insert(id);
     partitioned_ = true;
     c_->hub().Partition({rest, {id}});
   }
   void Heal() {
+    if (std::getenv("UGFS2_DLM_VERBOSE")) std::fprintf(stderr, "=== heal\n");
     partitioned_ = false;
     c_->hub().Heal();
     // The minority member's old locks are gone for good (it rejoins as a new member).
@@ -536,7 +538,11 @@ uint64_t EnvU64(const char* name, uint64_t def) {
 TEST(ModelCheckTest, RandomSchedules) {
   const uint64_t base = EnvU64("UGFS2_DLM_SEED", 20261125);
   const uint64_t count = EnvU64("UGFS2_DLM_SCHEDULES", 4000);
-  SetLogSink([](LogLevel, const std::string&) {});  // fencing etc. is expected noise here
+  if (std::getenv("UGFS2_DLM_VERBOSE")) {
+    SetLogLevel(LogLevel::kDebug);
+  } else {
+    SetLogSink([](LogLevel, const std::string&) {});  // fencing etc. is expected noise here
+  }
   std::printf("model check: base seed %llu, %llu schedules (UGFS2_DLM_SEED/UGFS2_DLM_SCHEDULES)\n",
               static_cast<unsigned long long>(base), static_cast<unsigned long long>(count));
   for (uint64_t i = 0; i < count; ++i) {
