@@ -199,7 +199,10 @@ int Run(int argc, char** argv) {
   mount_opts.read_only = opts.read_only;
   mount_opts.commit_interval_s = opts.commit_s;
   auto mounted = FileSystem::Mount(std::move(*dev), mount_opts);
-  if (!mounted.ok()) return Fail("cannot mount " + opts.device + ": " + mounted.status().message());
+  if (!mounted.ok()) {
+    const std::string& m = mounted.status().message();
+    return Fail(m.starts_with("cannot mount") ? m : "cannot mount " + opts.device + ": " + m);
+  }
   std::unique_ptr<FileSystem> fs = std::move(*mounted);
   LOG_DEBUG("mounted " << fs->Describe());
 

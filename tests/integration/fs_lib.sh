@@ -10,11 +10,16 @@ export PATH=$PATH:/usr/sbin:/sbin
 
 FS_TEST_NAME=$(basename "$0" .sh)
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-UGFS2_BIN=${1:-${UGFS2_BIN:-$REPO/build/fuse/fuse/ugfs2}}
+if [ -n "${1:-}" ]; then
+  UGFS2_BIN=$1
+elif [ -z "${UGFS2_BIN:-}" ]; then  # first built daemon found in a build tree of this checkout
+  UGFS2_BIN=$(ls -t "${UGFS2_BUILD_DIR:-$REPO/build}"/fuse/ugfs2 "$REPO"/build/*/fuse/ugfs2 2>/dev/null | head -1)
+fi
 ORACLE=${UGFS2_FSCK_ORACLE:-$REPO/../shared/scripts/fsck-oracle}
 HELPER="python3 $REPO/tests/integration/fs_helper.py"
 
 declare -A FS_PIDS=()   # mountpoint -> daemon pid
+FS_CLEANUP=()           # extra cleanup commands (eval'ed on exit)
 T=""
 
 log() { echo "[$FS_TEST_NAME $(date +%T)] $*"; }
@@ -38,6 +43,7 @@ fs_cleanup() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null
   done
+  for c in "${FS_CLEANUP[@]}"; do eval "$c"; done
   # Children started by the test (helpers holding files open, ...).
   jobs -p | xargs -r kill -9 2>/dev/null
   wait 2>/dev/null
