@@ -1,0 +1,55 @@
+// CpgTransport: the Transport over corosync CPG (agreed ordering) and votequorum.
+//
+// One event-loop thread per transport epolls on the CPG fd, the votequorum fd, an eventfd
+// (commands and queued sends from other threads) and a timerfd (CS_ERR_TRY_AGAIN retries, quorum
+// settling). All CPG/votequorum callbacks, hence all listener callbacks, run on that thread.
+// Multicast() sends directly from the caller's thread when nothing is queued (lowest latency);
+// otherwise messages are queued and the loop flushes them, packing several into one CPG message.
+// It never sleeps on the loop thread. Losing the corosync connection (POLLHUP, dispatch error) is
+// reported once through OnFatal and stops the loop.
+//
+// Quorum: OnQuorum(q) is reported only once the votequorum view matches the CPG totem ring (ring
+// ids equal), like dlm_controld's ring-id check, and is re-reported after every membership change
+// that removed members.
+//
+// Thread safety: all public methods from any thread (Stop() not from a listener callback).
+#ifndef UGFS2_DLM_CPG_TRANSPORT_H_
+#define UGFS2_DLM_CPG_TRANSPORT_H_
+
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/status.h"
+#include "transport.h"
+
+namespace ugfs2::dlm {
+
+class CpgTransport final : public Transport {
+ public:
+  // Connects to the local corosync; `group` is the CPG group name (e.g. "ugfs2:ls:NAME").
+  static Result<std::unique_ptr<CpgTransport>> Create(const std::string& group);
+  ~CpgTransport() override;
+
+  Status Start(TransportListener* listener) override;
+  Status Join() override;
+  Status Leave() override;
+  void Stop() override;
+  Status Multicast(std::vector<uint8_t> msg) override;
+  MemberId self() const override { return self_; }
+
+  // Implementation details (public for the C trampolines).
+  struct Impl;
+
+ private:
+  CpgTransport() = default;
+  std::unique_ptr<Impl> impl_;
+  MemberId self_;
+};
+
+}  // namespace ugfs2::dlm
+
+#endif  // UGFS2_DLM_CPG_TRANSPORT_H_
