@@ -200,6 +200,9 @@ void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
 // refuse MAP_SHARED with ENODEV, fuse.md §4); other opens keep the cache across opens (single
 // node: nobody else changes the data; auto_inval_data still drops it when mtime/size change).
 void SetOpenReplyFlags(fuse_file_info* fi) {
+  // FLUSH does nothing here (writes go straight to the core), so spare the round trip on every
+  // close(2). The kernel still flushes its own dirty pages first when writeback_cache is on.
+  fi->noflush = 1;
   if (fi->flags & O_DIRECT) {
     fi->direct_io = 1;
   } else {

@@ -257,7 +257,8 @@ int Run(int argc, char** argv) {
     StatsDumper dumper(&stats, fs.get(), &inodes);
     fuse_loop_config* cfg = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(cfg, opts.max_threads);
-    fuse_loop_cfg_set_idle_threads(cfg, 8);
+    // Keep idle workers (up to max_threads) instead of recycling them after every burst.
+    fuse_loop_cfg_set_idle_threads(cfg, opts.max_threads);
     loop_rc = fuse_session_loop_mt(se, cfg);
     fuse_loop_cfg_destroy(cfg);
     fuse_session_unmount(se);
