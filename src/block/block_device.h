@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -54,6 +55,8 @@ Result<std::unique_ptr<BlockDevice>> OpenFileBlockDevice(const std::string& path
 
 // A zero-filled in-memory device of `size` bytes.
 std::unique_ptr<BlockDevice> NewMemoryBlockDevice(uint64_t size);
+// An in-memory device that takes over `contents`.
+std::unique_ptr<BlockDevice> NewMemoryBlockDevice(std::vector<uint8_t> contents);
 // An in-memory device holding a copy of `src`'s current contents.
 Result<std::unique_ptr<BlockDevice>> CopyToMemory(BlockDevice& src);
 

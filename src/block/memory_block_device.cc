@@ -11,6 +11,7 @@ namespace {
 class MemoryBlockDevice final : public BlockDevice {
  public:
   explicit MemoryBlockDevice(uint64_t size) : data_(size, 0) {}
+  explicit MemoryBlockDevice(std::vector<uint8_t> contents) : data_(std::move(contents)) {}
 
   Status ReadAt(uint64_t off, void* buf, size_t len) override {
     std::shared_lock l(mu_);
@@ -44,6 +45,10 @@ class MemoryBlockDevice final : public BlockDevice {
 
 std::unique_ptr<BlockDevice> NewMemoryBlockDevice(uint64_t size) {
   return std::make_unique<MemoryBlockDevice>(size);
+}
+
+std::unique_ptr<BlockDevice> NewMemoryBlockDevice(std::vector<uint8_t> contents) {
+  return std::make_unique<MemoryBlockDevice>(std::move(contents));
 }
 
 Result<std::unique_ptr<BlockDevice>> CopyToMemory(BlockDevice& src) {
