@@ -203,23 +203,32 @@ Status Lockspace::LockInternal(int mode, Lksb* lksb, uint32_t flags, std::string
     auto it = locks_.find(lksb->lkid);
     if (it == locks_.end()) return Status::NotFound("no such lock");
     LocalLock& lk = it->second;
-    if (lk.busy || lk.orphan) return Status::Busy("operation in progress on lock");
-    if ((flags & kLkfQueCvt) && !QueCvtAllowed(lk.grmode, mode)) {
+    const bool pipelined =
+        lk.busy && lk.inflight == 1 && lk.pipelinable && !lk.unlocking && !lk.waiter && !waiter;
+    if ((lk.busy && !pipelined) || lk.orphan) {
+      return Status::Busy("operation in progress on lock");
+    }
+    const int base = pipelined ? lk.after_mode : lk.grmode;
+    if ((flags & kLkfQueCvt) && !QueCvtAllowed(base, mode)) {
       return Status::Invalid("QUECVT not allowed for this conversion");
     }
     op.type = LockOp::kConvert;
     op.lkid = lk.lkid;
-    if ((flags & kLkfValBlk) && LvbWriteOnConvert(lk.grmode, mode)) {
+    if ((flags & kLkfValBlk) && LvbWriteOnConvert(base, mode)) {
       op.has_lvb = true;
       op.lvb = lksb->lvb;
     }
+    const bool middle = (base == kPR && mode == kCW) || (base == kCW && mode == kPR);
     lk.lksb = lksb;
     if (ast) lk.ast = std::move(ast);
     if (bast) lk.bast = std::move(bast);
-    lk.waiter = std::move(waiter);
-    lk.busy = true;
+    if (waiter) lk.waiter = std::move(waiter);
     Status st = SendOpLocked(op);
-    if (!st.ok()) lk.busy = false;
+    if (!st.ok()) return st;
+    lk.pipelinable = !pipelined && mode < base && !middle;
+    lk.after_mode = mode;
+    lk.inflight++;
+    lk.busy = true;
     return st;
   }
   uint32_t lkid;
@@ -238,6 +247,7 @@ Status Lockspace::LockInternal(int mode, Lksb* lksb, uint32_t flags, std::string
   lk.bast = std::move(bast);
   lk.waiter = std::move(waiter);
   lk.busy = true;
+  lk.inflight = 1;
   lksb->lkid = lkid;
   Status st = SendOpLocked(op);
   if (!st.ok()) locks_.erase(lkid);
@@ -279,9 +289,13 @@ Status Lockspace::UnlockInternal(uint32_t lkid, uint32_t flags, Lksb* lksb,
     op.lvb = lk.lksb->lvb;
   }
   if (waiter) lk.waiter = std::move(waiter);
+  Status st = SendOpLocked(op);
+  if (!st.ok()) return st;
   lk.busy = true;
   lk.unlocking = true;
-  return SendOpLocked(op);
+  lk.pipelinable = false;
+  lk.inflight++;
+  return st;
 }
 
 Status Lockspace::LockSync(int mode, Lksb* lksb, uint32_t flags, std::string_view name,
@@ -762,8 +776,12 @@ void Lockspace::HandleEffectsLocked(std::vector<Effect>* effects) {
       DeliverLocked([bast, mode] { bast(mode); }, false);
       continue;
     }
-    lk.busy = false;
-    lk.unlocking = false;
+    lk.inflight = lk.inflight > 0 ? lk.inflight - 1 : 0;
+    lk.busy = lk.inflight > 0;
+    if (!lk.busy) {
+      lk.unlocking = false;
+      lk.pipelinable = false;
+    }
     lk.grmode = e.gone ? int{kIV} : int{e.mode};
     if (lk.orphan) {
       if (e.gone) {
@@ -773,6 +791,7 @@ void Lockspace::HandleEffectsLocked(std::vector<Effect>* effects) {
         op.type = LockOp::kUnlock;
         op.lkid = lk.lkid;
         lk.busy = lk.unlocking = true;
+        lk.inflight = 1;
         (void)SendOpLocked(op);
       }
       continue;

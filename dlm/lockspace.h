@@ -98,7 +98,9 @@ class Lockspace final : public TransportListener {
   // lock lksb->lkid. Returns OK when the request was sent; the outcome (including EAGAIN and
   // EDEADLK) arrives through `ast` with lksb->status set. Errors: kInvalid (bad arguments),
   // kBusy (an operation is already in flight on that lock), kNotFound, kFenced, kNotConnected.
-  // For a conversion, `ast`/`bast` replace the lock's callbacks when non-null.
+  // For a conversion, `ast`/`bast` replace the lock's callbacks when non-null. One conversion
+  // may be issued while a down-conversion of the same lock is still in flight (it is applied
+  // after it); every other overlap is kBusy.
   Status Lock(int mode, Lksb* lksb, uint32_t flags, std::string_view name, CompletionFn ast,
               BlockingFn bast);
   // dlm_unlock(): flags kLkfCancel (cancel a pending request/conversion; if nothing is pending,
@@ -148,6 +150,11 @@ class Lockspace final : public TransportListener {
     BlockingFn bast;
     int grmode = kIV;   // as of the last completion applied
     bool busy = false;  // request/convert/unlock sent, completion not yet applied
+    int inflight = 0;   // ops sent whose completion has not been applied
+    // The one op in flight is a down-conversion (always granted when applied): one more
+    // conversion may be pipelined behind it (ping-pong style demote-then-re-request).
+    bool pipelinable = false;
+    int after_mode = kIV;  // granted mode once the in-flight conversion completes
     bool unlocking = false;
     bool orphan = false;  // its LockSync timed out: unlock as soon as granted
     std::shared_ptr<SyncWaiter> waiter;

@@ -14,6 +14,8 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <string>
@@ -146,37 +148,82 @@ int Acquire(Host* h, int n) {
 }
 
 int PingPong(Host* h, int n) {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool basted = false;
-  Lksb lksb;
-  auto bast = [&](int) {
-    std::lock_guard<std::mutex> l(mu);
-    basted = true;
-    cv.notify_all();
+  // Fully asynchronous, everything on the callback thread: EX granted -> count, hold until a
+  // bast -> convert down to NL -> when that completes, ask for EX again.
+  // Static: callbacks may still run while the process winds down.
+  static std::mutex mu;
+  static std::condition_variable cv;
+  static Lksb lksb;
+  static int grants = 0;
+  static int mode = kIV;
+  static bool want_down = false, done = false;
+  static Clock::time_point start, last;
+  static Lockspace* ls;
+  static int target;
+  ls = h->ls.get();
+  target = n;
+  static std::function<void()> ast;
+  static std::function<void(int)> bast;
+  static std::deque<int> pending;  // modes of conversions in flight, in order
+  static auto convert = [](int m) {
+    pending.push_back(m);
+    Status st = ls->Lock(m, &lksb, kLkfConvert, "", ast, bast);
+    if (!st.ok()) std::fprintf(stderr, "bench: convert: %s\n", st.ToString().c_str());
   };
-  Status st = h->ls->LockSync(kNL, &lksb, 0, "pingpong", bast, std::chrono::seconds(10));
-  if (!st.ok()) return 1;
-  Clock::time_point start;
-  int grants = 0;
-  for (int i = 0; i < n; ++i) {
-    st = h->ls->LockSync(kEX, &lksb, kLkfConvert, "", bast, std::chrono::seconds(10));
-    if (!st.ok() || lksb.status != kStatusOk) {
-      std::fprintf(stderr, "bench: pingpong convert failed %s\n", st.ToString().c_str());
-      return 1;
+  ast = [] {
+    std::lock_guard<std::mutex> l(mu);
+    if (pending.empty()) return;
+    const int m = pending.front();
+    pending.pop_front();
+    if (lksb.status != kStatusOk) return;
+    mode = m;
+    if (mode == kEX) {
+      last = Clock::now();
+      if (grants++ == 0) start = last;
+      if (grants >= target) {
+        done = true;
+        cv.notify_all();
+        return;
+      }
+      if (want_down) {
+        want_down = false;
+        convert(kNL);
+        convert(kEX);
+      }
+    } else if (pending.empty() && !done) {
+      convert(kEX);
     }
-    if (grants++ == 0) start = Clock::now();
-    std::unique_lock<std::mutex> l(mu);
-    if (i < n - 1 && !cv.wait_for(l, std::chrono::seconds(3), [&] { return basted; })) break;
-    basted = false;
-    l.unlock();
-    st = h->ls->LockSync(kNL, &lksb, kLkfConvert, "", bast, std::chrono::seconds(10));
+  };
+  bast = [](int) {
+    std::lock_guard<std::mutex> l(mu);
+    if (done) return;
+    if (mode == kEX && pending.empty()) {
+      // Demote and, pipelined behind it, ask again: the peer is granted and told we want it
+      // back by the same stretch of the ordered stream.
+      convert(kNL);
+      convert(kEX);
+    } else {
+      want_down = true;
+    }
+  };
+  {
+    std::lock_guard<std::mutex> l(mu);
+    pending.push_back(kNL);
+    Status st = ls->Lock(kNL, &lksb, 0, "pingpong", ast, bast);
     if (!st.ok()) return 1;
   }
-  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  std::unique_lock<std::mutex> l(mu);
+  // Ends when we reached n grants, or the peer stopped (no progress for 3 s).
+  int seen = -1;
+  while (!done) {
+    if (!cv.wait_for(l, std::chrono::seconds(3), [&] { return done; }) && grants == seen) break;
+    seen = grants;
+  }
+  const double secs = std::chrono::duration<double>(last - start).count();
   // Grants alternate between the two nodes: each of our grants is one of two transfers.
   std::printf("{\"pingpong_per_s\":%.0f,\"grants\":%d}\n", secs > 0 ? 2 * (grants - 1) / secs : 0,
               grants);
+  done = true;
   return 0;
 }
 

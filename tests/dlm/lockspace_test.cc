@@ -202,3 +202,36 @@ TEST(LockspaceTest, DumpShowsQueuesAndOwners) {
 
 }  // namespace
 }  // namespace ugfs2::dlm
+
+namespace ugfs2::dlm {
+namespace {
+
+TEST(LockspaceTest, ConversionPipelinedBehindDownConversion) {
+  SimCluster c(2, 9);
+  c.StartAll();
+  c.Run();
+  Rec a, b;
+  ASSERT_TRUE(Lock(c.ls(1), &a, kEX, "pp").ok());
+  c.Run();
+  ASSERT_TRUE(Lock(c.ls(2), &b, kEX, "pp").ok());
+  c.Run();
+  ASSERT_EQ(a.basts.size(), 1u);
+  // Demote and immediately ask again: allowed behind a down-conversion only.
+  ASSERT_TRUE(Lock(c.ls(1), &a, kNL, "", kLkfConvert).ok());
+  ASSERT_TRUE(Lock(c.ls(1), &a, kEX, "", kLkfConvert).ok());
+  EXPECT_EQ(Lock(c.ls(1), &a, kPR, "", kLkfConvert).code(), Code::kBusy);
+  c.Run();
+  EXPECT_EQ(b.completions, 1);    // granted by the demotion
+  EXPECT_EQ(b.basts.size(), 1u);  // and told at once that node 1 wants it back
+  EXPECT_EQ(a.completions, 2);    // EX grant + NL demotion; the EX request waits
+  ASSERT_TRUE(Lock(c.ls(2), &b, kNL, "", kLkfConvert).ok());
+  c.Run();
+  EXPECT_EQ(a.completions, 3);
+  EXPECT_EQ(a.lksb.status, kStatusOk);
+  // An up-conversion in flight does not allow pipelining.
+  ASSERT_TRUE(Lock(c.ls(2), &b, kEX, "", kLkfConvert).ok());
+  EXPECT_EQ(Lock(c.ls(2), &b, kNL, "", kLkfConvert).code(), Code::kBusy);
+}
+
+}  // namespace
+}  // namespace ugfs2::dlm
