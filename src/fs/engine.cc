@@ -156,22 +156,22 @@ Status Engine::OpenJournal() {
     auto osc = LookupChild(*per_node, "statfs_change" + std::to_string(j), nullptr);
     auto oqc = LookupChild(*per_node, "quota_change" + std::to_string(j), nullptr);
     ASSIGN_OR_RETURN(auto blocks, journal::MapJournalBlocks(*dev_, geo_, (*other)->no));
-    ASSIGN_OR_RETURN(journal::Journal jr,
+    ASSIGN_OR_RETURN(journal::Journal jrn,
                      journal::Journal::Open(dev_.get(), geo_.bsize, j, (*other)->no,
                                             std::move(blocks), osc.ok() ? (*osc)->no : 0,
                                             oqc.ok() ? (*oqc)->no : 0));
-    RETURN_IF_ERROR(jr.FindHead().WithContext(name));
-    if (!jr.IsClean()) {
+    RETURN_IF_ERROR(jrn.FindHead().WithContext(name));
+    if (!jrn.IsClean()) {
       if (read_only_) {
         return Status::Invalid(name + " is dirty and needs replay, which a read-only mount "
                                "cannot do; mount read-write once (or run fsck.gfs2)");
       }
       LOG_WARN(name << " is dirty: replaying");
-      ASSIGN_OR_RETURN(journal::ReplayStats rs, jr.Replay());
+      ASSIGN_OR_RETURN(journal::ReplayStats rs, jrn.Replay());
       LOG_INFO(name << " replayed: " << rs.blocks_replayed << " blocks from " << rs.region_blocks
                     << " log blocks, " << rs.revokes << " revokes");
     }
-    if (j == jid_) journal_ = std::make_unique<journal::Journal>(std::move(jr));
+    if (j == jid_) journal_ = std::make_unique<journal::Journal>(std::move(jrn));
   }
   (void)jip;
   (void)sc;

@@ -69,7 +69,7 @@ Result<InodeRef> Engine::GetInode(InodeNo no) {
     return Status(Code::kStale, "inode number " + std::to_string(no) + " out of range");
   }
   if (Rgrp* rg = RgrpFor(no)) {
-    uint8_t s = rg->damaged ? format::kDinode : GetBlockState(*rg, no);
+    uint8_t s = rg->damaged ? uint8_t{format::kDinode} : GetBlockState(*rg, no);
     if (s != format::kDinode && s != format::kUnlinked) {
       return Status(Code::kStale, "inode " + std::to_string(no) + " no longer exists");
     }

@@ -551,7 +551,8 @@ void RunManyCuts(const std::string& image, uint64_t seed, int cuts, int fsck_eve
     }
     auto dev = std::make_unique<OverlayDevice>(&durable);
     auto apply = [&](const RecordingDevice::Event& e, size_t len) {
-      if (len) ASSERT_TRUE(dev->WriteAt(e.off, e.data.data(), len).ok());
+      if (len == 0) return;
+      ASSERT_TRUE(dev->WriteAt(e.off, e.data.data(), len).ok());
     };
     for (size_t i = last_flush; i < k; ++i) {
       if (ev[i].flush) continue;
