@@ -46,6 +46,7 @@ struct CpgTransport::Impl {
   uint64_t totem_ring = 0;
   bool totem_known = false;
   bool awaiting_ring = false;  // a node went down: wait for the new ring before reporting
+  uint64_t ring_at_down = 0;   // totem ring when that happened (the new one must differ)
   int reported = -1;           // last quorum value reported
   bool report_due = false;
   int retry_ms = 0;
@@ -115,7 +116,12 @@ struct CpgTransport::Impl {
   void MaybeReportQuorum(bool force) {
     if (!vq_known) return;
     if (awaiting_ring) {
-      if (!totem_known || vq_ring != totem_ring) return;
+      if (!totem_known || totem_ring == ring_at_down || vq_ring != totem_ring) return;
+      // votequorum announces the new ring before it announces the new quorum state: ask for the
+      // current state rather than trusting the last notification.
+      votequorum_info info{};
+      if (votequorum_getinfo(vq, 0, &info) != CS_OK) return;
+      vq_quorate = (info.flags & VOTEQUORUM_INFO_QUORATE) != 0;
       awaiting_ring = false;
       force = true;
     }
@@ -124,6 +130,28 @@ struct CpgTransport::Impl {
     reported = q;
     if (auto* lst = Listener()) lst->OnQuorum(q == 1);
   }
+
+  bool left_once = false;
+
+  // Replaces the CPG connection (same process, so the same MemberId).
+  bool Reconnect() {
+    LOG_INFO("dlm cpg: reconnecting to rejoin " << group);
+    epoll_ctl(ep_fd, EPOLL_CTL_DEL, cpg_fd, nullptr);
+    cpg_finalize(cpg);
+    cs_error_t err =
+        cpg_model_initialize(&cpg, CPG_MODEL_V1, reinterpret_cast<cpg_model_data_t*>(model), this);
+    if (err != CS_OK) {
+      Fatal("cpg reconnect failed: " + std::to_string(err));
+      return false;
+    }
+    cpg_fd_get(cpg, &cpg_fd);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = cpg_fd;
+    epoll_ctl(ep_fd, EPOLL_CTL_ADD, cpg_fd, &ev);
+    return true;
+  }
+  cpg_model_v1_data_t* model = nullptr;
 
   void RunCommands() {
     bool join, leave;
@@ -137,15 +165,18 @@ struct CpgTransport::Impl {
       name.length = static_cast<uint32_t>(group.size());
       std::memcpy(name.value, group.data(), group.size());
       cs_error_t err = cpg_leave(cpg, &name);
+      LOG_DEBUG("dlm cpg: cpg_leave -> " << err);
       if (err == CS_ERR_TRY_AGAIN) {
         ArmTimer(2);
         return;
       }
+      // OK, or NOT_EXIST (we were not a member any more): either way we are out.
       {
         std::lock_guard<std::mutex> l(send_mu);
         joined = false;
         sendq.clear();
       }
+      left_once = true;
       std::lock_guard<std::mutex> l(cmd_mu);
       want_leave = false;
     }
@@ -154,8 +185,16 @@ struct CpgTransport::Impl {
       name.length = static_cast<uint32_t>(group.size());
       std::memcpy(name.value, group.data(), group.size());
       cs_error_t err = cpg_join(cpg, &name);
-      if (err == CS_ERR_TRY_AGAIN || err == CS_ERR_EXIST) {
-        ArmTimer(err == CS_ERR_EXIST ? 20 : 2);  // EXIST: our leave is still being processed
+      LOG_DEBUG("dlm cpg: cpg_join -> " << err);
+      if (err == CS_ERR_EXIST) {
+        // corosync refuses a second join on a connection that has left a group (seen after a
+        // partition): rejoin through a fresh connection.
+        if (!Reconnect()) return;
+        ArmTimer(2);
+        return;
+      }
+      if (err == CS_ERR_TRY_AGAIN) {
+        ArmTimer(2);
         return;
       }
       if (err != CS_OK) {
@@ -265,6 +304,7 @@ void ConfchgCb(cpg_handle_t h, const cpg_name*, const cpg_address* members, size
   if (nleft > 0) {
     // The lockspace holds callbacks until quorum is re-confirmed for the new view.
     if (node_down) {
+      if (!impl->awaiting_ring) impl->ring_at_down = impl->totem_ring;
       impl->awaiting_ring = true;
       impl->ArmTimer(3000);  // fallback: re-poll votequorum if no matching ring shows up
     }
@@ -275,6 +315,7 @@ void ConfchgCb(cpg_handle_t h, const cpg_name*, const cpg_address* members, size
 void TotemCb(cpg_handle_t h, cpg_ring_id ring, uint32_t, const uint32_t*) noexcept {
   auto* impl = FromCpg(h);
   if (impl == nullptr) return;
+  LOG_DEBUG("dlm cpg: totem ring " << ring.nodeid << "." << ring.seq);
   impl->totem_ring = ring.seq;
   impl->totem_known = true;
   impl->MaybeReportQuorum(false);
@@ -291,6 +332,7 @@ void VqQuorumCb(votequorum_handle_t h, uint64_t, uint32_t quorate, uint32_t,
   auto* impl = FromVq(h);
   if (impl == nullptr) return;
   impl->vq_quorate = quorate != 0;
+  LOG_DEBUG("dlm cpg: votequorum quorate " << quorate);
   impl->vq_known = true;
   impl->MaybeReportQuorum(false);
 }
@@ -300,6 +342,7 @@ void VqNodelistCb(votequorum_handle_t h, uint64_t, votequorum_ring_id_t ring, ui
   auto* impl = FromVq(h);
   if (impl == nullptr) return;
   impl->vq_ring = ring.seq;
+  LOG_DEBUG("dlm cpg: votequorum ring " << ring.nodeid << "." << ring.seq);
   impl->MaybeReportQuorum(false);
 }
 
@@ -322,6 +365,7 @@ Result<std::unique_ptr<CpgTransport>> CpgTransport::Create(const std::string& gr
     m.flags = CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF;
     return m;
   }();
+  impl->model = &model;
   cs_error_t err = cpg_model_initialize(&impl->cpg, CPG_MODEL_V1,
                                         reinterpret_cast<cpg_model_data_t*>(&model), impl);
   if (err != CS_OK) {
@@ -391,8 +435,7 @@ Status CpgTransport::Start(TransportListener* listener) {
 Status CpgTransport::Join() {
   {
     std::lock_guard<std::mutex> l(impl_->cmd_mu);
-    impl_->want_join = true;
-    impl_->want_leave = false;
+    impl_->want_join = true;  // after any pending leave (RunCommands leaves first)
   }
   impl_->Signal();
   return Status::Ok();
