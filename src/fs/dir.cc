@@ -4,6 +4,7 @@
 // shared/reference/gfs2-format.md section 3.
 #include <algorithm>
 #include <cstring>
+#include <unordered_set>
 
 #include "common/crc.h"
 #include "common/endian.h"
@@ -93,6 +94,13 @@ struct ListEntry {
 };
 
 uint64_t CookieOf(uint32_t hash, uint32_t seq) { return (uint64_t{hash} << 24) | (seq + 1); }
+
+// One step along an lf_next chain: refuses a block seen before on this chain (a loop).
+Status CheckChain(std::unordered_set<uint64_t>* seen, uint64_t dir, uint64_t blk) {
+  if (seen->insert(blk).second) return Status::Ok();
+  LOG_ERROR("directory " << dir << ": leaf chain loops back to block " << blk);
+  return Status::Corrupt("leaf chain loop in directory " + std::to_string(dir));
+}
 
 }  // namespace
 
@@ -198,8 +206,9 @@ Status Engine::ForEachLeaf(Inode& dir, const std::function<Status(uint64_t)>& fn
     uint64_t span = uint64_t{1} << (dir.di.depth - lf.depth);
     if (i % span != 0) return Status::Corrupt("misaligned leaf in hash table");
     uint64_t cur = blk;
-    for (int guard = 0; cur != 0; ++guard) {
-      if (guard > 1 << 20) return Status::Corrupt("leaf chain loop");
+    std::unordered_set<uint64_t> chain;
+    while (cur != 0) {
+      RETURN_IF_ERROR(CheckChain(&chain, dir.no, cur));
       RETURN_IF_ERROR(fn(cur));
       ASSIGN_OR_RETURN(BufferRef cb, cache_->Get(cur));
       RETURN_IF_ERROR(format::CheckMeta(cb->bytes(), format::kMetaLf, cur));
@@ -240,8 +249,10 @@ Result<DirentLoc> Engine::DirFind(Inode& dir, std::string_view name, uint32_t ha
   }
   uint32_t idx = dir.di.depth == 0 ? 0 : hash >> (32 - dir.di.depth);
   ASSIGN_OR_RETURN(uint64_t blk, DirTableGet(dir, idx));
-  for (int guard = 0; blk != 0; ++guard) {
-    if (guard > 1 << 20 || blk >= dev_blocks_) return Status::Corrupt("bad leaf chain");
+  std::unordered_set<uint64_t> chain;
+  while (blk != 0) {
+    if (blk >= dev_blocks_) return Status::Corrupt("bad leaf chain");
+    RETURN_IF_ERROR(CheckChain(&chain, dir.no, blk));
     ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk));
     RETURN_IF_ERROR(format::CheckMeta(b->bytes(), format::kMetaLf, blk));
     ASSIGN_OR_RETURN(bool found, scan(b, format::kLeafSize, blk, &loc));
@@ -406,8 +417,10 @@ Status Engine::DirAdd(Inode& dir, std::string_view name, const format::Inum& inu
     uint32_t idx = dir.di.depth == 0 ? 0 : hash >> (32 - dir.di.depth);
     ASSIGN_OR_RETURN(uint64_t head, DirTableGet(dir, idx));
     uint64_t blk = head, last = head;
-    for (int guard = 0; blk != 0; ++guard) {
-      if (guard > 1 << 20 || blk >= dev_blocks_) return Status::Corrupt("bad leaf chain");
+    std::unordered_set<uint64_t> chain;
+    while (blk != 0) {
+      if (blk >= dev_blocks_) return Status::Corrupt("bad leaf chain");
+      RETURN_IF_ERROR(CheckChain(&chain, dir.no, blk));
       ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk));
       RETURN_IF_ERROR(format::CheckMeta(b->bytes(), format::kMetaLf, blk));
       if (InsertInBlock(b->bytes(), geo_.bsize, format::kLeafSize, name, inum, hash, type, &st)) {
@@ -531,8 +544,10 @@ Status Engine::DirList(Inode& dir, uint64_t cookie,
     if (lf.depth > dir.di.depth) return Status::Corrupt("leaf deeper than its table");
     uint64_t span = uint64_t{1} << (dir.di.depth - lf.depth);
     uint64_t cur = blk;
-    for (int guard = 0; cur != 0; ++guard) {
-      if (guard > 1 << 20 || cur >= dev_blocks_) return Status::Corrupt("bad leaf chain");
+    std::unordered_set<uint64_t> chain;
+    while (cur != 0) {
+      if (cur >= dev_blocks_) return Status::Corrupt("bad leaf chain");
+      RETURN_IF_ERROR(CheckChain(&chain, dir.no, cur));
       ASSIGN_OR_RETURN(BufferRef cb, cache_->Get(cur));
       RETURN_IF_ERROR(format::CheckMeta(cb->bytes(), format::kMetaLf, cur));
       RETURN_IF_ERROR(collect(cb, format::kLeafSize));
