@@ -108,6 +108,10 @@ Result<std::string> Engine::ReadLink(InodeNo ino) {
   std::shared_lock<std::shared_mutex> lk(mu_);
   ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
   if (!ip->is_lnk()) return Status::Invalid("not a symlink");
+  if (ip->di.height != 0 || ip->di.size > geo_.max_stuffed) {
+    LOG_ERROR("symlink " << ino << ": bad size " << ip->di.size << " / height " << ip->di.height);
+    return Status::Corrupt("symlink " + std::to_string(ino) + " is damaged");
+  }
   std::string target(ip->di.size, '\0');
   size_t done = 0;
   RETURN_IF_ERROR(ReadData(*ip, 0, reinterpret_cast<uint8_t*>(target.data()), target.size(), &done));
