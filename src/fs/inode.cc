@@ -2,6 +2,7 @@
 // unstuffing, truncation and deallocation, and file data I/O.
 #include <algorithm>
 #include <cstring>
+#include <unordered_set>
 
 #include "common/endian.h"
 #include "common/log.h"
@@ -93,7 +94,9 @@ Result<InodeRef> Engine::GetInode(InodeNo no) {
     } else if (di.height == 0 && di.size > geo_.max_stuffed && !(di.flags & format::kDifExhash)) {
       st = Status::Corrupt("stuffed dinode " + std::to_string(no) + " larger than its block");
     } else if ((di.flags & format::kDifExhash) &&
-               (di.depth > format::kMaxDirDepth || di.size != (uint64_t{8} << di.depth))) {
+               (di.depth > format::kMaxDirDepth || di.size != (uint64_t{8} << di.depth) ||
+                (di.height == 0 ? di.size > geo_.max_stuffed
+                                : di.size > geo_.jdata_cap[di.height]))) {
       st = Status::Corrupt("directory " + std::to_string(no) + " has an inconsistent hash table");
     }
   }
@@ -469,7 +472,13 @@ Status Engine::FreeEattr(Inode& ip) {
 Status Engine::Dealloc(Inode& ip) {
   if (ip.is_dir() && (ip.di.flags & format::kDifExhash)) {
     std::vector<uint64_t> leaves;
+    std::unordered_set<uint64_t> seen;
     RETURN_IF_ERROR(ForEachLeaf(ip, [&](uint64_t blk) {
+      if (!seen.insert(blk).second) {
+        // Freeing it twice would fail half-way through: refuse before freeing anything.
+        LOG_ERROR("directory " << ip.no << ": leaf " << blk << " is reached twice");
+        return Status::Corrupt("directory " + std::to_string(ip.no) + " shares leaf blocks");
+      }
       leaves.push_back(blk);
       return Status::Ok();
     }));
