@@ -21,9 +21,12 @@ using format::kUsed;
 
 Status Engine::LoadRgrps() {
   uint64_t size = rindex_->di.size;
-  if (size % format::kRindexSize != 0 || size == 0) {
+  // Resource groups are at least 1 MiB in practice (mkfs.gfs2 makes >= 32 MiB): a bigger rindex
+  // is damage, and must not drive the allocation below.
+  if (size % format::kRindexSize != 0 || size == 0 ||
+      size / format::kRindexSize > dev_->Size() / (1 << 20) + 64) {
     return Status::Corrupt("rindex size " + std::to_string(size) +
-                           " is not a multiple of 96: volume damaged");
+                           " is not a plausible multiple of 96: volume damaged");
   }
   std::vector<uint8_t> raw(size);
   size_t done = 0;
