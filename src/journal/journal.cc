@@ -75,7 +75,7 @@ Result<std::vector<uint64_t>> MapJournalBlocks(BlockDevice& dev, const format::G
                            Num(bsize));
   }
   uint64_t nblocks = d.size / bsize;
-  if (nblocks < Journal::kMinBlocks || nblocks > UINT32_MAX) {
+  if (nblocks < Journal::kMinBlocks || nblocks > UINT32_MAX || nblocks > dev_blocks) {
     return Status::Corrupt(where + ": unusable journal size " + Num(nblocks) + " blocks");
   }
   if (d.height == 0 || d.height > format::kMaxMetaHeight || geo.data_cap[d.height] < d.size) {
