@@ -147,6 +147,32 @@ void Engine::WriteRgrpHeader(Rgrp& rg) {
   cache_->MarkDirty(rg.bufs[0]);
 }
 
+bool Engine::PtrOk(uint64_t blk) {
+  if (blk == 0 || blk >= dev_blocks_) return false;
+  if (!rgrps_.empty() && RgrpFor(blk) == nullptr) return false;
+  auto it = std::upper_bound(journal_runs_.begin(), journal_runs_.end(), blk,
+                             [](uint64_t b, const std::pair<uint64_t, uint64_t>& r) {
+                               return b < r.first;
+                             });
+  if (it != journal_runs_.begin() && blk < std::prev(it)->second) return false;
+  return true;
+}
+
+Status Engine::CheckDataRun(uint64_t ino, uint64_t pblk, uint64_t n) {
+  for (uint64_t b = pblk; b < pblk + n; ++b) {
+    Rgrp* rg = PtrOk(b) ? RgrpFor(b) : nullptr;
+    uint8_t s = rg == nullptr ? uint8_t{format::kFree}
+                : rg->damaged ? uint8_t{kUsed} : GetBlockState(*rg, b);
+    if (s != kUsed) {
+      LOG_ERROR("inode " << ino << " maps data to block " << b << " (bitmap state " << int{s}
+                         << "): metadata damaged, not writing");
+      return Status::Corrupt("inode " + std::to_string(ino) + " maps data to a block it does "
+                             "not own");
+    }
+  }
+  return Status::Ok();
+}
+
 bool Engine::IsPendingFree(uint64_t blk) {
   std::lock_guard<std::mutex> l(pending_mu_);
   return pending_free_.count(blk) != 0 || committing_free_.count(blk) != 0;

@@ -156,6 +156,13 @@ Status Engine::OpenJournal() {
     auto osc = LookupChild(*per_node, "statfs_change" + std::to_string(j), nullptr);
     auto oqc = LookupChild(*per_node, "quota_change" + std::to_string(j), nullptr);
     ASSIGN_OR_RETURN(auto blocks, journal::MapJournalBlocks(*dev_, geo_, (*other)->no));
+    for (uint64_t b : blocks) {
+      if (!journal_runs_.empty() && journal_runs_.back().second == b) {
+        journal_runs_.back().second++;
+      } else {
+        journal_runs_.push_back({b, b + 1});
+      }
+    }
     ASSIGN_OR_RETURN(journal::Journal jrn,
                      journal::Journal::Open(dev_.get(), geo_.bsize, j, (*other)->no,
                                             std::move(blocks), osc.ok() ? (*osc)->no : 0,
@@ -173,6 +180,7 @@ Status Engine::OpenJournal() {
     }
     if (j == jid_) journal_ = std::make_unique<journal::Journal>(std::move(jrn));
   }
+  std::sort(journal_runs_.begin(), journal_runs_.end());
   (void)jip;
   (void)sc;
   (void)qc;

@@ -76,6 +76,9 @@ struct StatfsDelta {
   int64_t total = 0, free = 0, dinodes = 0;
 };
 
+// format::CheckMeta plus a log line naming the damaged block.
+Status CheckMetaLogged(const uint8_t* p, uint32_t type, uint64_t blkno);
+
 class Engine final : public FileSystem {
  public:
   Engine(std::unique_ptr<BlockDevice> dev, const MountOptions& opts);
@@ -154,6 +157,12 @@ class Engine final : public FileSystem {
   Status SetUnlinked(uint64_t blk);
   uint64_t PickDirGoal(uint64_t parent_goal);
   bool IsPendingFree(uint64_t blk);
+  // A block pointer read from disk is plausible: inside the device, inside a resource group's
+  // data (once rgrps are loaded) and not one of the journals' blocks.
+  bool PtrOk(uint64_t blk);
+  // Before writing file data in place: every block of the run is USED in the bitmap (a damaged
+  // pointer must not make us overwrite a dinode or a free block). kCorrupt + log line otherwise.
+  Status CheckDataRun(uint64_t ino, uint64_t pblk, uint64_t n);
   uint64_t TotalFree() const;
 
   // ---- inode.cc
@@ -231,6 +240,7 @@ class Engine final : public FileSystem {
   std::unordered_set<uint64_t> last_commit_blocks_;  // blocks in the newest log commit
   std::vector<uint64_t> revokes_;                     // for the next commit
 
+  std::vector<std::pair<uint64_t, uint64_t>> journal_runs_;  // all journals, sorted [start, end)
   std::vector<Rgrp> rgrps_;       // sorted by address
   size_t alloc_rr_ = 0;           // round-robin cursor for spreading directories
   std::mutex pending_mu_;

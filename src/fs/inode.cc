@@ -54,7 +54,20 @@ class FreeRuns {
   uint32_t len_ = 0;
 };
 
+Status BadPointer(const Inode& ip, uint64_t ptr) {
+  LOG_ERROR("inode " << ip.no << ": block pointer " << ptr
+                     << " is outside the filesystem's data or inside a journal");
+  return Status::Corrupt("bad block pointer " + std::to_string(ptr) + " in inode " +
+                         std::to_string(ip.no));
+}
+
 }  // namespace
+
+Status CheckMetaLogged(const uint8_t* p, uint32_t type, uint64_t blkno) {
+  Status st = format::CheckMeta(p, type, blkno);
+  if (!st.ok()) LOG_ERROR("metadata damaged: " << st.message());
+  return st;
+}
 
 uint64_t Engine::MaxFileSize() const {
   return std::min<uint64_t>(geo_.data_cap[format::kMaxMetaHeight], (uint64_t{1} << 63) - 1);
@@ -212,20 +225,20 @@ Result<uint64_t> Engine::MapExtent(Inode& ip, uint64_t lblk, uint64_t max_len, u
       *len = std::min<uint64_t>(max_len, span - within);
       return uint64_t{0};
     }
-    if (ptr >= dev_blocks_) return Status::Corrupt("pointer out of range in inode " + std::to_string(ip.no));
+    if (!PtrOk(ptr)) return BadPointer(ip, ptr);
     ASSIGN_OR_RETURN(cur, cache_->Get(ptr));
-    RETURN_IF_ERROR(format::CheckMeta(cur->bytes(), format::kMetaIn, ptr));
+    RETURN_IF_ERROR(CheckMetaLogged(cur->bytes(), format::kMetaIn, ptr));
     base = format::kMetaHeaderSize;
     nptrs = geo_.inptrs;
   }
   const uint8_t* p = cur->bytes() + base;
   uint32_t i = path.idx[h - 1];
   uint64_t first = LoadBe64(p + i * 8);
-  if (first >= dev_blocks_) return Status::Corrupt("pointer out of range in inode " + std::to_string(ip.no));
+  if (first != 0 && !PtrOk(first)) return BadPointer(ip, first);
   uint64_t n = 1;
   while (n < max_len && i + n < nptrs) {
     uint64_t next = LoadBe64(p + (i + n) * 8);
-    if (first == 0 ? next != 0 : next != first + n) break;
+    if (first == 0 ? next != 0 : (next != first + n || !PtrOk(next))) break;
     n++;
   }
   *len = n;
@@ -319,9 +332,9 @@ Status Engine::AllocRange(Inode& ip, uint64_t lblk, uint64_t count, bool jdata,
         ip.di.goal_meta = ptr;
         cur = in;
       } else {
-        if (ptr >= dev_blocks_) return Status::Corrupt("pointer out of range");
+        if (!PtrOk(ptr)) return BadPointer(ip, ptr);
         ASSIGN_OR_RETURN(cur, cache_->Get(ptr));
-        RETURN_IF_ERROR(format::CheckMeta(cur->bytes(), format::kMetaIn, ptr));
+        RETURN_IF_ERROR(CheckMetaLogged(cur->bytes(), format::kMetaIn, ptr));
       }
       base = format::kMetaHeaderSize;
       nptrs = geo_.inptrs;
@@ -382,7 +395,7 @@ Status Engine::TruncateBlocks(Inode& ip, uint64_t first_free, uint64_t end_free)
         empty = false;
         continue;
       }
-      if (ptr >= dev_blocks_) return Status::Corrupt("pointer out of range");
+      if (!PtrOk(ptr)) return BadPointer(ip, ptr);
       if (lvl + 1 == h) {  // data pointer (fully inside the range: spans are 1 here)
         RETURN_IF_ERROR(runs.Add(ptr));
         freed++;
@@ -391,7 +404,7 @@ Status Engine::TruncateBlocks(Inode& ip, uint64_t first_free, uint64_t end_free)
         continue;
       }
       ASSIGN_OR_RETURN(BufferRef child, cache_->Get(ptr));
-      RETURN_IF_ERROR(format::CheckMeta(child->bytes(), format::kMetaIn, ptr));
+      RETURN_IF_ERROR(CheckMetaLogged(child->bytes(), format::kMetaIn, ptr));
       bool child_empty = false;
       RETURN_IF_ERROR(walk(child, format::kMetaHeaderSize, geo_.inptrs, lvl + 1, cbase, &child_empty));
       if (child_empty) {
@@ -418,9 +431,9 @@ Status Engine::TruncateBlocks(Inode& ip, uint64_t first_free, uint64_t end_free)
 Status Engine::FreeEattr(Inode& ip) {
   if (ip.di.eattr == 0) return Status::Ok();
   auto free_ea_block = [&](uint64_t blk) -> Status {
-    if (blk >= dev_blocks_) return Status::Corrupt("xattr pointer out of range");
+    if (!PtrOk(blk)) return BadPointer(ip, blk);
     ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk));
-    RETURN_IF_ERROR(format::CheckMeta(b->bytes(), format::kMetaEa, blk));
+    RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaEa, blk));
     const uint8_t* p = b->bytes();
     uint32_t off = format::kMetaHeaderSize;
     while (off + format::kEaHeaderSize <= geo_.bsize) {
@@ -449,9 +462,9 @@ Status Engine::FreeEattr(Inode& ip) {
   };
   if (ip.di.flags & format::kDifEaIndirect) {
     uint64_t ind = ip.di.eattr;
-    if (ind >= dev_blocks_) return Status::Corrupt("xattr pointer out of range");
+    if (!PtrOk(ind)) return BadPointer(ip, ind);
     ASSIGN_OR_RETURN(BufferRef b, cache_->Get(ind));
-    RETURN_IF_ERROR(format::CheckMeta(b->bytes(), format::kMetaIn, ind));
+    RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaIn, ind));
     std::vector<uint64_t> ptrs;
     for (uint32_t i = 0; i < geo_.inptrs; ++i) {
       uint64_t p = LoadBe64(b->bytes() + format::kMetaHeaderSize + i * 8);
@@ -499,6 +512,7 @@ Status Engine::Dealloc(Inode& ip) {
 
 Status Engine::ZeroDataRange(uint64_t pblk, uint32_t off, uint32_t len) {
   if (len == 0) return Status::Ok();
+  RETURN_IF_ERROR(CheckDataRun(0, pblk, 1));
   std::vector<uint8_t> zeros(len, 0);
   data_writes_++;
   return dev_->WriteAt(pblk * geo_.bsize + off, zeros.data(), len);
@@ -603,6 +617,7 @@ Status Engine::WriteData(Inode& ip, uint64_t off, const uint8_t* data, size_t le
     uint64_t run = 0;
     ASSIGN_OR_RETURN(uint64_t pblk, MapExtent(ip, lblk, max_blocks, &run));
     if (pblk == 0) return Status::Corrupt("block vanished during write");
+    RETURN_IF_ERROR(CheckDataRun(ip.no, pblk, run));
     size_t n = static_cast<size_t>(std::min<uint64_t>(run * bs - cur % bs, len - pos));
     data_writes_++;
     RETURN_IF_ERROR(dev_->WriteAt(pblk * bs + cur % bs, data + pos, n));
