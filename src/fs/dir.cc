@@ -95,6 +95,11 @@ struct ListEntry {
 
 uint64_t CookieOf(uint32_t hash, uint32_t seq) { return (uint64_t{hash} << 24) | (seq + 1); }
 
+Status BadLeaf(uint64_t dir, uint64_t blk, const char* what) {
+  LOG_ERROR("directory " << dir << ": " << what << " (block " << blk << ")");
+  return Status::Corrupt(std::string(what) + " in directory " + std::to_string(dir));
+}
+
 // One step along an lf_next chain: refuses a block seen before on this chain (a loop).
 Status CheckChain(std::unordered_set<uint64_t>* seen, uint64_t dir, uint64_t blk) {
   if (seen->insert(blk).second) return Status::Ok();
@@ -114,10 +119,11 @@ Result<uint64_t> Engine::DirTableGet(Inode& dir, uint32_t index) {
     ASSIGN_OR_RETURN(uint64_t pblk, MapBlock(dir, off / geo_.jbsize));
     if (pblk == 0) return Status::Corrupt("hole in hash table of " + std::to_string(dir.no));
     ASSIGN_OR_RETURN(BufferRef b, cache_->Get(pblk));
-    RETURN_IF_ERROR(format::CheckMeta(b->bytes(), format::kMetaJd, pblk));
+    RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaJd, pblk));
     ptr = LoadBe64(b->bytes() + format::kMetaHeaderSize + off % geo_.jbsize);
   }
-  if (ptr == 0 || ptr >= dev_blocks_) {
+  if (!PtrOk(ptr)) {
+    LOG_ERROR("directory " << dir.no << ": bad leaf pointer " << ptr << " at index " << index);
     return Status::Corrupt("bad leaf pointer in directory " + std::to_string(dir.no));
   }
   return ptr;
@@ -137,7 +143,7 @@ Status Engine::DirTableRead(Inode& dir, std::vector<uint64_t>* table) {
     ASSIGN_OR_RETURN(uint64_t pblk, MapBlock(dir, i / per));
     if (pblk == 0) return Status::Corrupt("hole in hash table of " + std::to_string(dir.no));
     ASSIGN_OR_RETURN(BufferRef b, cache_->Get(pblk));
-    RETURN_IF_ERROR(format::CheckMeta(b->bytes(), format::kMetaJd, pblk));
+    RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaJd, pblk));
     for (uint64_t k = 0; k < per && i + k < n; ++k) {
       (*table)[i + k] = LoadBe64(b->bytes() + format::kMetaHeaderSize + k * 8);
     }
@@ -198,11 +204,11 @@ Status Engine::ForEachLeaf(Inode& dir, const std::function<Status(uint64_t)>& fn
   uint64_t i = 0;
   while (i < table.size()) {
     uint64_t blk = table[i];
-    if (blk == 0 || blk >= dev_blocks_) return Status::Corrupt("bad leaf pointer");
+    if (!PtrOk(blk)) return BadLeaf(dir.no, blk, "bad leaf pointer");
     ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk));
-    RETURN_IF_ERROR(format::CheckMeta(b->bytes(), format::kMetaLf, blk));
+    RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaLf, blk));
     format::Leaf lf = format::Leaf::Decode(b->bytes());
-    if (lf.depth > dir.di.depth) return Status::Corrupt("leaf deeper than its table");
+    if (lf.depth > dir.di.depth) return BadLeaf(dir.no, blk, "leaf deeper than its table");
     uint64_t span = uint64_t{1} << (dir.di.depth - lf.depth);
     if (i % span != 0) return Status::Corrupt("misaligned leaf in hash table");
     uint64_t cur = blk;
@@ -211,9 +217,9 @@ Status Engine::ForEachLeaf(Inode& dir, const std::function<Status(uint64_t)>& fn
       RETURN_IF_ERROR(CheckChain(&chain, dir.no, cur));
       RETURN_IF_ERROR(fn(cur));
       ASSIGN_OR_RETURN(BufferRef cb, cache_->Get(cur));
-      RETURN_IF_ERROR(format::CheckMeta(cb->bytes(), format::kMetaLf, cur));
+      RETURN_IF_ERROR(CheckMetaLogged(cb->bytes(), format::kMetaLf, cur));
       cur = format::Leaf::Decode(cb->bytes()).next;
-      if (cur >= dev_blocks_) return Status::Corrupt("bad leaf chain pointer");
+      if (cur != 0 && !PtrOk(cur)) return BadLeaf(dir.no, cur, "bad leaf chain pointer");
     }
     i += span;
   }
@@ -251,10 +257,10 @@ Result<DirentLoc> Engine::DirFind(Inode& dir, std::string_view name, uint32_t ha
   ASSIGN_OR_RETURN(uint64_t blk, DirTableGet(dir, idx));
   std::unordered_set<uint64_t> chain;
   while (blk != 0) {
-    if (blk >= dev_blocks_) return Status::Corrupt("bad leaf chain");
+    if (!PtrOk(blk)) return BadLeaf(dir.no, blk, "bad leaf chain");
     RETURN_IF_ERROR(CheckChain(&chain, dir.no, blk));
     ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk));
-    RETURN_IF_ERROR(format::CheckMeta(b->bytes(), format::kMetaLf, blk));
+    RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaLf, blk));
     ASSIGN_OR_RETURN(bool found, scan(b, format::kLeafSize, blk, &loc));
     if (found) return loc;
     blk = format::Leaf::Decode(b->bytes()).next;
@@ -339,10 +345,16 @@ Status Engine::DirSplitLeaf(Inode& dir, uint32_t index, uint64_t leaf_blk) {
   const uint32_t len = 1u << (dir.di.depth - olf.depth);
   const uint32_t half = len / 2;
   const uint32_t start = index & ~(len - 1);
-  ASSIGN_OR_RETURN(BufferRef nb, NewLeaf(dir, static_cast<uint16_t>(olf.depth + 1), leaf_blk));
-  // Point the lower half of the old leaf's slots at the new leaf.
   std::vector<uint64_t> table;
   RETURN_IF_ERROR(DirTableRead(dir, &table));
+  for (uint64_t i = start; i < uint64_t{start} + len; ++i) {
+    if (i >= table.size() || table[i] != leaf_blk) {
+      // lf_depth disagrees with the table: splitting would orphan another leaf.
+      return BadLeaf(dir.no, leaf_blk, "leaf depth disagrees with the hash table");
+    }
+  }
+  ASSIGN_OR_RETURN(BufferRef nb, NewLeaf(dir, static_cast<uint16_t>(olf.depth + 1), leaf_blk));
+  // Point the lower half of the old leaf's slots at the new leaf.
   for (uint32_t i = start; i < start + half; ++i) table[i] = nb->blkno;
   RETURN_IF_ERROR(DirTableWrite(dir, table));
   const uint64_t divider = uint64_t{start + half} << (32 - dir.di.depth);
@@ -419,10 +431,10 @@ Status Engine::DirAdd(Inode& dir, std::string_view name, const format::Inum& inu
     uint64_t blk = head, last = head;
     std::unordered_set<uint64_t> chain;
     while (blk != 0) {
-      if (blk >= dev_blocks_) return Status::Corrupt("bad leaf chain");
+      if (!PtrOk(blk)) return BadLeaf(dir.no, blk, "bad leaf chain");
       RETURN_IF_ERROR(CheckChain(&chain, dir.no, blk));
       ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk));
-      RETURN_IF_ERROR(format::CheckMeta(b->bytes(), format::kMetaLf, blk));
+      RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaLf, blk));
       if (InsertInBlock(b->bytes(), geo_.bsize, format::kLeafSize, name, inum, hash, type, &st)) {
         format::Leaf lf = format::Leaf::Decode(b->bytes());
         lf.entries++;
@@ -537,19 +549,19 @@ Status Engine::DirList(Inode& dir, uint64_t cookie,
   uint64_t i = dir.di.depth == 0 ? 0 : start_hash >> (32 - dir.di.depth);
   while (i < table.size()) {
     uint64_t blk = table[i];
-    if (blk == 0 || blk >= dev_blocks_) return Status::Corrupt("bad leaf pointer");
+    if (!PtrOk(blk)) return BadLeaf(dir.no, blk, "bad leaf pointer");
     ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk));
-    RETURN_IF_ERROR(format::CheckMeta(b->bytes(), format::kMetaLf, blk));
+    RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaLf, blk));
     format::Leaf lf = format::Leaf::Decode(b->bytes());
-    if (lf.depth > dir.di.depth) return Status::Corrupt("leaf deeper than its table");
+    if (lf.depth > dir.di.depth) return BadLeaf(dir.no, blk, "leaf deeper than its table");
     uint64_t span = uint64_t{1} << (dir.di.depth - lf.depth);
     uint64_t cur = blk;
     std::unordered_set<uint64_t> chain;
     while (cur != 0) {
-      if (cur >= dev_blocks_) return Status::Corrupt("bad leaf chain");
+      if (!PtrOk(cur)) return BadLeaf(dir.no, cur, "bad leaf chain");
       RETURN_IF_ERROR(CheckChain(&chain, dir.no, cur));
       ASSIGN_OR_RETURN(BufferRef cb, cache_->Get(cur));
-      RETURN_IF_ERROR(format::CheckMeta(cb->bytes(), format::kMetaLf, cur));
+      RETURN_IF_ERROR(CheckMetaLogged(cb->bytes(), format::kMetaLf, cur));
       RETURN_IF_ERROR(collect(cb, format::kLeafSize));
       cur = format::Leaf::Decode(cb->bytes()).next;
     }
