@@ -71,7 +71,7 @@ Result<Superblock> Superblock::Decode(const uint8_t* p) {
     return Status::Invalid("unsupported multihost format " + std::to_string(sb.multihost_format));
   }
   if (sb.bsize < 512 || sb.bsize > 65536 || (sb.bsize & (sb.bsize - 1)) != 0 ||
-      (1u << sb.bsize_shift) != sb.bsize) {
+      sb.bsize_shift > 16 || (1u << sb.bsize_shift) != sb.bsize) {
     return Status::Invalid("bad block size " + std::to_string(sb.bsize));
   }
   return sb;
