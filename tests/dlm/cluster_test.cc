@@ -135,6 +135,24 @@ class DlmClusterTest : public ::testing::Test {
   static void SetUpTestSuite() {
     if (geteuid() != 0 || Sh("command -v corosync") != 0) return;
     g_name = "dlmt" + std::to_string(getpid());
+    // Reaper: tears the cluster down when this process goes away, however it dies (a SIGKILL
+    // from a test timeout included): it blocks on a pipe whose only writer is us.
+    int p[2];
+    if (pipe(p) == 0) {
+      pid_t r = fork();
+      if (r == 0) {
+        close(p[1]);
+        char c;
+        while (read(p[0], &c, 1) > 0) {
+        }
+        execl("/bin/sh", "sh", "-c", (Cl("down") + " >/dev/null 2>&1").c_str(), nullptr);
+        _exit(0);
+      }
+      close(p[0]);
+      fcntl(p[1], F_SETFD, FD_CLOEXEC);
+      reaper_pid_ = r;
+      reaper_fd_ = p[1];
+    }
     std::string out;
     if (Sh(Cl("up -n 3 --no-mkfs --size 16M --timeout 60"), &out) != 0) {
       std::fprintf(stderr, "cluster up failed:\n%s\n", out.c_str());
@@ -145,7 +163,14 @@ class DlmClusterTest : public ::testing::Test {
   static void TearDownTestSuite() {
     if (!g_name.empty()) Sh(Cl("down"));
     g_name.clear();
+    if (reaper_fd_ >= 0) {
+      close(reaper_fd_);  // the reaper runs `down` once more (idempotent) and exits
+      waitpid(reaper_pid_, nullptr, 0);
+      reaper_fd_ = -1;
+    }
   }
+  static inline int reaper_fd_ = -1;
+  static inline pid_t reaper_pid_ = -1;
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root";
     if (g_name.empty()) GTEST_SKIP() << "no cluster (corosync missing or bring-up failed)";
