@@ -32,6 +32,25 @@ for bs in 4096 1024; do
   if [ "$bs" = 1024 ]; then
     diff -r "$REPO/fuse" "$mnt/fuse" >/dev/null || fail "repo copy differs"
   fi
+  # Lookup counting: after ls -lR (READDIRPLUS) and the reads above, make the kernel forget
+  # everything it can; the daemon must have seen no FORGET for more than it handed out, and only
+  # a handful of inodes may stay referenced.
+  ls -lR "$mnt" >/dev/null
+  sync
+  echo 2 >/proc/sys/vm/drop_caches
+  sleep 1
+  pid=${FS_PIDS[$mnt]}
+  rm -f "/run/ugfs2/$pid.stats"
+  kill -USR1 "$pid"
+  for _ in $(seq 100); do [ -s "/run/ugfs2/$pid.stats" ] && break; sleep 0.05; done
+  under=$(awk '$1 == "forget_underflows" {print $2}' "/run/ugfs2/$pid.stats")
+  kin=$(awk '$1 == "kernel_inodes" {print $2}' "/run/ugfs2/$pid.stats")
+  rdp=$(awk '$1 == "readdirplus" {print $2}' "/run/ugfs2/$pid.stats")
+  fm=$(awk '$1 == "forget_multi" {print $2}' "/run/ugfs2/$pid.stats")
+  log "readdirplus $rdp, forget_multi $fm, kernel_inodes after drop_caches $kin, underflows $under"
+  expect_eq "forget underflows" "$under" "0"
+  [ "$kin" -lt 50 ] || fail "$kin inodes still referenced by the kernel after drop_caches"
+  rm -f "/run/ugfs2/$pid.stats"
   rm -rf "${mnt:?}"/* || fail "rm -rf tree"
   unmount_fs "$mnt"
   check_clean "$img"
