@@ -278,11 +278,7 @@ Status Engine::FreeBlocks(uint64_t start, uint32_t count) {
     SetBlockState(*rg, blk, kFree);
     rg->hdr.free++;
     local_.free++;
-    if (cache_->Forget(blk) || last_commit_blocks_.count(blk)) revokes_.push_back(blk);
-    {
-      std::lock_guard<std::mutex> l(pending_mu_);
-      pending_free_.insert(blk);
-    }
+    NoteFreed(blk);
     if (blk + 1 == start + count || RgrpFor(blk + 1) != rg) WriteRgrpHeader(*rg);
   }
   return Status::Ok();
@@ -302,10 +298,17 @@ Status Engine::FreeDinode(uint64_t blk) {
   local_.free++;
   local_.dinodes--;
   WriteRgrpHeader(*rg);
-  if (cache_->Forget(blk) || last_commit_blocks_.count(blk)) revokes_.push_back(blk);
-  std::lock_guard<std::mutex> l(pending_mu_);
-  pending_free_.insert(blk);
+  NoteFreed(blk);
   return Status::Ok();
+}
+
+void Engine::NoteFreed(uint64_t blk) {
+  // A freed block is not reusable before the commit that frees it is durable; if its old image
+  // may still be replayed from the log, the next commit revokes it.
+  bool dirty = cache_->Forget(blk);
+  std::lock_guard<std::mutex> l(pending_mu_);
+  if (dirty || last_commit_blocks_.count(blk)) revokes_.push_back(blk);
+  pending_free_.insert(blk);
 }
 
 Status Engine::SetUnlinked(uint64_t blk) {

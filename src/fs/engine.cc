@@ -319,9 +319,9 @@ Status Engine::FlushLogUpTo(uint64_t upto) {
     }
     local = {local_.total, local_.free, local_.dinodes};
     snap = cache_->SnapshotDirty();
+    std::lock_guard<std::mutex> pl(pending_mu_);
     revokes = std::move(revokes_);
     revokes_.clear();
-    std::lock_guard<std::mutex> pl(pending_mu_);
     committing_free_ = std::move(pending_free_);
     pending_free_.clear();
   }

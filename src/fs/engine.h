@@ -155,6 +155,7 @@ class Engine final : public FileSystem {
   Status FreeBlocks(uint64_t start, uint32_t count);  // data/metadata blocks (USED)
   Status FreeDinode(uint64_t blk);
   Status SetUnlinked(uint64_t blk);
+  void NoteFreed(uint64_t blk);  // REQUIRES mu_ exclusive
   uint64_t PickDirGoal(uint64_t parent_goal);
   bool IsPendingFree(uint64_t blk);
   // A block pointer read from disk is plausible: inside the device, inside a resource group's
@@ -214,6 +215,7 @@ class Engine final : public FileSystem {
   // ---- ops.cc helpers
   Result<InodeRef> CreateNode(InodeNo parent, std::string_view name, uint32_t mode, uint64_t rdev,
                               std::string_view link_target, const Cred& cred);
+  Status CheckDirEmpty(Inode& dir, std::string_view name);  // kNotEmpty / kCorrupt
   Status DropLink(Inode& ip);  // nlink-- (or clear for dirs) and free/unlink at zero
   Status MaybeFree(Inode& ip);
   Status DoTruncate(Inode& ip, uint64_t size);
@@ -237,8 +239,8 @@ class Engine final : public FileSystem {
       journal_inode_;
   uint32_t jid_ = 0;
   std::unique_ptr<journal::Journal> journal_;
-  std::unordered_set<uint64_t> last_commit_blocks_;  // blocks in the newest log commit
-  std::vector<uint64_t> revokes_;                     // for the next commit
+  std::unordered_set<uint64_t> last_commit_blocks_;  // newest commit's blocks; pending_mu_
+  std::vector<uint64_t> revokes_;                     // for the next commit; pending_mu_
 
   std::vector<std::pair<uint64_t, uint64_t>> journal_runs_;  // all journals, sorted [start, end)
   std::vector<Rgrp> rgrps_;       // sorted by address
@@ -254,7 +256,7 @@ class Engine final : public FileSystem {
   StatfsDelta local_on_disk_;
   bool mounted_ = false;
   bool read_only_ = false;
-  bool log_broken_ = false;  // a flush failed: refuse further writes
+  std::atomic<bool> log_broken_{false};  // a flush failed: refuse further writes
 
   std::atomic<uint64_t> mod_seq_{0};      // bumped by every modifying op
   std::atomic<uint64_t> flushed_seq_{0};  // everything <= this is durable

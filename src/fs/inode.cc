@@ -82,11 +82,13 @@ Result<InodeRef> Engine::GetInode(InodeNo no) {
   if (no <= format::kSuperblockOffset / geo_.bsize || no >= dev_blocks_) {
     return Status(Code::kStale, "inode number " + std::to_string(no) + " out of range");
   }
+  bool linked_state = false;  // DINODE in a trusted bitmap: the inode should have links
   if (Rgrp* rg = RgrpFor(no)) {
     uint8_t s = rg->damaged ? uint8_t{format::kDinode} : GetBlockState(*rg, no);
     if (s != format::kDinode && s != format::kUnlinked) {
       return Status(Code::kStale, "inode " + std::to_string(no) + " no longer exists");
     }
+    linked_state = !rg->damaged && s == format::kDinode;
   }
   ASSIGN_OR_RETURN(BufferRef buf, cache_->Get(no));
   auto ip = std::make_shared<Inode>();
@@ -116,6 +118,12 @@ Result<InodeRef> Engine::GetInode(InodeNo no) {
   if (!st.ok()) {
     LOG_ERROR("damaged inode " << no << ": " << st.message());
     return st;
+  }
+  if (ip->di.nlink == 0 && linked_state) {
+    // No unlink of ours left it so: a damaged di_nlink. Never deallocate it behind the user's
+    // back (unmount frees cached inodes with no links); fsck.gfs2 recounts links.
+    LOG_ERROR("inode " << no << " has nlink 0 but is allocated as a linked dinode: damaged");
+    ip->damaged = true;
   }
   std::lock_guard<std::mutex> l(inodes_mu_);
   auto [it, inserted] = inodes_.emplace(no, ip);

@@ -323,6 +323,20 @@ Status Engine::Unlink(InodeNo parent, std::string_view name) {
   return AfterModify();
 }
 
+Status Engine::CheckDirEmpty(Inode& dir, std::string_view name) {
+  // di_entries may be damaged: removing a directory that still has entries would orphan them.
+  bool empty = true;
+  RETURN_IF_ERROR(DirList(dir, 0, [&](const DirEntry& e) {
+    if (e.name == "." || e.name == "..") return true;
+    empty = false;
+    return false;
+  }));
+  if (empty) return Status::Ok();
+  LOG_ERROR("directory " << dir.no << " has entries but di_entries " << dir.di.entries
+                         << ": damaged, not removing it");
+  return Status::NotEmpty(std::string(name));
+}
+
 Status Engine::Rmdir(InodeNo parent, std::string_view name) {
   RETURN_IF_ERROR(CheckWritable());
   {
@@ -335,6 +349,7 @@ Status Engine::Rmdir(InodeNo parent, std::string_view name) {
     if (!ip->is_dir()) return Status::NotDir("not a directory");
     if (ip->no == root()) return Status::Busy("cannot remove the root");
     if (ip->di.entries > 2) return Status::NotEmpty(std::string(name));
+    RETURN_IF_ERROR(CheckDirEmpty(*ip, name));
     RETURN_IF_ERROR(DirRemove(*dir, name));
     if (dir->di.nlink > 2) dir->di.nlink--;
     TouchMC(*dir);
@@ -411,6 +426,7 @@ Status Engine::Rename(InodeNo parent, std::string_view name, InodeNo new_parent,
     if (src->is_dir()) {
       if (dst && !dst->is_dir()) return Status::NotDir("target is not a directory");
       if (dst && dst->di.entries > 2) return Status::NotEmpty(std::string(new_name));
+      if (dst) RETURN_IF_ERROR(CheckDirEmpty(*dst, new_name));
       if (cross) {
         bool bad = false;
         RETURN_IF_ERROR(IsAncestor(src->no, ddir->no, &bad));
