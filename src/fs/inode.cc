@@ -314,8 +314,11 @@ Status Engine::AllocRange(Inode& ip, uint64_t lblk, uint64_t count, bool jdata,
   if (need == 0) need = 1;
   if (ip.di.height < need) RETURN_IF_ERROR(GrowHeight(ip, need));
   const uint32_t h = ip.di.height;
-  uint64_t l = lblk;
   const uint64_t end = lblk + count;
+  // Two passes: first every indirect block the range needs, then the data, so that the data of
+  // one request is one contiguous extent (as gfs2 allocates metadata ahead of data).
+  for (int pass = (h > 1 ? 0 : 1); pass < 2; ++pass) {
+  uint64_t l = lblk;
   while (l < end) {
     Path path;
     if (!MakePath(geo_, h, l, &path)) return Status(Code::kTooBig, "file too large");
@@ -349,6 +352,10 @@ Status Engine::AllocRange(Inode& ip, uint64_t lblk, uint64_t count, bool jdata,
     }
     uint8_t* p = cur->bytes() + base;
     uint32_t i = path.idx[h - 1];
+    if (pass == 0) {  // indirect blocks only: skip to the next bottom-level pointer block
+      l += std::min<uint64_t>(nptrs - i, end - l);
+      continue;
+    }
     bool modified = false;
     while (i < nptrs && l < end) {
       if (LoadBe64(p + i * 8) != 0) {
@@ -376,6 +383,7 @@ Status Engine::AllocRange(Inode& ip, uint64_t lblk, uint64_t count, bool jdata,
       modified = true;
     }
     if (modified && cur != ip.buf) cache_->MarkDirty(cur);
+  }
   }
   WriteDinode(ip);
   return Status::Ok();
