@@ -89,6 +89,9 @@ Result<InodeRef> Engine::GetInode(InodeNo no) {
       return Status(Code::kStale, "inode " + std::to_string(no) + " no longer exists");
     }
     linked_state = !rg->damaged && s == format::kDinode;
+  } else if (!rgrps_.empty()) {
+    LOG_ERROR("inode number " << no << " is not inside any resource group");
+    return Status::Corrupt("inode " + std::to_string(no) + " is outside every resource group");
   }
   ASSIGN_OR_RETURN(BufferRef buf, cache_->Get(no));
   auto ip = std::make_shared<Inode>();
