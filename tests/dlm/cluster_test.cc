@@ -325,3 +325,30 @@ TEST_F(DlmClusterTest, PartitionedNodeLosesQuorumFencesAndRejoins) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(DlmClusterTest, CorosyncDeathIsFatalAndReported) {
+  StartAll();
+  L(3).Send("lock a cs EX");
+  ASSERT_NE(L(3).Expect("ast a status=OK"), "");
+  L(1).Send("lock b cs EX");
+  // Kill only corosync (not the lock process) in node 3's namespace.
+  const std::string ns = "ugfs2." + g_name + ".n3";
+  ASSERT_EQ(Sh("n=0; for p in $(ip netns pids " + ns +
+               "); do [ \"$(cat /proc/$p/comm 2>/dev/null)\" = corosync ] && kill -9 $p && "
+               "n=1; done; [ $n = 1 ]"),
+            0)
+      << "could not kill corosync of node 3";
+  // The lock process notices at once (POLLHUP on the CPG fd) and reports itself fenced.
+  ASSERT_NE(L(3).Expect("fenced 1"), "");
+  L(3).Send("state");
+  EXPECT_NE(L(3).Expect("state dead"), "");
+  // For the others node 3 failed: they recover it (automatically) and go on.
+  ASSERT_NE(L(1).Expect("ast b status=OK mode=EX", 60000), "");
+  lockd_[3]->Kill();
+  ASSERT_EQ(Sh(Cl("restart 3")), 0);
+  ASSERT_EQ(Sh(Cl("wait-quorum --timeout 60")), 0);
+}
+
+}  // namespace
