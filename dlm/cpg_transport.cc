@@ -136,19 +136,25 @@ struct CpgTransport::Impl {
   // Replaces the CPG connection (same process, so the same MemberId).
   bool Reconnect() {
     LOG_INFO("dlm cpg: reconnecting to rejoin " << group);
-    epoll_ctl(ep_fd, EPOLL_CTL_DEL, cpg_fd, nullptr);
-    cpg_finalize(cpg);
-    cs_error_t err =
-        cpg_model_initialize(&cpg, CPG_MODEL_V1, reinterpret_cast<cpg_model_data_t*>(model), this);
+    cs_error_t err;
+    {
+      std::lock_guard<std::mutex> l(send_mu);
+      epoll_ctl(ep_fd, EPOLL_CTL_DEL, cpg_fd, nullptr);
+      cpg_finalize(cpg);
+      err = cpg_model_initialize(&cpg, CPG_MODEL_V1, reinterpret_cast<cpg_model_data_t*>(model),
+                                 this);
+      if (err == CS_OK) {
+        cpg_fd_get(cpg, &cpg_fd);
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.fd = cpg_fd;
+        epoll_ctl(ep_fd, EPOLL_CTL_ADD, cpg_fd, &ev);
+      }
+    }
     if (err != CS_OK) {
       Fatal("cpg reconnect failed: " + std::to_string(err));
       return false;
     }
-    cpg_fd_get(cpg, &cpg_fd);
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = cpg_fd;
-    epoll_ctl(ep_fd, EPOLL_CTL_ADD, cpg_fd, &ev);
     return true;
   }
   cpg_model_v1_data_t* model = nullptr;
@@ -164,7 +170,12 @@ struct CpgTransport::Impl {
       cpg_name name{};
       name.length = static_cast<uint32_t>(group.size());
       std::memcpy(name.value, group.data(), group.size());
-      cs_error_t err = cpg_leave(cpg, &name);
+      cs_error_t err;
+      {
+        // The request channel has one writer at a time: sends from other threads use it too.
+        std::lock_guard<std::mutex> l(send_mu);
+        err = cpg_leave(cpg, &name);
+      }
       LOG_DEBUG("dlm cpg: cpg_leave -> " << err);
       if (err == CS_ERR_TRY_AGAIN) {
         ArmTimer(2);
@@ -184,7 +195,11 @@ struct CpgTransport::Impl {
       cpg_name name{};
       name.length = static_cast<uint32_t>(group.size());
       std::memcpy(name.value, group.data(), group.size());
-      cs_error_t err = cpg_join(cpg, &name);
+      cs_error_t err;
+      {
+        std::lock_guard<std::mutex> l(send_mu);
+        err = cpg_join(cpg, &name);
+      }
       LOG_DEBUG("dlm cpg: cpg_join -> " << err);
       if (err == CS_ERR_EXIST) {
         // corosync refuses a second join on a connection that has left a group (seen after a

@@ -8,6 +8,10 @@
 // It never sleeps on the loop thread. Losing the corosync connection (POLLHUP, dispatch error) is
 // reported once through OnFatal and stops the loop.
 //
+// libcpg: the loop thread is the only one that dispatches; every call that writes the CPG
+// request channel (mcast, join, leave, reconnect) is serialised by one send mutex, so sends
+// from API threads and the loop's own calls never interleave on the connection.
+//
 // Quorum: OnQuorum(q) is reported only once the votequorum view matches the CPG totem ring (ring
 // ids equal), like dlm_controld's ring-id check, and is re-reported after every membership change
 // that removed members.
