@@ -73,14 +73,27 @@ class FileBlockDevice final : public BlockDevice {
 
   // O_DIRECT with an unaligned request: read-modify-write through an aligned bounce buffer.
   Status Bounced(uint64_t off, void* buf, size_t len, bool write) {
-    uint64_t start = off / kDirectAlign * kDirectAlign;
-    uint64_t end = (off + len + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
+    const uint64_t align = (off % 512 == 0 && len % 512 == 0) ? 512 : kDirectAlign;
+    uint64_t start = off / align * align;
+    uint64_t end = (off + len + align - 1) / align * align;
     if (end > size_) end = size_;
     size_t blen = static_cast<size_t>(end - start);
-    void* raw = std::aligned_alloc(kDirectAlign, (blen + kDirectAlign - 1) / kDirectAlign * kDirectAlign);
-    if (raw == nullptr) return Status::NoSpace("bounce buffer");
-    std::unique_ptr<void, decltype(&std::free)> bounce(raw, &std::free);
-    Status st = Loop(start, raw, blen, false);
+    // One aligned bounce buffer per thread, kept between calls: allocating (and faulting in) a
+    // fresh megabyte per request costs more than the I/O.
+    thread_local std::unique_ptr<void, decltype(&std::free)> bounce(nullptr, &std::free);
+    thread_local size_t bounce_len = 0;
+    if (bounce_len < blen) {
+      size_t want = (blen + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
+      void* fresh = std::aligned_alloc(kDirectAlign, want);
+      if (fresh == nullptr) return Status::NoSpace("bounce buffer");
+      bounce.reset(fresh);
+      bounce_len = want;
+    }
+    void* raw = bounce.get();
+    // Only a partially covered sector needs the old contents (read-modify-write); a write whose
+    // offset and length are aligned just needs an aligned copy of the caller's buffer.
+    bool whole = write && start == off && end == off + len;
+    Status st = whole ? Status::Ok() : Loop(start, raw, blen, false);
     if (st.ok()) {
       auto* b = static_cast<uint8_t*>(raw) + (off - start);
       if (write) {
