@@ -316,7 +316,8 @@ Status Lockspace::LockSync(int mode, Lksb* lksb, uint32_t flags, std::string_vie
     // The lock stays the caller's; give the cancel one more timeout to settle it.
     (void)SendOpLocked(op);
     cv_.wait_for(l, timeout, [&] { return waiter->done; });
-    lk.waiter.reset();
+    auto again = locks_.find(lkid);  // the lock may be gone meanwhile (e.g. fenced)
+    if (again != locks_.end() && again->second.waiter == waiter) again->second.waiter.reset();
     return Status(Code::kTimedOut, "lock conversion timed out");
   }
   // A new request: detach it from the caller's lksb; unlock it should it be granted later.
