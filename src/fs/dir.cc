@@ -198,10 +198,12 @@ Result<BufferRef> Engine::NewLeaf(Inode& dir, uint16_t depth, uint64_t goal) {
   return b;
 }
 
-Status Engine::ForEachLeaf(Inode& dir, const std::function<Status(uint64_t)>& fn) {
+Status Engine::WalkLeafChains(Inode& dir, uint64_t first_index,
+                              const std::function<Result<bool>(const std::vector<BufferRef>&)>& fn) {
   std::vector<uint64_t> table;
   RETURN_IF_ERROR(DirTableRead(dir, &table));
-  uint64_t i = 0;
+  uint64_t i = first_index;
+  std::vector<BufferRef> chain;
   while (i < table.size()) {
     uint64_t blk = table[i];
     if (!PtrOk(blk)) return BadLeaf(dir.no, blk, "bad leaf pointer");
@@ -210,20 +212,28 @@ Status Engine::ForEachLeaf(Inode& dir, const std::function<Status(uint64_t)>& fn
     format::Leaf lf = format::Leaf::Decode(b->bytes());
     if (lf.depth > dir.di.depth) return BadLeaf(dir.no, blk, "leaf deeper than its table");
     uint64_t span = uint64_t{1} << (dir.di.depth - lf.depth);
-    if (i % span != 0) return Status::Corrupt("misaligned leaf in hash table");
-    uint64_t cur = blk;
-    std::unordered_set<uint64_t> chain;
-    while (cur != 0) {
-      RETURN_IF_ERROR(CheckChain(&chain, dir.no, cur));
-      RETURN_IF_ERROR(fn(cur));
+    chain.clear();
+    std::unordered_set<uint64_t> seen;
+    for (uint64_t cur = blk; cur != 0;) {
+      if (!PtrOk(cur)) return BadLeaf(dir.no, cur, "bad leaf chain pointer");
+      RETURN_IF_ERROR(CheckChain(&seen, dir.no, cur));
       ASSIGN_OR_RETURN(BufferRef cb, cache_->Get(cur));
       RETURN_IF_ERROR(CheckMetaLogged(cb->bytes(), format::kMetaLf, cur));
+      chain.push_back(cb);
       cur = format::Leaf::Decode(cb->bytes()).next;
-      if (cur != 0 && !PtrOk(cur)) return BadLeaf(dir.no, cur, "bad leaf chain pointer");
     }
-    i += span;
+    ASSIGN_OR_RETURN(bool more, fn(chain));
+    if (!more) return Status::Ok();
+    i = (i / span + 1) * span;  // the next leaf's first slot
   }
   return Status::Ok();
+}
+
+Status Engine::ForEachLeaf(Inode& dir, const std::function<Status(uint64_t)>& fn) {
+  return WalkLeafChains(dir, 0, [&](const std::vector<BufferRef>& chain) -> Result<bool> {
+    for (const auto& b : chain) RETURN_IF_ERROR(fn(b->blkno));
+    return true;
+  });
 }
 
 Result<DirentLoc> Engine::DirFind(Inode& dir, std::string_view name, uint32_t hash) {
@@ -543,32 +553,12 @@ Status Engine::DirList(Inode& dir, uint64_t cookie,
     flush();
     return Status::Ok();
   }
-  std::vector<uint64_t> table;
-  RETURN_IF_ERROR(DirTableRead(dir, &table));
   const uint32_t start_hash = static_cast<uint32_t>(cookie >> 24);
-  uint64_t i = dir.di.depth == 0 ? 0 : start_hash >> (32 - dir.di.depth);
-  while (i < table.size()) {
-    uint64_t blk = table[i];
-    if (!PtrOk(blk)) return BadLeaf(dir.no, blk, "bad leaf pointer");
-    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk));
-    RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaLf, blk));
-    format::Leaf lf = format::Leaf::Decode(b->bytes());
-    if (lf.depth > dir.di.depth) return BadLeaf(dir.no, blk, "leaf deeper than its table");
-    uint64_t span = uint64_t{1} << (dir.di.depth - lf.depth);
-    uint64_t cur = blk;
-    std::unordered_set<uint64_t> chain;
-    while (cur != 0) {
-      if (!PtrOk(cur)) return BadLeaf(dir.no, cur, "bad leaf chain");
-      RETURN_IF_ERROR(CheckChain(&chain, dir.no, cur));
-      ASSIGN_OR_RETURN(BufferRef cb, cache_->Get(cur));
-      RETURN_IF_ERROR(CheckMetaLogged(cb->bytes(), format::kMetaLf, cur));
-      RETURN_IF_ERROR(collect(cb, format::kLeafSize));
-      cur = format::Leaf::Decode(cb->bytes()).next;
-    }
-    if (!flush()) return Status::Ok();
-    i = (i / span + 1) * span;
-  }
-  return Status::Ok();
+  uint64_t first = dir.di.depth == 0 ? 0 : start_hash >> (32 - dir.di.depth);
+  return WalkLeafChains(dir, first, [&](const std::vector<BufferRef>& chain) -> Result<bool> {
+    for (const auto& b : chain) RETURN_IF_ERROR(collect(b, format::kLeafSize));
+    return flush();
+  });
 }
 
 Result<InodeRef> Engine::LookupChild(Inode& dir, std::string_view name, DirentLoc* loc) {

@@ -210,6 +210,10 @@ class Engine final : public FileSystem {
   Status DirDouble(Inode& dir);
   Result<BufferRef> NewLeaf(Inode& dir, uint16_t depth, uint64_t goal);
   Status ForEachLeaf(Inode& dir, const std::function<Status(uint64_t)>& fn);
+  // Visits each distinct leaf chain of an exhash directory in hash order, from table slot
+  // `first_index`, until fn returns false.
+  Status WalkLeafChains(Inode& dir, uint64_t first_index,
+                        const std::function<Result<bool>(const std::vector<BufferRef>&)>& fn);
   Result<InodeRef> LookupChild(Inode& dir, std::string_view name, DirentLoc* loc);
 
   // ---- ops.cc helpers
