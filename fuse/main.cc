@@ -239,6 +239,10 @@ int Run(int argc, char** argv) {
     return Fail("cannot create the FUSE session (bad mount options?)");
   }
   ctx.session = se;
+  // libfuse only installs its handlers over SIG_DFL; a shell starting us in the background
+  // without job control leaves SIGINT ignored, and SIGINT must still unmount cleanly.
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   if (fuse_set_signal_handlers(se) != 0) {
     fuse_session_destroy(se);
     (void)unmount_core();
@@ -272,7 +276,7 @@ int Run(int argc, char** argv) {
   fuse_opt_free_args(&args);
   Status st = unmount_core();
   if (!st.ok()) return 1;
-  LOG_INFO("unmounted " << opts.device);
+  LOG_DEBUG("unmounted " << opts.device);
   return loop_rc < 0 ? 1 : 0;
 }
 
