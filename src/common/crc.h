@@ -9,7 +9,8 @@
 
 namespace ugfs2 {
 
-// Standard CRC-32 (zlib's crc32): init ~0, reflected, final xor ~0. Crc32("123456789") = 0xCBF43926.
+// Standard CRC-32 (zlib's crc32): init ~0, reflected, final xor ~0. Crc32("123456789") =
+// 0xCBF43926.
 uint32_t Crc32(const void* data, size_t len);
 
 // Raw reflected CRC-32C update without pre/post inversion: crc = table-driven update of `crc`.

@@ -21,13 +21,13 @@ void LogLine(LogLevel level, const std::string& line);
 
 }  // namespace ugfs2
 
-#define UGFS2_LOG(level, expr)                                      \
-  do {                                                              \
-    if (::ugfs2::LogEnabled(::ugfs2::LogLevel::level)) {            \
-      std::ostringstream _os;                                       \
-      _os << expr;                                                  \
-      ::ugfs2::LogLine(::ugfs2::LogLevel::level, _os.str());        \
-    }                                                               \
+#define UGFS2_LOG(level, expr)                               \
+  do {                                                       \
+    if (::ugfs2::LogEnabled(::ugfs2::LogLevel::level)) {     \
+      std::ostringstream _os;                                \
+      _os << expr;                                           \
+      ::ugfs2::LogLine(::ugfs2::LogLevel::level, _os.str()); \
+    }                                                        \
   } while (0)
 
 #define LOG_DEBUG(expr) UGFS2_LOG(kDebug, expr)

@@ -21,35 +21,35 @@ namespace ugfs2 {
 
 enum class Code : int {
   kOk = 0,
-  kNotFound,       // ENOENT
-  kExists,         // EEXIST
-  kNoSpace,        // ENOSPC
-  kNotEmpty,       // ENOTEMPTY
-  kNotDir,         // ENOTDIR
-  kIsDir,          // EISDIR
-  kInvalid,        // EINVAL
-  kNameTooLong,    // ENAMETOOLONG
-  kAccess,         // EACCES
-  kPermission,     // EPERM
-  kTooManyLinks,   // EMLINK
-  kTooBig,         // EFBIG
-  kRange,          // ERANGE
-  kNoData,         // ENODATA
-  kNotSupported,   // EOPNOTSUPP
-  kBusy,           // EBUSY
-  kCrossDevice,    // EXDEV
-  kReadOnly,       // EROFS
-  kIoError,        // EIO: device failed
-  kCorrupt,        // EIO: on-disk content is damaged
-  kStale,          // ESTALE: object removed by another node
-  kTryAgain,       // EAGAIN: retryable (lock contention, transient)
-  kLockConflict,   // EAGAIN: a try-lock failed
-  kDeadlock,       // EDEADLK
-  kFenced,         // EIO: this node has been fenced; must stop writing
-  kTimedOut,       // ETIMEDOUT
-  kNotConnected,   // ENOTCONN
-  kCanceled,       // ECANCELED
-  kOther,          // errno carried explicitly
+  kNotFound,      // ENOENT
+  kExists,        // EEXIST
+  kNoSpace,       // ENOSPC
+  kNotEmpty,      // ENOTEMPTY
+  kNotDir,        // ENOTDIR
+  kIsDir,         // EISDIR
+  kInvalid,       // EINVAL
+  kNameTooLong,   // ENAMETOOLONG
+  kAccess,        // EACCES
+  kPermission,    // EPERM
+  kTooManyLinks,  // EMLINK
+  kTooBig,        // EFBIG
+  kRange,         // ERANGE
+  kNoData,        // ENODATA
+  kNotSupported,  // EOPNOTSUPP
+  kBusy,          // EBUSY
+  kCrossDevice,   // EXDEV
+  kReadOnly,      // EROFS
+  kIoError,       // EIO: device failed
+  kCorrupt,       // EIO: on-disk content is damaged
+  kStale,         // ESTALE: object removed by another node
+  kTryAgain,      // EAGAIN: retryable (lock contention, transient)
+  kLockConflict,  // EAGAIN: a try-lock failed
+  kDeadlock,      // EDEADLK
+  kFenced,        // EIO: this node has been fenced; must stop writing
+  kTimedOut,      // ETIMEDOUT
+  kNotConnected,  // ENOTCONN
+  kCanceled,      // ECANCELED
+  kOther,         // errno carried explicitly
 };
 
 class [[nodiscard]] Status {
@@ -107,7 +107,7 @@ const char* CodeName(Code code);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT
     if (status_.ok()) status_ = Status(Code::kInvalid, "Result constructed from OK status");
   }
@@ -133,10 +133,10 @@ class [[nodiscard]] Result {
 #define UGFS2_CONCAT(a, b) UGFS2_CONCAT_INNER(a, b)
 
 // Returns from the current function if `expr` (a Status) is not OK.
-#define RETURN_IF_ERROR(expr)                   \
-  do {                                          \
-    ::ugfs2::Status _st = (expr);               \
-    if (!_st.ok()) return _st;                  \
+#define RETURN_IF_ERROR(expr)     \
+  do {                            \
+    ::ugfs2::Status _st = (expr); \
+    if (!_st.ok()) return _st;    \
   } while (0)
 
 // ASSIGN_OR_RETURN(auto x, MakeX()); declares x from a Result or returns its Status.

@@ -21,9 +21,9 @@ void MetaHeader::Encode(uint8_t* p) const {
 
 Status CheckMeta(const uint8_t* p, uint32_t type, uint64_t blkno) {
   if (LoadBe32(p) != kMagic || LoadBe32(p + 4) != type) {
-    return Status::Corrupt("block " + std::to_string(blkno) + ": expected " +
-                           MetaTypeName(type) + " metadata, found magic " +
-                           std::to_string(LoadBe32(p)) + " type " + std::to_string(LoadBe32(p + 4)));
+    return Status::Corrupt("block " + std::to_string(blkno) + ": expected " + MetaTypeName(type) +
+                           " metadata, found magic " + std::to_string(LoadBe32(p)) + " type " +
+                           std::to_string(LoadBe32(p + 4)));
   }
   return Status::Ok();
 }
@@ -358,19 +358,32 @@ uint32_t Geometry::HeightFor(uint64_t size, bool jdata) const {
 
 const char* MetaTypeName(uint32_t type) {
   switch (type) {
-    case kMetaSb: return "superblock";
-    case kMetaRg: return "rgrp";
-    case kMetaRb: return "rgrp bitmap";
-    case kMetaDi: return "dinode";
-    case kMetaIn: return "indirect";
-    case kMetaLf: return "leaf";
-    case kMetaJd: return "jdata";
-    case kMetaLh: return "log header";
-    case kMetaLd: return "log descriptor";
-    case kMetaEa: return "xattr";
-    case kMetaEd: return "xattr data";
-    case kMetaLb: return "log buffer";
-    case kMetaQc: return "quota change";
+    case kMetaSb:
+      return "superblock";
+    case kMetaRg:
+      return "rgrp";
+    case kMetaRb:
+      return "rgrp bitmap";
+    case kMetaDi:
+      return "dinode";
+    case kMetaIn:
+      return "indirect";
+    case kMetaLf:
+      return "leaf";
+    case kMetaJd:
+      return "jdata";
+    case kMetaLh:
+      return "log header";
+    case kMetaLd:
+      return "log descriptor";
+    case kMetaEa:
+      return "xattr";
+    case kMetaEd:
+      return "xattr data";
+    case kMetaLb:
+      return "log buffer";
+    case kMetaQc:
+      return "quota change";
   }
   return "unknown";
 }

@@ -35,19 +35,32 @@ enum MetaType : uint32_t {
 // mh_format for each metadata type.
 constexpr uint32_t FormatOf(uint32_t type) {
   switch (type) {
-    case kMetaSb: return 100;
-    case kMetaRg: return 200;
-    case kMetaRb: return 300;
-    case kMetaDi: return 400;
-    case kMetaIn: return 500;
-    case kMetaLf: return 600;
-    case kMetaJd: return 700;
-    case kMetaLh: return 800;
-    case kMetaLd: return 900;
-    case kMetaLb: return 1000;
-    case kMetaQc: return 1400;
-    case kMetaEa: return 1600;
-    case kMetaEd: return 1700;
+    case kMetaSb:
+      return 100;
+    case kMetaRg:
+      return 200;
+    case kMetaRb:
+      return 300;
+    case kMetaDi:
+      return 400;
+    case kMetaIn:
+      return 500;
+    case kMetaLf:
+      return 600;
+    case kMetaJd:
+      return 700;
+    case kMetaLh:
+      return 800;
+    case kMetaLd:
+      return 900;
+    case kMetaLb:
+      return 1000;
+    case kMetaQc:
+      return 1400;
+    case kMetaEa:
+      return 1600;
+    case kMetaEd:
+      return 1700;
   }
   return 0;
 }

@@ -40,8 +40,9 @@ Status Engine::LoadRgrps() {
     Rgrp rg;
     rg.ri = format::Rindex::Decode(raw.data() + i * format::kRindexSize);
     const auto& ri = rg.ri;
-    uint64_t bitcap = (bs - format::kRgrpSize) +
-                      (ri.length > 0 ? uint64_t{ri.length - 1} * (bs - format::kMetaHeaderSize) : 0);
+    uint64_t bitcap =
+        (bs - format::kRgrpSize) +
+        (ri.length > 0 ? uint64_t{ri.length - 1} * (bs - format::kMetaHeaderSize) : 0);
     if (ri.addr <= format::kSuperblockOffset / bs || ri.length == 0 ||
         ri.data0 != ri.addr + ri.length || ri.data0 + ri.data > dev_blocks_ ||
         ri.bitbytes != ri.data / 4 || ri.bitbytes > bitcap || ri.data == 0) {
@@ -150,10 +151,9 @@ void Engine::WriteRgrpHeader(Rgrp& rg) {
 bool Engine::PtrOk(uint64_t blk) {
   if (blk == 0 || blk >= dev_blocks_) return false;
   if (!rgrps_.empty() && RgrpFor(blk) == nullptr) return false;
-  auto it = std::upper_bound(journal_runs_.begin(), journal_runs_.end(), blk,
-                             [](uint64_t b, const std::pair<uint64_t, uint64_t>& r) {
-                               return b < r.first;
-                             });
+  auto it = std::upper_bound(
+      journal_runs_.begin(), journal_runs_.end(), blk,
+      [](uint64_t b, const std::pair<uint64_t, uint64_t>& r) { return b < r.first; });
   if (it != journal_runs_.begin() && blk < std::prev(it)->second) return false;
   return true;
 }
@@ -162,11 +162,13 @@ Status Engine::CheckDataRun(uint64_t ino, uint64_t pblk, uint64_t n) {
   for (uint64_t b = pblk; b < pblk + n; ++b) {
     Rgrp* rg = PtrOk(b) ? RgrpFor(b) : nullptr;
     uint8_t s = rg == nullptr ? uint8_t{format::kFree}
-                : rg->damaged ? uint8_t{kUsed} : GetBlockState(*rg, b);
+                : rg->damaged ? uint8_t{kUsed}
+                              : GetBlockState(*rg, b);
     if (s != kUsed) {
       LOG_ERROR("inode " << ino << " maps data to block " << b << " (bitmap state " << int{s}
                          << "): metadata damaged, not writing");
-      return Status::Corrupt("inode " + std::to_string(ino) + " maps data to a block it does "
+      return Status::Corrupt("inode " + std::to_string(ino) +
+                             " maps data to a block it does "
                              "not own");
     }
   }

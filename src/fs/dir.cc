@@ -55,16 +55,17 @@ bool InsertInBlock(uint8_t* b, uint32_t bsize, uint32_t start, std::string_view 
   const uint32_t need = format::DirentSize(static_cast<uint32_t>(name.size()));
   uint32_t found = 0, actual = 0;
   bool ok = false;
-  *st = WalkBlock(b, bsize, start, 0, [&](uint32_t off, const format::Dirent& de, uint32_t, bool first) {
-    uint32_t a = (first && IsSentinel(de)) ? 0 : format::DirentSize(de.name_len);
-    if (de.rec_len - a >= need) {
-      found = off;
-      actual = a;
-      ok = true;
-      return false;
-    }
-    return true;
-  });
+  *st = WalkBlock(b, bsize, start, 0,
+                  [&](uint32_t off, const format::Dirent& de, uint32_t, bool first) {
+                    uint32_t a = (first && IsSentinel(de)) ? 0 : format::DirentSize(de.name_len);
+                    if (de.rec_len - a >= need) {
+                      found = off;
+                      actual = a;
+                      ok = true;
+                      return false;
+                    }
+                    return true;
+                  });
   if (!st->ok() || !ok) return false;
   format::Dirent cur = format::Dirent::Decode(b + found);
   uint32_t pos = found;
@@ -198,8 +199,9 @@ Result<BufferRef> Engine::NewLeaf(Inode& dir, uint16_t depth, uint64_t goal) {
   return b;
 }
 
-Status Engine::WalkLeafChains(Inode& dir, uint64_t first_index,
-                              const std::function<Result<bool>(const std::vector<BufferRef>&)>& fn) {
+Status Engine::WalkLeafChains(
+    Inode& dir, uint64_t first_index,
+    const std::function<Result<bool>(const std::vector<BufferRef>&)>& fn) {
   std::vector<uint64_t> table;
   RETURN_IF_ERROR(DirTableRead(dir, &table));
   uint64_t i = first_index;
@@ -239,22 +241,23 @@ Status Engine::ForEachLeaf(Inode& dir, const std::function<Status(uint64_t)>& fn
 Result<DirentLoc> Engine::DirFind(Inode& dir, std::string_view name, uint32_t hash) {
   auto scan = [&](BufferRef b, uint32_t start, uint64_t leaf_blk, DirentLoc* out) -> Result<bool> {
     bool found = false;
-    RETURN_IF_ERROR(WalkBlock(b->bytes(), geo_.bsize, start, b->blkno,
-                              [&](uint32_t off, const format::Dirent& de, uint32_t prev, bool first) {
-                                if (first && IsSentinel(de)) return true;
-                                if (de.hash == hash && NameAt(b->bytes(), off, de) == name) {
-                                  out->buf = b;
-                                  out->offset = off;
-                                  out->prev_offset = prev;
-                                  out->first = first;
-                                  out->block_start = start;
-                                  out->de = de;
-                                  out->leaf_blk = leaf_blk;
-                                  found = true;
-                                  return false;
-                                }
-                                return true;
-                              }));
+    RETURN_IF_ERROR(
+        WalkBlock(b->bytes(), geo_.bsize, start, b->blkno,
+                  [&](uint32_t off, const format::Dirent& de, uint32_t prev, bool first) {
+                    if (first && IsSentinel(de)) return true;
+                    if (de.hash == hash && NameAt(b->bytes(), off, de) == name) {
+                      out->buf = b;
+                      out->offset = off;
+                      out->prev_offset = prev;
+                      out->first = first;
+                      out->block_start = start;
+                      out->de = de;
+                      out->leaf_blk = leaf_blk;
+                      found = true;
+                      return false;
+                    }
+                    return true;
+                  }));
     return found;
   };
   DirentLoc loc;

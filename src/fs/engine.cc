@@ -56,8 +56,8 @@ Result<InodeRef> MustLookup(Engine* e, Inode& dir, std::string_view name,
                             const std::function<Result<InodeRef>(Inode&, std::string_view)>& fn) {
   auto r = fn(dir, name);
   if (!r.ok()) {
-    return Status::Corrupt("system file '" + std::string(name) + "' missing or damaged: " +
-                           r.status().message());
+    return Status::Corrupt("system file '" + std::string(name) +
+                           "' missing or damaged: " + r.status().message());
   }
   return r;
 }
@@ -140,10 +140,10 @@ Status Engine::OpenJournal() {
                            jr.status().message() + ")");
   }
   InodeRef jip = *jr;
-  ASSIGN_OR_RETURN(InodeRef sc, MustLookup(this, *per_node, "statfs_change" + std::to_string(jid_),
-                                           lookup));
-  ASSIGN_OR_RETURN(InodeRef qc, MustLookup(this, *per_node, "quota_change" + std::to_string(jid_),
-                                           lookup));
+  ASSIGN_OR_RETURN(InodeRef sc,
+                   MustLookup(this, *per_node, "statfs_change" + std::to_string(jid_), lookup));
+  ASSIGN_OR_RETURN(InodeRef qc,
+                   MustLookup(this, *per_node, "quota_change" + std::to_string(jid_), lookup));
   // A single-node mount is the only user of the volume: recover every dirty journal (another
   // node's too, as gfs2's first mounter does), then open our own.
   for (uint32_t j = 0;; ++j) {
@@ -163,14 +163,15 @@ Status Engine::OpenJournal() {
         journal_runs_.push_back({b, b + 1});
       }
     }
-    ASSIGN_OR_RETURN(journal::Journal jrn,
-                     journal::Journal::Open(dev_.get(), geo_.bsize, j, (*other)->no,
-                                            std::move(blocks), osc.ok() ? (*osc)->no : 0,
-                                            oqc.ok() ? (*oqc)->no : 0));
+    ASSIGN_OR_RETURN(
+        journal::Journal jrn,
+        journal::Journal::Open(dev_.get(), geo_.bsize, j, (*other)->no, std::move(blocks),
+                               osc.ok() ? (*osc)->no : 0, oqc.ok() ? (*oqc)->no : 0));
     RETURN_IF_ERROR(jrn.FindHead().WithContext(name));
     if (!jrn.IsClean()) {
       if (read_only_) {
-        return Status::Invalid(name + " is dirty and needs replay, which a read-only mount "
+        return Status::Invalid(name +
+                               " is dirty and needs replay, which a read-only mount "
                                "cannot do; mount read-write once (or run fsck.gfs2)");
       }
       LOG_WARN(name << " is dirty: replaying");
@@ -197,8 +198,8 @@ Status Engine::LoadSystemFiles() {
   ASSIGN_OR_RETURN(rindex_, MustLookup(this, *master_, "rindex", lookup));
   ASSIGN_OR_RETURN(journal_inode_,
                    MustLookup(this, *jindex_, "journal" + std::to_string(jid_), lookup));
-  ASSIGN_OR_RETURN(local_statfs_, MustLookup(this, *per_node_,
-                                             "statfs_change" + std::to_string(jid_), lookup));
+  ASSIGN_OR_RETURN(local_statfs_,
+                   MustLookup(this, *per_node_, "statfs_change" + std::to_string(jid_), lookup));
   if (statfs_->di.height != 0 || statfs_->di.size < format::kStatfsChangeSize ||
       local_statfs_->di.height != 0 || local_statfs_->di.size < format::kStatfsChangeSize) {
     return Status::Corrupt("statfs files damaged");
@@ -253,8 +254,8 @@ Status Engine::ResetStatfs() {
 }
 
 Status Engine::FoldStatfs() {
-  if (local_.total == 0 && local_.free == 0 && local_.dinodes == 0 &&
-      local_on_disk_.total == 0 && local_on_disk_.free == 0 && local_on_disk_.dinodes == 0) {
+  if (local_.total == 0 && local_.free == 0 && local_.dinodes == 0 && local_on_disk_.total == 0 &&
+      local_on_disk_.free == 0 && local_on_disk_.dinodes == 0) {
     return Status::Ok();
   }
   uint8_t* m = statfs_->buf->bytes() + format::kDinodeSize;
@@ -329,8 +330,9 @@ Status Engine::FlushLogUpTo(uint64_t upto) {
   if (snap.empty() && revokes.empty()) {
     st = dev_->Flush();  // data-only changes
   } else {
-    std::sort(snap.begin(), snap.end(),
-              [](const DirtySnapshot& a, const DirtySnapshot& b) { return a.buf->blkno < b.buf->blkno; });
+    std::sort(snap.begin(), snap.end(), [](const DirtySnapshot& a, const DirtySnapshot& b) {
+      return a.buf->blkno < b.buf->blkno;
+    });
     std::vector<journal::LogBlock> blocks;
     blocks.reserve(snap.size());
     for (const auto& s : snap) blocks.push_back({s.buf->blkno, s.image.data()});

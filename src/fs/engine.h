@@ -133,7 +133,7 @@ class Engine final : public FileSystem {
   // ---- engine.cc
   Status LoadSystemFiles();
   Status OpenJournal();
-  Status FoldStatfs();  // REQUIRES mu_ exclusive
+  Status FoldStatfs();   // REQUIRES mu_ exclusive
   Status ResetStatfs();  // single-node mount: master = rgrp totals, deltas cleared
   Status AfterModify();  // after a modifying op, without locks: flush if the batch is large
   Status EnsureSpace(uint64_t blocks);  // before allocating: commit deferred frees if needed
@@ -244,11 +244,11 @@ class Engine final : public FileSystem {
   uint32_t jid_ = 0;
   std::unique_ptr<journal::Journal> journal_;
   std::unordered_set<uint64_t> last_commit_blocks_;  // newest commit's blocks; pending_mu_
-  std::vector<uint64_t> revokes_;                     // for the next commit; pending_mu_
+  std::vector<uint64_t> revokes_;                    // for the next commit; pending_mu_
 
   std::vector<std::pair<uint64_t, uint64_t>> journal_runs_;  // all journals, sorted [start, end)
-  std::vector<Rgrp> rgrps_;       // sorted by address
-  size_t alloc_rr_ = 0;           // round-robin cursor for spreading directories
+  std::vector<Rgrp> rgrps_;                                  // sorted by address
+  size_t alloc_rr_ = 0;  // round-robin cursor for spreading directories
   std::mutex pending_mu_;
   std::unordered_set<uint64_t> pending_free_;     // freed in the current batch
   std::unordered_set<uint64_t> committing_free_;  // freed in the batch being committed

@@ -102,15 +102,15 @@ constexpr int kFallocZeroRange = 0x10;
 struct DirEntry {
   std::string name;
   InodeNo ino = 0;
-  uint32_t type = 0;      // DT_* value
-  uint64_t next_cookie;   // pass to ReadDir to continue after this entry
+  uint32_t type = 0;     // DT_* value
+  uint64_t next_cookie;  // pass to ReadDir to continue after this entry
 };
 
 struct MountOptions {
   // "lock_nolock" or "lock_dlm"; empty = use the superblock's. A lock_dlm volume mounts
   // single-node only if lockproto == "lock_nolock" is given explicitly.
   std::string lockproto;
-  int jid = -1;                 // journal to use (-1: first one, 0 for lock_nolock)
+  int jid = -1;  // journal to use (-1: first one, 0 for lock_nolock)
   bool read_only = false;
   uint32_t commit_interval_s = 30;  // periodic log flush
   uint64_t meta_cache_bytes = 256ull << 20;

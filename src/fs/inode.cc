@@ -20,7 +20,12 @@ uint64_t SatMul(uint64_t a, uint64_t b) {
 
 bool ValidFileType(uint32_t mode) {
   switch (mode & 0170000) {
-    case 0100000: case 0040000: case 0120000: case 0020000: case 0060000: case 0010000:
+    case 0100000:
+    case 0040000:
+    case 0120000:
+    case 0020000:
+    case 0060000:
+    case 0010000:
     case 0140000:
       return true;
   }
@@ -321,72 +326,72 @@ Status Engine::AllocRange(Inode& ip, uint64_t lblk, uint64_t count, bool jdata,
   // Two passes: first every indirect block the range needs, then the data, so that the data of
   // one request is one contiguous extent (as gfs2 allocates metadata ahead of data).
   for (int pass = (h > 1 ? 0 : 1); pass < 2; ++pass) {
-  uint64_t l = lblk;
-  while (l < end) {
-    Path path;
-    if (!MakePath(geo_, h, l, &path)) return Status(Code::kTooBig, "file too large");
-    BufferRef cur = ip.buf;
-    uint32_t base = format::kDinodeSize;
-    uint32_t nptrs = geo_.diptrs;
-    for (uint32_t lvl = 0; lvl + 1 < h; ++lvl) {
-      uint8_t* pp = cur->bytes() + base + path.idx[lvl] * 8;
-      uint64_t ptr = LoadBe64(pp);
-      if (ptr == 0) {
-        ASSIGN_OR_RETURN(auto run, AllocBlocks(ip.di.goal_meta, 1, format::kUsed));
-        ptr = run.first;
-        BufferRef in = cache_->GetNew(ptr);
-        format::WriteMeta(in->bytes(), format::kMetaIn);
-        StoreBe64(pp, ptr);
-        if (cur == ip.buf) {
-          ip.di.blocks++;
+    uint64_t l = lblk;
+    while (l < end) {
+      Path path;
+      if (!MakePath(geo_, h, l, &path)) return Status(Code::kTooBig, "file too large");
+      BufferRef cur = ip.buf;
+      uint32_t base = format::kDinodeSize;
+      uint32_t nptrs = geo_.diptrs;
+      for (uint32_t lvl = 0; lvl + 1 < h; ++lvl) {
+        uint8_t* pp = cur->bytes() + base + path.idx[lvl] * 8;
+        uint64_t ptr = LoadBe64(pp);
+        if (ptr == 0) {
+          ASSIGN_OR_RETURN(auto run, AllocBlocks(ip.di.goal_meta, 1, format::kUsed));
+          ptr = run.first;
+          BufferRef in = cache_->GetNew(ptr);
+          format::WriteMeta(in->bytes(), format::kMetaIn);
+          StoreBe64(pp, ptr);
+          if (cur == ip.buf) {
+            ip.di.blocks++;
+          } else {
+            cache_->MarkDirty(cur);
+            ip.di.blocks++;
+          }
+          ip.di.goal_meta = ptr;
+          cur = in;
         } else {
-          cache_->MarkDirty(cur);
-          ip.di.blocks++;
+          if (!PtrOk(ptr)) return BadPointer(ip, ptr);
+          ASSIGN_OR_RETURN(cur, cache_->Get(ptr));
+          RETURN_IF_ERROR(CheckMetaLogged(cur->bytes(), format::kMetaIn, ptr));
         }
-        ip.di.goal_meta = ptr;
-        cur = in;
-      } else {
-        if (!PtrOk(ptr)) return BadPointer(ip, ptr);
-        ASSIGN_OR_RETURN(cur, cache_->Get(ptr));
-        RETURN_IF_ERROR(CheckMetaLogged(cur->bytes(), format::kMetaIn, ptr));
+        base = format::kMetaHeaderSize;
+        nptrs = geo_.inptrs;
       }
-      base = format::kMetaHeaderSize;
-      nptrs = geo_.inptrs;
-    }
-    uint8_t* p = cur->bytes() + base;
-    uint32_t i = path.idx[h - 1];
-    if (pass == 0) {  // indirect blocks only: skip to the next bottom-level pointer block
-      l += std::min<uint64_t>(nptrs - i, end - l);
-      continue;
-    }
-    bool modified = false;
-    while (i < nptrs && l < end) {
-      if (LoadBe64(p + i * 8) != 0) {
-        i++;
-        l++;
+      uint8_t* p = cur->bytes() + base;
+      uint32_t i = path.idx[h - 1];
+      if (pass == 0) {  // indirect blocks only: skip to the next bottom-level pointer block
+        l += std::min<uint64_t>(nptrs - i, end - l);
         continue;
       }
-      // A run of holes in this pointer block.
-      uint32_t holes = 1;
-      while (i + holes < nptrs && l + holes < end && LoadBe64(p + (i + holes) * 8) == 0) holes++;
-      uint64_t goal = ip.di.goal_data;
-      ASSIGN_OR_RETURN(auto run, AllocBlocks(goal, holes, format::kUsed));
-      for (uint32_t k = 0; k < run.second; ++k) {
-        StoreBe64(p + (i + k) * 8, run.first + k);
-        if (jdata) {
-          BufferRef jd = cache_->GetNew(run.first + k);
-          format::WriteMeta(jd->bytes(), format::kMetaJd);
+      bool modified = false;
+      while (i < nptrs && l < end) {
+        if (LoadBe64(p + i * 8) != 0) {
+          i++;
+          l++;
+          continue;
         }
+        // A run of holes in this pointer block.
+        uint32_t holes = 1;
+        while (i + holes < nptrs && l + holes < end && LoadBe64(p + (i + holes) * 8) == 0) holes++;
+        uint64_t goal = ip.di.goal_data;
+        ASSIGN_OR_RETURN(auto run, AllocBlocks(goal, holes, format::kUsed));
+        for (uint32_t k = 0; k < run.second; ++k) {
+          StoreBe64(p + (i + k) * 8, run.first + k);
+          if (jdata) {
+            BufferRef jd = cache_->GetNew(run.first + k);
+            format::WriteMeta(jd->bytes(), format::kMetaJd);
+          }
+        }
+        if (fresh) fresh->push_back({l, run.first, run.second});
+        ip.di.blocks += run.second;
+        ip.di.goal_data = ip.di.goal_meta = run.first + run.second - 1;
+        i += run.second;
+        l += run.second;
+        modified = true;
       }
-      if (fresh) fresh->push_back({l, run.first, run.second});
-      ip.di.blocks += run.second;
-      ip.di.goal_data = ip.di.goal_meta = run.first + run.second - 1;
-      i += run.second;
-      l += run.second;
-      modified = true;
+      if (modified && cur != ip.buf) cache_->MarkDirty(cur);
     }
-    if (modified && cur != ip.buf) cache_->MarkDirty(cur);
-  }
   }
   WriteDinode(ip);
   return Status::Ok();
@@ -425,7 +430,8 @@ Status Engine::TruncateBlocks(Inode& ip, uint64_t first_free, uint64_t end_free)
       ASSIGN_OR_RETURN(BufferRef child, cache_->Get(ptr));
       RETURN_IF_ERROR(CheckMetaLogged(child->bytes(), format::kMetaIn, ptr));
       bool child_empty = false;
-      RETURN_IF_ERROR(walk(child, format::kMetaHeaderSize, geo_.inptrs, lvl + 1, cbase, &child_empty));
+      RETURN_IF_ERROR(
+          walk(child, format::kMetaHeaderSize, geo_.inptrs, lvl + 1, cbase, &child_empty));
       if (child_empty) {
         RETURN_IF_ERROR(runs.Add(ptr));
         freed++;

@@ -114,7 +114,8 @@ Result<std::string> Engine::ReadLink(InodeNo ino) {
   }
   std::string target(ip->di.size, '\0');
   size_t done = 0;
-  RETURN_IF_ERROR(ReadData(*ip, 0, reinterpret_cast<uint8_t*>(target.data()), target.size(), &done));
+  RETURN_IF_ERROR(
+      ReadData(*ip, 0, reinterpret_cast<uint8_t*>(target.data()), target.size(), &done));
   target.resize(done);
   return target;
 }
@@ -160,8 +161,7 @@ Result<uint64_t> Engine::Lseek(InodeNo ino, uint64_t off, int whence) {
 // ---- namespace operations -------------------------------------------------------------------
 
 Result<InodeRef> Engine::CreateNode(InodeNo parent, std::string_view name, uint32_t mode,
-                                    uint64_t rdev, std::string_view link_target,
-                                    const Cred& cred) {
+                                    uint64_t rdev, std::string_view link_target, const Cred& cred) {
   RETURN_IF_ERROR(ValidateName(name));
   ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
   if (!dir->is_dir()) return Status::NotDir("parent is not a directory");
@@ -228,14 +228,12 @@ Result<Attr> Engine::Mknod(InodeNo parent, std::string_view name, uint32_t mode,
   return r;
 }
 
-Result<Attr> Engine::Mkdir(InodeNo parent, std::string_view name, uint32_t mode,
-                           const Cred& cred) {
+Result<Attr> Engine::Mkdir(InodeNo parent, std::string_view name, uint32_t mode, const Cred& cred) {
   RETURN_IF_ERROR(CheckWritable());
   RETURN_IF_ERROR(EnsureSpace(4));
   Result<Attr> r = [&]() -> Result<Attr> {
     std::unique_lock<std::shared_mutex> lk(mu_);
-    ASSIGN_OR_RETURN(InodeRef ip,
-                     CreateNode(parent, name, (mode & 07777) | S_IFDIR, 0, {}, cred));
+    ASSIGN_OR_RETURN(InodeRef ip, CreateNode(parent, name, (mode & 07777) | S_IFDIR, 0, {}, cred));
     mod_seq_++;
     return MakeAttr(*ip);
   }();
@@ -498,12 +496,18 @@ Result<Attr> Engine::SetAttr(InodeNo ino, const SetAttrRequest& req, const Cred&
       if (di.mode & S_IXGRP) di.mode &= ~S_ISGID;
     }
     Timespec now = Now();
-    if (req.mask & kSetAtimeNow) SetTime(&di.atime, &di.atime_nsec, now);
-    else if (req.mask & kSetAtime) SetTime(&di.atime, &di.atime_nsec, req.atime);
-    if (req.mask & kSetMtimeNow) SetTime(&di.mtime, &di.mtime_nsec, now);
-    else if (req.mask & kSetMtime) SetTime(&di.mtime, &di.mtime_nsec, req.mtime);
-    if (req.mask & kSetCtime) SetTime(&di.ctime, &di.ctime_nsec, req.ctime);
-    else SetTime(&di.ctime, &di.ctime_nsec, now);
+    if (req.mask & kSetAtimeNow)
+      SetTime(&di.atime, &di.atime_nsec, now);
+    else if (req.mask & kSetAtime)
+      SetTime(&di.atime, &di.atime_nsec, req.atime);
+    if (req.mask & kSetMtimeNow)
+      SetTime(&di.mtime, &di.mtime_nsec, now);
+    else if (req.mask & kSetMtime)
+      SetTime(&di.mtime, &di.mtime_nsec, req.mtime);
+    if (req.mask & kSetCtime)
+      SetTime(&di.ctime, &di.ctime_nsec, req.ctime);
+    else
+      SetTime(&di.ctime, &di.ctime_nsec, now);
     WriteDinode(*ip);
     mod_seq_++;
     (void)cred;
@@ -604,7 +608,9 @@ Status Engine::Fallocate(InodeNo ino, int mode, uint64_t off, uint64_t len) {
   {
     std::unique_lock<std::shared_mutex> lk(mu_);
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
-    if (!ip->is_reg()) return ip->is_dir() ? Status::IsDir("is a directory") : Status(Code::kNotSupported, "not a regular file");
+    if (!ip->is_reg())
+      return ip->is_dir() ? Status::IsDir("is a directory")
+                          : Status(Code::kNotSupported, "not a regular file");
     auto& di = ip->di;
     if (mode & kFallocPunchHole) {
       uint64_t pend = std::min(end, di.size);
@@ -622,8 +628,9 @@ Status Engine::Fallocate(InodeNo ino, int mode, uint64_t off, uint64_t len) {
               uint64_t lb = a / bs;
               uint64_t n = std::min(b, (lb + 1) * bs) - a;
               ASSIGN_OR_RETURN(uint64_t p, MapBlock(*ip, lb));
-              if (p) RETURN_IF_ERROR(ZeroDataRange(p, static_cast<uint32_t>(a % bs),
-                                                   static_cast<uint32_t>(n)));
+              if (p)
+                RETURN_IF_ERROR(
+                    ZeroDataRange(p, static_cast<uint32_t>(a % bs), static_cast<uint32_t>(n)));
               a += n;
             }
             return Status::Ok();
@@ -686,8 +693,8 @@ Result<size_t> Engine::CopyFileRange(InodeNo in, uint64_t off_in, InodeNo out, u
     size_t want = std::min(buf.size(), len - copied);
     ASSIGN_OR_RETURN(size_t n, Read(in, off_in + copied, std::span<uint8_t>(buf.data(), want)));
     if (n == 0) break;
-    ASSIGN_OR_RETURN(size_t w, Write(out, off_out + copied,
-                                     std::span<const uint8_t>(buf.data(), n), false));
+    ASSIGN_OR_RETURN(size_t w,
+                     Write(out, off_out + copied, std::span<const uint8_t>(buf.data(), n), false));
     copied += w;
     if (n < want) break;
   }

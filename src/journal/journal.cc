@@ -25,8 +25,8 @@ uint64_t CeilDiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
 // Walks one level of a metadata tree. `ptrs` holds `nptrs` be64 pointers, each covering `span`
 // journal blocks starting at `first`.
-Status MapLevel(BlockDevice& dev, const format::Geometry& geo, const uint8_t* ptrs,
-                uint32_t nptrs, uint64_t span, uint32_t height, uint64_t first, uint64_t nblocks,
+Status MapLevel(BlockDevice& dev, const format::Geometry& geo, const uint8_t* ptrs, uint32_t nptrs,
+                uint64_t span, uint32_t height, uint64_t first, uint64_t nblocks,
                 uint64_t dev_blocks, std::vector<uint64_t>& out) {
   for (uint32_t j = 0; j < nptrs; ++j) {
     uint64_t start = first + j * span;
@@ -71,23 +71,21 @@ Result<std::vector<uint64_t>> MapJournalBlocks(BlockDevice& dev, const format::G
     return Status::Corrupt(where + ": di_num.no_addr is " + Num(d.num.addr));
   }
   if (d.size == 0 || d.size % bsize != 0) {
-    return Status::Corrupt(where + ": size " + Num(d.size) + " is not a multiple of " +
-                           Num(bsize));
+    return Status::Corrupt(where + ": size " + Num(d.size) + " is not a multiple of " + Num(bsize));
   }
   uint64_t nblocks = d.size / bsize;
   if (nblocks < Journal::kMinBlocks || nblocks > UINT32_MAX || nblocks > dev_blocks) {
     return Status::Corrupt(where + ": unusable journal size " + Num(nblocks) + " blocks");
   }
   if (d.height == 0 || d.height > format::kMaxMetaHeight || geo.data_cap[d.height] < d.size) {
-    return Status::Corrupt(where + ": bad height " + Num(d.height) + " for size " +
-                           Num(d.size));
+    return Status::Corrupt(where + ": bad height " + Num(d.height) + " for size " + Num(d.size));
   }
   uint64_t span = 1;
   for (uint32_t h = 1; h < d.height; ++h) span *= geo.inptrs;
   std::vector<uint64_t> out;
   out.reserve(nblocks);
-  RETURN_IF_ERROR(MapLevel(dev, geo, di.data() + format::kDinodeSize, geo.diptrs, span,
-                           d.height, 0, nblocks, dev_blocks, out));
+  RETURN_IF_ERROR(MapLevel(dev, geo, di.data() + format::kDinodeSize, geo.diptrs, span, d.height, 0,
+                           nblocks, dev_blocks, out));
   if (out.size() != nblocks) {
     return Status::Corrupt(where + ": tree maps " + Num(out.size()) + " of " + Num(nblocks) +
                            " blocks");
@@ -95,9 +93,9 @@ Result<std::vector<uint64_t>> MapJournalBlocks(BlockDevice& dev, const format::G
   return out;
 }
 
-Result<Journal> Journal::Open(BlockDevice* dev, uint32_t bsize, uint32_t jid,
-                              uint64_t jinode_addr, std::vector<uint64_t> blocks,
-                              uint64_t statfs_addr, uint64_t quota_addr) {
+Result<Journal> Journal::Open(BlockDevice* dev, uint32_t bsize, uint32_t jid, uint64_t jinode_addr,
+                              std::vector<uint64_t> blocks, uint64_t statfs_addr,
+                              uint64_t quota_addr) {
   if (dev == nullptr) return Status::Invalid("journal: no device");
   if (bsize < 512 || bsize > 65536 || (bsize & (bsize - 1)) != 0) {
     return Status::Invalid("journal: bad block size " + Num(bsize));
@@ -147,8 +145,8 @@ Status Journal::ReadBlocks(uint32_t first, uint32_t count, uint8_t* buf) {
     while (i + run < count && idx + run < size() && blocks_[idx + run] == blocks_[idx] + run) {
       run++;
     }
-    RETURN_IF_ERROR(dev_->ReadAt(blocks_[idx] * bsize_, buf + uint64_t{i} * bsize_,
-                                 uint64_t{run} * bsize_));
+    RETURN_IF_ERROR(
+        dev_->ReadAt(blocks_[idx] * bsize_, buf + uint64_t{i} * bsize_, uint64_t{run} * bsize_));
     i += run;
   }
   return Status::Ok();
@@ -162,8 +160,8 @@ Status Journal::WriteBlocks(uint32_t first, uint32_t count, const uint8_t* buf) 
     while (i + run < count && idx + run < size() && blocks_[idx + run] == blocks_[idx] + run) {
       run++;
     }
-    RETURN_IF_ERROR(dev_->WriteAt(blocks_[idx] * bsize_, buf + uint64_t{i} * bsize_,
-                                  uint64_t{run} * bsize_));
+    RETURN_IF_ERROR(
+        dev_->WriteAt(blocks_[idx] * bsize_, buf + uint64_t{i} * bsize_, uint64_t{run} * bsize_));
     i += run;
   }
   return Status::Ok();
@@ -289,8 +287,13 @@ class BlockEmitter {
  public:
   using WriteFn = Status (*)(void* ctx, uint32_t first, uint32_t count, const uint8_t* buf);
   BlockEmitter(uint32_t bsize, uint32_t n, uint32_t first, void* ctx, WriteFn fn)
-      : bsize_(bsize), n_(n), next_(first), ctx_(ctx), fn_(fn),
-        chunk_(std::max<uint32_t>(1, kIoChunkBytes / bsize)), buf_(uint64_t{chunk_} * bsize) {}
+      : bsize_(bsize),
+        n_(n),
+        next_(first),
+        ctx_(ctx),
+        fn_(fn),
+        chunk_(std::max<uint32_t>(1, kIoChunkBytes / bsize)),
+        buf_(uint64_t{chunk_} * bsize) {}
   // A zeroed block to fill in.
   uint8_t* Add() {
     if (count_ == chunk_) pending_ = Drain();
@@ -360,8 +363,8 @@ Status Journal::Commit(std::span<const LogBlock> meta, std::span<const uint64_t>
   const uint32_t active = (head_.blkno + n - head_.tail) % n + 1;
   if (need + active > n) {
     uint32_t idx = Next(head_.blkno);
-    RETURN_IF_ERROR(WriteHeader(MakeHeader(idx, head_.sequence + 1,
-                                           format::kLogHeadFlushNormal, idx, local)));
+    RETURN_IF_ERROR(
+        WriteHeader(MakeHeader(idx, head_.sequence + 1, format::kLogHeadFlushNormal, idx, local)));
   }
 
   const uint32_t first = Next(head_.blkno);
@@ -462,13 +465,12 @@ Result<ReplayStats> Journal::Replay() {
       continue;
     }
     if (type != format::kMetaLd) {
-      return corrupt("neither a log header nor a log descriptor (metadata type " + Num(type) +
-                     ")");
+      return corrupt("neither a log header nor a log descriptor (metadata type " + Num(type) + ")");
     }
     const LogDescriptor ld = LogDescriptor::Decode(blk.data());
     if (ld.length == 0 || ld.length > len - d) {
-      return corrupt("descriptor length " + Num(ld.length) + " does not fit the " +
-                     Num(len - d) + " remaining blocks");
+      return corrupt("descriptor length " + Num(ld.length) + " does not fit the " + Num(len - d) +
+                     " remaining blocks");
     }
     st.descriptors++;
     switch (ld.type) {
@@ -508,10 +510,10 @@ Result<ReplayStats> Journal::Replay() {
           }
         }
         for (uint32_t e = 0; e < ld.data1; ++e) {
-          const uint8_t* p =
-              e < k_meta ? blk.data() + format::kLogDescSize + 8ull * e
-                         : lbs.data() + uint64_t{(e - k_meta) / k_lb} * bsize_ +
-                               format::kMetaHeaderSize + 8ull * ((e - k_meta) % k_lb);
+          const uint8_t* p = e < k_meta
+                                 ? blk.data() + format::kLogDescSize + 8ull * e
+                                 : lbs.data() + uint64_t{(e - k_meta) / k_lb} * bsize_ +
+                                       format::kMetaHeaderSize + 8ull * ((e - k_meta) % k_lb);
           revoked_at[LoadBe64(p)] = d;
           st.revokes++;
         }

@@ -50,8 +50,8 @@ struct StatfsDelta {
 };
 
 struct ReplayStats {
-  bool was_dirty = false;        // head lacked UNMOUNT (false: nothing was done)
-  uint64_t head_sequence = 0;    // the head found before replay
+  bool was_dirty = false;      // head lacked UNMOUNT (false: nothing was done)
+  uint64_t head_sequence = 0;  // the head found before replay
   uint32_t head_blkno = 0;
   uint32_t tail = 0;             // head's lh_tail
   uint32_t region_blocks = 0;    // active region length [tail, head)
@@ -78,9 +78,9 @@ class Journal {
 
   // `dev` must outlive the Journal. statfs_addr / quota_addr: no_addr of this journal's
   // per_node/statfs_change<jid> and quota_change<jid> (written into every header).
-  static Result<Journal> Open(BlockDevice* dev, uint32_t bsize, uint32_t jid,
-                              uint64_t jinode_addr, std::vector<uint64_t> blocks,
-                              uint64_t statfs_addr, uint64_t quota_addr);
+  static Result<Journal> Open(BlockDevice* dev, uint32_t bsize, uint32_t jid, uint64_t jinode_addr,
+                              std::vector<uint64_t> blocks, uint64_t statfs_addr,
+                              uint64_t quota_addr);
 
   // Scans every block for the valid log header (magic, type, lh_hash, lh_crc if set, lh_blkno
   // == position) with the highest sequence. kCorrupt if there is none.
@@ -145,7 +145,7 @@ class Journal {
                                const StatfsDelta& local) const;
   // Flush, write `h` at its blkno, Flush; on success h becomes the head.
   Status WriteHeader(const format::LogHeader& h);
-  std::string Where() const;  // "journal<jid>" for messages
+  std::string Where() const;             // "journal<jid>" for messages
   bool InJournal(uint64_t blkno) const;  // is blkno one of this journal's blocks?
 
   BlockDevice* dev_ = nullptr;

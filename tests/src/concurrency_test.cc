@@ -2,7 +2,6 @@
 // and private directories, with the periodic flusher running. Meant for the TSan build as much as
 // for the normal one. Ends with unmount and fsck-oracle CLEAN, and every surviving file readable
 // with the contents its writer left.
-#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -10,6 +9,8 @@
 #include <mutex>
 #include <random>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "engine_test_util.h"
 #include "fs/file_system.h"

@@ -6,19 +6,20 @@
 //    file's id, so a leaked block shows up as a foreign id).
 // Seeded and reproducible: UGFS2_CRASH_SEED=<seed> reruns one schedule, UGFS2_CRASH_ITERS sets the
 // number of schedules.
-#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
-#include <mutex>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <random>
 #include <set>
 #include <unordered_map>
+
+#include <gtest/gtest.h>
 
 #include "block/fault_injecting_block_device.h"
 #include "common/endian.h"
@@ -194,7 +195,8 @@ class Workload {
                          RootCred());
       }
       if (rng_() % 4 == 0) {
-        for (int k = 0; k < 400; ++k) (void)fs_->Unlink(ino, "e" + std::to_string(k) + "_longer_entry_name");
+        for (int k = 0; k < 400; ++k)
+          (void)fs_->Unlink(ino, "e" + std::to_string(k) + "_longer_entry_name");
         (void)fs_->Rmdir(fs_->root(), d);
       }
     } else {  // fsync: everything so far is durable
@@ -276,8 +278,8 @@ void CheckAfterCrash(FileSystem& fs, const Model& synced, const std::set<std::st
 }
 
 void RunSchedule(const std::string& image, uint64_t seed, const TempDir& dir) {
-  SCOPED_TRACE("crash seed " + std::to_string(seed) + " (rerun with UGFS2_CRASH_SEED=" +
-               std::to_string(seed) + ")");
+  SCOPED_TRACE("crash seed " + std::to_string(seed) +
+               " (rerun with UGFS2_CRASH_SEED=" + std::to_string(seed) + ")");
   std::mt19937_64 rng(seed);
   auto file = OpenFileBlockDevice(image, {});
   ASSERT_TRUE(file.ok());
@@ -342,8 +344,8 @@ void WalkTree(FileSystem& fs, InodeNo dir, const std::string& prefix,
     auto a = fs.GetAttr(e.ino);
     ASSERT_TRUE(a.ok()) << prefix << e.name;
     std::string path = prefix + e.name;
-    std::string desc = std::to_string(a->mode) + " " + std::to_string(a->size) + " " +
-                       std::to_string(a->nlink);
+    std::string desc =
+        std::to_string(a->mode) + " " + std::to_string(a->size) + " " + std::to_string(a->nlink);
     if (S_ISREG(a->mode)) {
       std::vector<uint8_t> data(a->size);
       ASSERT_TRUE(fs.Read(e.ino, 0, data).ok());
@@ -388,7 +390,8 @@ TEST(CrashTest, FsckReplayMatchesOurReplay) {
   std::string out;
   EXPECT_NE(testing::RunCommand("fsck.gfs2 -n " + a, &out), -1);
   EXPECT_NE(out.find("Journal recovery complete"), std::string::npos)
-      << "expected a dirty journal to replay:\n" << out;
+      << "expected a dirty journal to replay:\n"
+      << out;
   int rc = testing::RunCommand("fsck.gfs2 -y " + b, &out);
   EXPECT_TRUE(rc == 0 || rc == 1) << out;
   std::map<std::string, std::string> ta, tb;
@@ -427,7 +430,9 @@ class RecordingDevice final : public BlockDevice {
     uint64_t off = 0;
     std::vector<uint8_t> data;
   };
-  Status ReadAt(uint64_t off, void* buf, size_t len) override { return base_->ReadAt(off, buf, len); }
+  Status ReadAt(uint64_t off, void* buf, size_t len) override {
+    return base_->ReadAt(off, buf, len);
+  }
   Status WriteAt(uint64_t off, const void* buf, size_t len) override {
     std::lock_guard<std::mutex> l(mu_);
     const auto* p = static_cast<const uint8_t*>(buf);
@@ -481,9 +486,12 @@ class OverlayDevice final : public BlockDevice {
       size_t n = static_cast<size_t>(std::min<uint64_t>(len, kChunk - pos));
       auto it = over_.find(chunk);
       if (it == over_.end()) {
-        size_t clen = static_cast<size_t>(std::min<uint64_t>(kChunk, base_->size() - chunk * kChunk));
-        it = over_.emplace(chunk, std::vector<uint8_t>(base_->begin() + static_cast<long>(chunk * kChunk),
-                                                       base_->begin() + static_cast<long>(chunk * kChunk + clen)))
+        size_t clen =
+            static_cast<size_t>(std::min<uint64_t>(kChunk, base_->size() - chunk * kChunk));
+        it = over_
+                 .emplace(chunk, std::vector<uint8_t>(
+                                     base_->begin() + static_cast<long>(chunk * kChunk),
+                                     base_->begin() + static_cast<long>(chunk * kChunk + clen)))
                  .first;
       }
       std::memcpy(it->second.data() + pos, in, n);
@@ -557,11 +565,13 @@ void RunManyCuts(const std::string& image, uint64_t seed, int cuts, int fsck_eve
     for (size_t i = last_flush; i < k; ++i) {
       if (ev[i].flush) continue;
       switch (rng() % 4) {
-        case 0: break;  // lost
-        case 1: apply(ev[i], ev[i].data.size() / 512 > 1
-                                 ? 512 * (rng() % (ev[i].data.size() / 512)) : 0);
-                break;  // torn
-        default: apply(ev[i], ev[i].data.size());
+        case 0:
+          break;  // lost
+        case 1:
+          apply(ev[i], ev[i].data.size() / 512 > 1 ? 512 * (rng() % (ev[i].data.size() / 512)) : 0);
+          break;  // torn
+        default:
+          apply(ev[i], ev[i].data.size());
       }
     }
     // What must have survived: the model of the latest fsync that completed before the cut.

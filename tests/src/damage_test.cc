@@ -8,7 +8,6 @@
 // (the base image is rebuilt identically). UGFS2_DAMAGE_ITERS=<n> changes the iteration count,
 // UGFS2_DAMAGE_BASE=<seed> the first seed (default: from the clock), UGFS2_DAMAGE_VERBOSE=1 shows
 // the engine's log lines.
-#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -26,6 +25,8 @@
 #include <shared_mutex>
 #include <sstream>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "common/crc.h"
 #include "common/endian.h"
@@ -296,7 +297,8 @@ void BuildBase() {
     bool found = false;
     for (size_t i = 0; i < base.journal.size(); ++i) {
       const uint8_t* p = base.dirty.data() + base.journal[i] * kBsize;
-      if (format::MetaTypeOf(p) != format::kMetaLh || !format::LogHeader::Valid(p, kBsize)) continue;
+      if (format::MetaTypeOf(p) != format::kMetaLh || !format::LogHeader::Valid(p, kBsize))
+        continue;
       format::LogHeader lh = format::LogHeader::Decode(p);
       if (!found || lh.sequence > best_seq) {
         found = true;
@@ -312,8 +314,7 @@ void BuildBase() {
     base.dirty_log.push_back(base.journal[head]);
   }
   printf("[damage] base image: %llu blocks, %zu journal blocks, %zu dirty-log blocks;",
-         static_cast<unsigned long long>(base.nblocks), base.journal.size(),
-         base.dirty_log.size());
+         static_cast<unsigned long long>(base.nblocks), base.journal.size(), base.dirty_log.size());
   for (auto& [t, v] : base.meta) printf(" %s=%zu", format::MetaTypeName(t), v.size());
   printf("\n");
   fflush(stdout);
@@ -342,16 +343,26 @@ class Damager {
     const auto& lf = base_.meta.count(format::kMetaLf) ? base_.meta.at(format::kMetaLf)
                                                        : std::vector<uint64_t>{};
     switch (R(10)) {
-      case 0: return self;
-      case 1: return base_.nblocks + R(1000);
-      case 2: return ~uint64_t{0} - R(3);
-      case 3: return R(100);  // superblock area, before the first rgrp
-      case 4: return base_.journal.empty() ? 1 : base_.journal[R(base_.journal.size())];
-      case 5: return lf.empty() ? self : lf[R(lf.size())];  // someone else's leaf
-      case 6: return AnyMeta();
-      case 7: return base_.nblocks - 1;
-      case 8: return uint64_t{1} << R(64);
-      default: return R(base_.nblocks);
+      case 0:
+        return self;
+      case 1:
+        return base_.nblocks + R(1000);
+      case 2:
+        return ~uint64_t{0} - R(3);
+      case 3:
+        return R(100);  // superblock area, before the first rgrp
+      case 4:
+        return base_.journal.empty() ? 1 : base_.journal[R(base_.journal.size())];
+      case 5:
+        return lf.empty() ? self : lf[R(lf.size())];  // someone else's leaf
+      case 6:
+        return AnyMeta();
+      case 7:
+        return base_.nblocks - 1;
+      case 8:
+        return uint64_t{1} << R(64);
+      default:
+        return R(base_.nblocks);
     }
   }
   uint64_t AnyMeta() {
@@ -381,13 +392,20 @@ class Damager {
   uint64_t OddValue(int width) {
     uint64_t max = width == 8 ? ~uint64_t{0} : (uint64_t{1} << (width * 8)) - 1;
     switch (R(7)) {
-      case 0: return 0;
-      case 1: return max;
-      case 2: return max - 1;
-      case 3: return 1 + R(16);
-      case 4: return uint64_t{1} << R(width * 8);
-      case 5: return max / 2 + 1;
-      default: return rng_() & max;
+      case 0:
+        return 0;
+      case 1:
+        return max;
+      case 2:
+        return max - 1;
+      case 3:
+        return 1 + R(16);
+      case 4:
+        return uint64_t{1} << R(width * 8);
+      case 5:
+        return max / 2 + 1;
+      default:
+        return rng_() & max;
     }
   }
 
@@ -395,30 +413,71 @@ class Damager {
     uint8_t* p = Blk(b);
     format::Dinode di = format::Dinode::Decode(p);
     switch (R(16)) {
-      case 0: di.height = static_cast<uint16_t>(R(3) ? R(12) : OddValue(2)); Note("height"); break;
-      case 1: di.depth = static_cast<uint16_t>(R(3) ? R(20) : OddValue(2)); Note("depth"); break;
+      case 0:
+        di.height = static_cast<uint16_t>(R(3) ? R(12) : OddValue(2));
+        Note("height");
+        break;
+      case 1:
+        di.depth = static_cast<uint16_t>(R(3) ? R(20) : OddValue(2));
+        Note("depth");
+        break;
       case 2:
         di.size = R(2) ? OddValue(8) : (R(2) ? di.size * 2 + R(9) : uint64_t{8} << R(20));
         Note("size");
         break;
-      case 3: di.flags ^= static_cast<uint32_t>(1u << R(32)); Note("flags"); break;
-      case 4: di.entries = static_cast<uint32_t>(OddValue(4)); Note("entries"); break;
-      case 5: di.nlink = static_cast<uint32_t>(OddValue(4)); Note("nlink"); break;
-      case 6: di.blocks = OddValue(8); Note("blocks"); break;
-      case 7: di.eattr = BadPtr(b); Note("eattr"); break;
-      case 8: di.mode = static_cast<uint32_t>(R(2) ? OddValue(4) : (di.mode ^ (1u << (12 + R(4))))); Note("mode"); break;
-      case 9: di.num.addr = BadPtr(b); Note("num.addr"); break;
-      case 10: di.flags ^= format::kDifExhash; Note("toggle exhash"); break;
+      case 3:
+        di.flags ^= static_cast<uint32_t>(1u << R(32));
+        Note("flags");
+        break;
+      case 4:
+        di.entries = static_cast<uint32_t>(OddValue(4));
+        Note("entries");
+        break;
+      case 5:
+        di.nlink = static_cast<uint32_t>(OddValue(4));
+        Note("nlink");
+        break;
+      case 6:
+        di.blocks = OddValue(8);
+        Note("blocks");
+        break;
+      case 7:
+        di.eattr = BadPtr(b);
+        Note("eattr");
+        break;
+      case 8:
+        di.mode = static_cast<uint32_t>(R(2) ? OddValue(4) : (di.mode ^ (1u << (12 + R(4)))));
+        Note("mode");
+        break;
+      case 9:
+        di.num.addr = BadPtr(b);
+        Note("num.addr");
+        break;
+      case 10:
+        di.flags ^= format::kDifExhash;
+        Note("toggle exhash");
+        break;
       case 11: {  // a pointer in the dinode's pointer area / stuffed data
         uint32_t idx = static_cast<uint32_t>(R(R(2) ? 4 : (kBsize - format::kDinodeSize) / 8));
         StoreBe64(p + format::kDinodeSize + idx * 8, BadPtr(b));
         Note("ptr[" + std::to_string(idx) + "]");
         return;
       }
-      case 12: DamageDirents(b, format::kDinodeSize); return;
-      case 13: di.flags |= format::kDifEaIndirect; di.eattr = R(2) ? di.eattr : Pick(format::kMetaIn); Note("ea indirect"); break;
-      case 14: di.height = static_cast<uint16_t>(di.height + 1); Note("height+1"); break;
-      default: FlipBytes(b, 24); return;
+      case 12:
+        DamageDirents(b, format::kDinodeSize);
+        return;
+      case 13:
+        di.flags |= format::kDifEaIndirect;
+        di.eattr = R(2) ? di.eattr : Pick(format::kMetaIn);
+        Note("ea indirect");
+        break;
+      case 14:
+        di.height = static_cast<uint16_t>(di.height + 1);
+        Note("height+1");
+        break;
+      default:
+        FlipBytes(b, 24);
+        return;
     }
     di.Encode(p);
   }
@@ -435,25 +494,60 @@ class Damager {
     }
     uint32_t off = offs[R(offs.size())];
     switch (R(8)) {
-      case 0: StoreBe16(p + off + 20, 0); Note("rec_len 0"); break;
-      case 1: StoreBe16(p + off + 20, static_cast<uint16_t>(OddValue(2))); Note("rec_len odd"); break;
-      case 2: StoreBe16(p + off + 20, static_cast<uint16_t>(LoadBe16(p + off + 20) + 8 * (1 + R(4)))); Note("rec_len+"); break;
-      case 3: StoreBe16(p + off + 22, static_cast<uint16_t>(R(2) ? OddValue(2) : 255 + R(100))); Note("name_len"); break;
-      case 4: StoreBe64(p + off + 8, BadPtr(b)); Note("dirent inum.addr"); break;
-      case 5: StoreBe64(p + off, OddValue(8)); Note("dirent formal_ino"); break;
-      case 6: StoreBe32(p + off + 16, static_cast<uint32_t>(rng_())); Note("dirent hash"); break;
-      default: std::memset(p + off, 0, 16); Note("dirent inum zeroed"); break;
+      case 0:
+        StoreBe16(p + off + 20, 0);
+        Note("rec_len 0");
+        break;
+      case 1:
+        StoreBe16(p + off + 20, static_cast<uint16_t>(OddValue(2)));
+        Note("rec_len odd");
+        break;
+      case 2:
+        StoreBe16(p + off + 20, static_cast<uint16_t>(LoadBe16(p + off + 20) + 8 * (1 + R(4))));
+        Note("rec_len+");
+        break;
+      case 3:
+        StoreBe16(p + off + 22, static_cast<uint16_t>(R(2) ? OddValue(2) : 255 + R(100)));
+        Note("name_len");
+        break;
+      case 4:
+        StoreBe64(p + off + 8, BadPtr(b));
+        Note("dirent inum.addr");
+        break;
+      case 5:
+        StoreBe64(p + off, OddValue(8));
+        Note("dirent formal_ino");
+        break;
+      case 6:
+        StoreBe32(p + off + 16, static_cast<uint32_t>(rng_()));
+        Note("dirent hash");
+        break;
+      default:
+        std::memset(p + off, 0, 16);
+        Note("dirent inum zeroed");
+        break;
     }
   }
 
   void DamageLeaf(uint64_t b) {
     uint8_t* p = Blk(b);
     switch (R(7)) {
-      case 0: StoreBe16(p + 24, static_cast<uint16_t>(R(3) ? R(20) : OddValue(2))); Note("lf_depth"); break;
-      case 1: StoreBe64(p + 32, R(2) ? b : BadPtr(b)); Note("lf_next"); break;
-      case 2: StoreBe16(p + 26, static_cast<uint16_t>(OddValue(2))); Note("lf_entries"); break;
+      case 0:
+        StoreBe16(p + 24, static_cast<uint16_t>(R(3) ? R(20) : OddValue(2)));
+        Note("lf_depth");
+        break;
+      case 1:
+        StoreBe64(p + 32, R(2) ? b : BadPtr(b));
+        Note("lf_next");
+        break;
+      case 2:
+        StoreBe16(p + 26, static_cast<uint16_t>(OddValue(2)));
+        Note("lf_entries");
+        break;
       case 3:
-      case 4: DamageDirents(b, format::kLeafSize); break;
+      case 4:
+        DamageDirents(b, format::kLeafSize);
+        break;
       case 5: {  // a two-leaf loop
         uint64_t other = Pick(format::kMetaLf);
         StoreBe64(p + 32, other);
@@ -461,7 +555,9 @@ class Damager {
         Note("lf_next loop with " + std::to_string(other));
         break;
       }
-      default: FlipBytes(b, 24); break;
+      default:
+        FlipBytes(b, 24);
+        break;
     }
   }
 
@@ -482,12 +578,29 @@ class Damager {
     format::Rgrp rg = format::Rgrp::Decode(p);
     bool fix_crc = R(2);
     switch (R(6)) {
-      case 0: rg.free = static_cast<uint32_t>(R(2) ? rg.free + 1 + R(10) : OddValue(4)); Note("rg_free"); break;
-      case 1: rg.dinodes = static_cast<uint32_t>(R(2) ? rg.dinodes - 1 : OddValue(4)); Note("rg_dinodes"); break;
-      case 2: rg.data0 = BadPtr(b); Note("rg_data0"); break;
-      case 3: rg.data = static_cast<uint32_t>(OddValue(4)); Note("rg_data"); break;
-      case 4: rg.bitbytes = static_cast<uint32_t>(OddValue(4)); Note("rg_bitbytes"); break;
-      default: FlipBytes(b, 128); return;  // the bitmap part
+      case 0:
+        rg.free = static_cast<uint32_t>(R(2) ? rg.free + 1 + R(10) : OddValue(4));
+        Note("rg_free");
+        break;
+      case 1:
+        rg.dinodes = static_cast<uint32_t>(R(2) ? rg.dinodes - 1 : OddValue(4));
+        Note("rg_dinodes");
+        break;
+      case 2:
+        rg.data0 = BadPtr(b);
+        Note("rg_data0");
+        break;
+      case 3:
+        rg.data = static_cast<uint32_t>(OddValue(4));
+        Note("rg_data");
+        break;
+      case 4:
+        rg.bitbytes = static_cast<uint32_t>(OddValue(4));
+        Note("rg_bitbytes");
+        break;
+      default:
+        FlipBytes(b, 128);
+        return;  // the bitmap part
     }
     if (fix_crc) {
       rg.Encode(p);
@@ -512,24 +625,58 @@ class Damager {
   void DamageSuper() {
     uint8_t* p = Blk(base_.sb_blk);
     switch (R(7)) {
-      case 0: StoreBe64(p + 56, BadPtr(0)); Note("sb master addr"); break;
-      case 1: StoreBe64(p + 88, BadPtr(0)); Note("sb root addr"); break;
-      case 2: StoreBe32(p + 36, static_cast<uint32_t>(R(2) ? 512u << R(8) : OddValue(4))); Note("sb bsize"); break;
-      case 3: StoreBe32(p + 40, static_cast<uint32_t>(R(20))); Note("sb bsize_shift"); break;
-      case 4: std::memcpy(p + 96, "lock_xyz", 8); Note("sb lockproto"); break;
-      case 5: StoreBe32(p + 24, static_cast<uint32_t>(1700 + R(200))); Note("sb fs_format"); break;
-      default: FlipBytes(base_.sb_blk, 0); break;
+      case 0:
+        StoreBe64(p + 56, BadPtr(0));
+        Note("sb master addr");
+        break;
+      case 1:
+        StoreBe64(p + 88, BadPtr(0));
+        Note("sb root addr");
+        break;
+      case 2:
+        StoreBe32(p + 36, static_cast<uint32_t>(R(2) ? 512u << R(8) : OddValue(4)));
+        Note("sb bsize");
+        break;
+      case 3:
+        StoreBe32(p + 40, static_cast<uint32_t>(R(20)));
+        Note("sb bsize_shift");
+        break;
+      case 4:
+        std::memcpy(p + 96, "lock_xyz", 8);
+        Note("sb lockproto");
+        break;
+      case 5:
+        StoreBe32(p + 24, static_cast<uint32_t>(1700 + R(200)));
+        Note("sb fs_format");
+        break;
+      default:
+        FlipBytes(base_.sb_blk, 0);
+        break;
     }
   }
 
   void DamageEa(uint64_t b) {
     uint8_t* p = Blk(b) + format::kMetaHeaderSize;
     switch (R(5)) {
-      case 0: StoreBe32(p, static_cast<uint32_t>(OddValue(4))); Note("ea_rec_len"); break;
-      case 1: p[11] = static_cast<uint8_t>(1 + R(255)); Note("ea_num_ptrs"); break;
-      case 2: p[10] = 0; Note("ea not last"); break;
-      case 3: p[8] = static_cast<uint8_t>(R(256)); Note("ea_name_len"); break;
-      default: FlipBytes(b, 24); break;
+      case 0:
+        StoreBe32(p, static_cast<uint32_t>(OddValue(4)));
+        Note("ea_rec_len");
+        break;
+      case 1:
+        p[11] = static_cast<uint8_t>(1 + R(255));
+        Note("ea_num_ptrs");
+        break;
+      case 2:
+        p[10] = 0;
+        Note("ea not last");
+        break;
+      case 3:
+        p[8] = static_cast<uint8_t>(R(256));
+        Note("ea_name_len");
+        break;
+      default:
+        FlipBytes(b, 24);
+        break;
     }
   }
 
@@ -538,7 +685,10 @@ class Damager {
     uint64_t b = v[R(v.size())];
     uint8_t* p = Blk(b);
     switch (R(5)) {
-      case 0: std::memset(p + 24, 0xA5, kBsize - 24); Note("journal garbage"); break;
+      case 0:
+        std::memset(p + 24, 0xA5, kBsize - 24);
+        Note("journal garbage");
+        break;
       case 1: {  // descriptor length / type
         StoreBe32(p + 24, static_cast<uint32_t>(R(2) ? 300 + R(3) : OddValue(4)));
         StoreBe32(p + 28, static_cast<uint32_t>(OddValue(4)));
@@ -552,7 +702,9 @@ class Damager {
         Note("log pointers");
         break;
       }
-      default: FlipBytes(b, 0); break;
+      default:
+        FlipBytes(b, 0);
+        break;
     }
     last_ = b;
   }
@@ -958,8 +1110,7 @@ TEST_F(DamageTest, GarbageInDirtyJournalGivesClearMountError) {
       }
     } restore{*storage, written};
     // Keep the magic and type, fill the rest with garbage.
-    std::memset(storage->data() + b * kBsize + 24, static_cast<int>(0x5A + i),
-                kBsize - 24);
+    std::memset(storage->data() + b * kBsize + 24, static_cast<int>(0x5A + i), kBsize - 24);
     auto fs = FileSystem::Mount(std::make_unique<SharedMemDevice>(storage, &written), {});
     if (!fs.ok()) {
       EXPECT_FALSE(fs.status().message().empty());

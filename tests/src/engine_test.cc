@@ -1,10 +1,11 @@
 // Engine tests on real mkfs.gfs2 images: every case ends with an unmount and fsck-oracle CLEAN.
-#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <map>
 #include <random>
 #include <set>
+
+#include <gtest/gtest.h>
 
 #include "engine_test_util.h"
 #include "fs/file_system.h"
@@ -135,7 +136,8 @@ TEST_P(EngineBsizeTest, FilesDirsLinksSurviveRemount) {
   EXPECT_EQ(h->nlink, 2u);
   auto root_attr = fs->GetAttr(root);
   EXPECT_EQ(root_attr->nlink, 3u);
-  EXPECT_EQ(ListDir(*fs, root), (std::set<std::string>{".", "..", "sub", "link", "hard", "fifo", "chr"}));
+  EXPECT_EQ(ListDir(*fs, root),
+            (std::set<std::string>{".", "..", "sub", "link", "hard", "fifo", "chr"}));
   UnmountAndCheck(std::move(fs), img);
 }
 
@@ -280,7 +282,8 @@ TEST(EngineTest, NoSpaceThenReclaim) {
     }
   }
   EXPECT_TRUE(hit);
-  for (int f = 0; f < files; ++f) ASSERT_TRUE(fs->Unlink(fs->root(), "fill" + std::to_string(f)).ok());
+  for (int f = 0; f < files; ++f)
+    ASSERT_TRUE(fs->Unlink(fs->root(), "fill" + std::to_string(f)).ok());
   // Space is usable again right away.
   auto a = fs->Mknod(fs->root(), "again", 0100644, 0, RootCred());
   ASSERT_TRUE(a.ok());

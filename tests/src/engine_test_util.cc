@@ -1,12 +1,13 @@
 #include "engine_test_util.h"
 
-#include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 
 #include <array>
 #include <cstdio>
 #include <filesystem>
+
+#include <gtest/gtest.h>
 
 namespace ugfs2::testing {
 
@@ -35,8 +36,8 @@ int RunCommand(const std::string& cmd, std::string* out) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
-std::string MakeImage(const TempDir& dir, const std::string& name, uint64_t size_mb,
-                      uint32_t bsize, int journals, const std::string& extra) {
+std::string MakeImage(const TempDir& dir, const std::string& name, uint64_t size_mb, uint32_t bsize,
+                      int journals, const std::string& extra) {
   std::string img = dir.path() + "/" + name;
   std::string out;
   std::string cmd = "truncate -s " + std::to_string(size_mb) + "M " + img +

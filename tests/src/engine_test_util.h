@@ -26,8 +26,8 @@ class TempDir {
 int RunCommand(const std::string& cmd, std::string* out = nullptr);
 
 // Makes a GFS2 image with the real mkfs.gfs2. Returns the image path.
-std::string MakeImage(const TempDir& dir, const std::string& name, uint64_t size_mb,
-                      uint32_t bsize, int journals = 1, const std::string& extra = "");
+std::string MakeImage(const TempDir& dir, const std::string& name, uint64_t size_mb, uint32_t bsize,
+                      int journals = 1, const std::string& extra = "");
 
 // Runs shared/scripts/fsck-oracle; returns true iff it says CLEAN. *report gets its output.
 bool FsckClean(const std::string& image, std::string* report);

@@ -2,7 +2,7 @@
 // mount/unmount header protocol checked with fsck.gfs2, commits replayed both by our Replay and
 // by `fsck.gfs2 -y` (proof that our log is real GFS2), hand-built logs (revokes, jdata escape,
 // torn and bad headers, garbage), wrap-around, and crashes during commit and during replay.
-#include <gtest/gtest.h>
+#include "journal/journal.h"
 
 #include <cstring>
 #include <map>
@@ -11,11 +11,12 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "block/block_device.h"
 #include "block/fault_injecting_block_device.h"
 #include "common/endian.h"
 #include "format/ondisk.h"
-#include "journal/journal.h"
 #include "journal_test_util.h"
 
 namespace ugfs2::journal {
@@ -27,16 +28,16 @@ using testutil::SystemFiles;
 using testutil::TempDir;
 using Block = std::vector<uint8_t>;
 
-#define ASSERT_OK(expr)                                   \
-  do {                                                    \
-    ::ugfs2::Status _s = (expr);                          \
+#define ASSERT_OK(expr)                                     \
+  do {                                                      \
+    ::ugfs2::Status _s = (expr);                            \
     ASSERT_TRUE(_s.ok()) << #expr << ": " << _s.ToString(); \
   } while (0)
 
-#define ASSERT_OK_AND_ASSIGN(lhs, rexpr)                                              \
-  auto UGFS2_CONCAT(_r_, __LINE__) = (rexpr);                                         \
-  ASSERT_TRUE(UGFS2_CONCAT(_r_, __LINE__).ok())                                       \
-      << #rexpr << ": " << UGFS2_CONCAT(_r_, __LINE__).status().ToString();           \
+#define ASSERT_OK_AND_ASSIGN(lhs, rexpr)                                    \
+  auto UGFS2_CONCAT(_r_, __LINE__) = (rexpr);                               \
+  ASSERT_TRUE(UGFS2_CONCAT(_r_, __LINE__).ok())                             \
+      << #rexpr << ": " << UGFS2_CONCAT(_r_, __LINE__).status().ToString(); \
   lhs = std::move(UGFS2_CONCAT(_r_, __LINE__)).value()
 
 // ---------------------------------------------------------------------------------------------
@@ -471,8 +472,7 @@ TEST_P(MkfsJournalTest, LargeWrappingCommitWithManyRevokes) {
   ASSERT_OK(testutil::CopyFile(img.path, copy));
   testutil::CmdResult fr = testutil::Fsck(copy, "-y");
   EXPECT_EQ(fr.rc, 1) << fr.out;
-  const std::string replayed = "Replayed " + std::to_string(nmeta) + " of " +
-                               std::to_string(nmeta);
+  const std::string replayed = "Replayed " + std::to_string(nmeta) + " of " + std::to_string(nmeta);
   EXPECT_NE(fr.out.find(replayed), std::string::npos) << fr.out;
   bool clean = false;
   std::string out = Oracle(copy, &clean);
@@ -706,8 +706,18 @@ TEST_P(MemJournalTest, GarbageInActiveRegionIsCorruptionNotACrash) {
   // Each case writes a region at `tail` whose first chunk is fine (logs x) and whose later part
   // is damaged; Replay must fail with kCorrupt before writing anything in place.
   enum Case {
-    kRandomBlock, kHugeData1, kLengthBeyondRegion, kMissingLb, kImageNotMeta, kBlknoBeyondDev,
-    kBlknoInJournal, kUnknownType, kTailBeyondJournal, kBadInnerHeader, kZeroLength, kNumCases
+    kRandomBlock,
+    kHugeData1,
+    kLengthBeyondRegion,
+    kMissingLb,
+    kImageNotMeta,
+    kBlknoBeyondDev,
+    kBlknoInJournal,
+    kUnknownType,
+    kTailBeyondJournal,
+    kBadInnerHeader,
+    kZeroLength,
+    kNumCases
   };
   for (int c = 0; c < kNumCases; ++c) {
     SCOPED_TRACE("case " + std::to_string(c));
@@ -942,7 +952,8 @@ TEST_P(MemJournalTest, CommitLimits) {
   ASSERT_OK_AND_ASSIGN(ReplayStats st, j2.Replay());
   EXPECT_EQ(st.metadata_copies, nm);
   EXPECT_EQ(st.blocks_replayed, std::min<uint64_t>(nm, 16));
-  for (uint64_t i = nm >= 16 ? nm - 16 : 0; i < nm; ++i) EXPECT_EQ(Read(*mem_, x - (i % 16)), imgs[i]);
+  for (uint64_t i = nm >= 16 ? nm - 16 : 0; i < nm; ++i)
+    EXPECT_EQ(Read(*mem_, x - (i % 16)), imgs[i]);
 }
 
 // A replay interrupted by a crash at every possible write, then replayed again, gives the same
@@ -973,7 +984,8 @@ TEST_P(MemJournalTest, ReplayIdempotentAcrossCrashes) {
   // Replay writes only the targets and the clean header: restoring those restarts the scenario.
   auto restore = [&] {
     testutil::WriteBlock(*mem_, bsize(), clean_pos_block, clean_pos_before);
-    for (int i = 0; i < kBlocks; ++i) testutil::WriteBlock(*mem_, bsize(), targets[i], originals[i]);
+    for (int i = 0; i < kBlocks; ++i)
+      testutil::WriteBlock(*mem_, bsize(), targets[i], originals[i]);
   };
   int crashes = 0;
   for (uint64_t fail_after = 0; fail_after <= kBlocks + 2; ++fail_after) {

@@ -114,9 +114,9 @@ void ScanDirents(const uint8_t* b, size_t begin, size_t end,
     format::Dirent d = format::Dirent::Decode(b + o);
     if (d.rec_len < format::kDirentSize || o + d.rec_len > end) break;
     if (d.inum.addr != 0 && format::kDirentSize + d.name_len <= d.rec_len) {
-      out.emplace_back(std::string(reinterpret_cast<const char*>(b + o + format::kDirentSize),
-                                   d.name_len),
-                       d.inum.addr);
+      out.emplace_back(
+          std::string(reinterpret_cast<const char*>(b + o + format::kDirentSize), d.name_len),
+          d.inum.addr);
     }
     o += d.rec_len;
   }
