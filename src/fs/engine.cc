@@ -300,10 +300,35 @@ Status Engine::FlushLog() { return FlushLogUpTo(mod_seq_.load()); }
 Status Engine::FlushLogUpTo(uint64_t upto) {
   if (!journal_ || read_only_) return Status::Ok();
   if (flushed_seq_.load() >= upto) return Status::Ok();
-  std::lock_guard<std::mutex> fl(flush_mu_);
+  {
+    std::lock_guard<std::mutex> bl(batch_mu_);
+    flush_waiters_++;
+  }
+  batch_cv_.notify_all();
+  std::unique_lock<std::mutex> fl(flush_mu_);
+  {
+    std::lock_guard<std::mutex> bl(batch_mu_);
+    flush_waiters_--;
+  }
   // Group commit: the flush we waited for may already have covered everything we need.
   if (flushed_seq_.load() >= upto) return Status::Ok();
   if (log_broken_) return Status::IoError("log is broken after an earlier I/O error");
+  // Batching (as jbd2 does): when the last commits served several callers at once, give the
+  // others a moment to finish the operation they are in and join this commit, bounded by half a
+  // commit time; the wait ends early once twice as many callers as last time are queued.
+  const uint32_t last_batch = last_batch_.load();
+  if (last_batch > 1) {
+    auto hold =
+        std::chrono::microseconds(std::min<uint64_t>(last_commit_us_.load() / 2, kMaxBatchWaitUs));
+    std::unique_lock<std::mutex> bl(batch_mu_);
+    batch_cv_.wait_for(bl, hold, [&] { return flush_waiters_ + 1 >= 2 * last_batch; });
+  }
+  const auto commit_start = std::chrono::steady_clock::now();
+  uint32_t batch;
+  {
+    std::lock_guard<std::mutex> bl(batch_mu_);
+    batch = static_cast<uint32_t>(flush_waiters_) + 1;
+  }
   std::vector<DirtySnapshot> snap;
   std::vector<uint64_t> revokes;
   journal::StatfsDelta local;
@@ -366,6 +391,10 @@ Status Engine::FlushLogUpTo(uint64_t upto) {
   }
   log_flushes_++;
   flushed_seq_ = std::max(flushed_seq_.load(), target);
+  last_batch_ = batch;
+  last_commit_us_ = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                              std::chrono::steady_clock::now() - commit_start)
+                                              .count());
   return Status::Ok();
 }
 

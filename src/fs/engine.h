@@ -237,6 +237,13 @@ class Engine final : public FileSystem {
 
   mutable std::shared_mutex mu_;  // the big lock
   std::mutex flush_mu_;
+  // Group-commit batching: callers queued for flush_mu_, and what the last commit served.
+  static constexpr uint64_t kMaxBatchWaitUs = 2000;
+  std::mutex batch_mu_;
+  std::condition_variable batch_cv_;
+  int flush_waiters_ = 0;  // guarded by batch_mu_
+  std::atomic<uint32_t> last_batch_{1};
+  std::atomic<uint64_t> last_commit_us_{0};
 
   // System inodes.
   InodeRef master_, jindex_, per_node_, statfs_, rindex_, quota_, inum_, local_statfs_,

@@ -40,9 +40,7 @@ BufferRef MetaCache::GetNew(uint64_t blkno) {
     lru_.erase(b->lru);
     b->in_lru = false;
   }
-  if (!b->dirty) dirty_count_++;
-  b->dirty = true;
-  b->mods++;
+  SetDirtyLocked(b.get());
   return b;
 }
 
@@ -57,17 +55,14 @@ void MetaCache::MarkDirty(const BufferRef& b) {
     Buffer* old = it->second.get();
     if (old->in_lru) lru_.erase(old->lru);
     old->in_lru = false;
-    if (old->dirty) dirty_count_--;
-    old->dirty = false;
+    SetCleanLocked(old);
     it->second = b;
   }
   if (b->in_lru) {
     lru_.erase(b->lru);
     b->in_lru = false;
   }
-  if (!b->dirty) dirty_count_++;
-  b->dirty = true;
-  b->mods++;
+  SetDirtyLocked(b.get());
 }
 
 void MetaCache::Pin(const BufferRef& b) {
@@ -91,8 +86,7 @@ bool MetaCache::Forget(uint64_t blkno) {
   if (it == map_.end()) return false;
   Buffer* b = it->second.get();
   bool was_dirty = b->dirty;
-  if (b->dirty) dirty_count_--;
-  b->dirty = false;
+  SetCleanLocked(b);
   if (b->in_lru) lru_.erase(b->lru);
   b->in_lru = false;
   map_.erase(it);
@@ -102,24 +96,26 @@ bool MetaCache::Forget(uint64_t blkno) {
 std::vector<DirtySnapshot> MetaCache::SnapshotDirty() {
   std::lock_guard<std::mutex> l(mu_);
   std::vector<DirtySnapshot> out;
-  out.reserve(dirty_count_);
-  for (auto& [blk, b] : map_) {
-    if (b->dirty) out.push_back(DirtySnapshot{b, b->mods, b->data});
+  out.reserve(dirty_.size());
+  for (Buffer* b : dirty_) {
+    auto it = map_.find(b->blkno);
+    if (it != map_.end() && it->second.get() == b) {
+      out.push_back(DirtySnapshot{it->second, b->mods, b->data});
+    }
   }
   return out;
 }
 
 size_t MetaCache::DirtyCount() const {
   std::lock_guard<std::mutex> l(mu_);
-  return dirty_count_;
+  return dirty_.size();
 }
 
 void MetaCache::MarkWritten(const DirtySnapshot& s) {
   std::lock_guard<std::mutex> l(mu_);
   Buffer* b = s.buf.get();
   if (b->dirty && b->mods == s.mods) {
-    b->dirty = false;
-    dirty_count_--;
+    SetCleanLocked(b);
     auto it = map_.find(b->blkno);
     if (it != map_.end() && it->second.get() == b) TouchLocked(b);
   }
@@ -142,6 +138,17 @@ void MetaCache::DropClean() {
 size_t MetaCache::size() const {
   std::lock_guard<std::mutex> l(mu_);
   return map_.size();
+}
+
+void MetaCache::SetDirtyLocked(Buffer* b) {
+  b->dirty = true;
+  b->mods++;
+  dirty_.insert(b);
+}
+
+void MetaCache::SetCleanLocked(Buffer* b) {
+  b->dirty = false;
+  dirty_.erase(b);
 }
 
 void MetaCache::TouchLocked(Buffer* b) {

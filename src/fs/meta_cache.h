@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "block/block_device.h"
@@ -70,6 +71,8 @@ class MetaCache {
 
  private:
   void TouchLocked(Buffer* b);
+  void SetDirtyLocked(Buffer* b);
+  void SetCleanLocked(Buffer* b);
   void EvictLocked();
 
   BlockDevice* dev_;
@@ -77,8 +80,8 @@ class MetaCache {
   uint64_t budget_blocks_;
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, BufferRef> map_;
-  std::list<uint64_t> lru_;  // front = most recent; only clean unpinned buffers
-  size_t dirty_count_ = 0;
+  std::list<uint64_t> lru_;            // front = most recent; only clean unpinned buffers
+  std::unordered_set<Buffer*> dirty_;  // every buffer with dirty set; each is also in map_
   uint64_t reads_ = 0;
 };
 
