@@ -321,7 +321,8 @@ Status Engine::FlushLogUpTo(uint64_t upto) {
     auto hold =
         std::chrono::microseconds(std::min<uint64_t>(last_commit_us_.load() / 2, kMaxBatchWaitUs));
     std::unique_lock<std::mutex> bl(batch_mu_);
-    batch_cv_.wait_for(bl, hold, [&] { return flush_waiters_ + 1 >= 2 * last_batch; });
+    batch_cv_.wait_for(bl, hold,
+                       [&] { return static_cast<uint32_t>(flush_waiters_) + 1 >= 2 * last_batch; });
   }
   const auto commit_start = std::chrono::steady_clock::now();
   uint32_t batch;
