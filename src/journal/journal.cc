@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <unordered_map>
 #include <utility>
 
@@ -137,7 +138,9 @@ bool Journal::InJournal(uint64_t b) const {
 
 std::string Journal::Where() const { return "journal" + Num(jid_); }
 
-Status Journal::ReadBlocks(uint32_t first, uint32_t count, uint8_t* buf) {
+Status Journal::ForEachRun(uint32_t first, uint32_t count,
+                           const std::function<Status(uint64_t, uint64_t, uint64_t)>& io) const {
+  // Coalesces journal blocks that are physically contiguous into one device request.
   uint32_t i = 0;
   while (i < count) {
     uint32_t idx = Next(first, i);
@@ -145,26 +148,22 @@ Status Journal::ReadBlocks(uint32_t first, uint32_t count, uint8_t* buf) {
     while (i + run < count && idx + run < size() && blocks_[idx + run] == blocks_[idx] + run) {
       run++;
     }
-    RETURN_IF_ERROR(
-        dev_->ReadAt(blocks_[idx] * bsize_, buf + uint64_t{i} * bsize_, uint64_t{run} * bsize_));
+    RETURN_IF_ERROR(io(blocks_[idx] * bsize_, uint64_t{i} * bsize_, uint64_t{run} * bsize_));
     i += run;
   }
   return Status::Ok();
 }
 
+Status Journal::ReadBlocks(uint32_t first, uint32_t count, uint8_t* buf) {
+  return ForEachRun(first, count, [&](uint64_t dev_off, uint64_t buf_off, uint64_t len) {
+    return dev_->ReadAt(dev_off, buf + buf_off, len);
+  });
+}
+
 Status Journal::WriteBlocks(uint32_t first, uint32_t count, const uint8_t* buf) {
-  uint32_t i = 0;
-  while (i < count) {
-    uint32_t idx = Next(first, i);
-    uint32_t run = 1;
-    while (i + run < count && idx + run < size() && blocks_[idx + run] == blocks_[idx] + run) {
-      run++;
-    }
-    RETURN_IF_ERROR(
-        dev_->WriteAt(blocks_[idx] * bsize_, buf + uint64_t{i} * bsize_, uint64_t{run} * bsize_));
-    i += run;
-  }
-  return Status::Ok();
+  return ForEachRun(first, count, [&](uint64_t dev_off, uint64_t buf_off, uint64_t len) {
+    return dev_->WriteAt(dev_off, buf + buf_off, len);
+  });
 }
 
 Status Journal::FindHead() {

@@ -23,6 +23,7 @@
 #define UGFS2_SRC_JOURNAL_JOURNAL_H_
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <utility>
@@ -140,6 +141,9 @@ class Journal {
   Status ReadBlocks(uint32_t first, uint32_t count, uint8_t* buf);
   // Writes `count` journal blocks starting at index `first` (wrapping).
   Status WriteBlocks(uint32_t first, uint32_t count, const uint8_t* buf);
+  // Calls io(device offset, buffer offset, length) for each physically contiguous run.
+  Status ForEachRun(uint32_t first, uint32_t count,
+                    const std::function<Status(uint64_t, uint64_t, uint64_t)>& io) const;
   // Encodes a header for journal index `idx` with the given fields.
   format::LogHeader MakeHeader(uint32_t idx, uint64_t seq, uint32_t flags, uint32_t tail,
                                const StatfsDelta& local) const;
