@@ -4,8 +4,8 @@
 //  - every file that was fsync'd and not touched afterwards is present with the right contents;
 //  - no block of one file is visible in another (each 8-byte word of file data carries its
 //    file's id, so a leaked block shows up as a foreign id).
-// Seeded and reproducible: UGFS2_CRASH_SEED=<seed> reruns one schedule, UGFS2_CRASH_ITERS sets the
-// number of schedules.
+// Seeded and reproducible: UGFS2_CRASH_SEED=<seed> reruns one schedule, UGFS2_CRASH_BASE=<seed>
+// fixes the first seed of every test, UGFS2_CRASH_ITERS / UGFS2_CRASH_CUTS set the counts.
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -33,6 +33,13 @@ using testing::FsckClean;
 using testing::MakeImage;
 using testing::RootCred;
 using testing::TempDir;
+
+// The first seed of a test's schedules: UGFS2_CRASH_BASE if set (CI pins it, so a run is
+// reproducible), otherwise random (development runs explore new schedules).
+uint64_t BaseSeed() {
+  if (const char* b = getenv("UGFS2_CRASH_BASE")) return std::strtoull(b, nullptr, 10);
+  return std::random_device{}();
+}
 
 struct FileModel {
   uint32_t id = 0;
@@ -319,7 +326,7 @@ TEST(CrashTest, RandomCutsReplayToConsistentVolume) {
   }
   const char* it = getenv("UGFS2_CRASH_ITERS");
   int iters = it ? std::atoi(it) : 40;
-  uint64_t base_seed = std::random_device{}();
+  uint64_t base_seed = BaseSeed();
   std::printf("crash test base seed %llu, %d schedules\n",
               static_cast<unsigned long long>(base_seed), iters);
   for (int i = 0; i < iters && !HasFatalFailure(); ++i) RunSchedule(image, base_seed + i, dir);
@@ -365,7 +372,7 @@ void WalkTree(FileSystem& fs, InodeNo dir, const std::string& prefix,
 TEST(CrashTest, FsckReplayMatchesOurReplay) {
   TempDir dir;
   std::string image = MakeImage(dir, "base.img", 48, 4096);
-  uint64_t seed = std::random_device{}();
+  uint64_t seed = BaseSeed();
   if (const char* s = getenv("UGFS2_CRASH_SEED")) seed = std::strtoull(s, nullptr, 10);
   SCOPED_TRACE("seed " + std::to_string(seed));
   auto file = OpenFileBlockDevice(image, {});
@@ -606,7 +613,7 @@ void RunManyCuts(const std::string& image, uint64_t seed, int cuts, int fsck_eve
 TEST(CrashTest, ThousandsOfCutPoints) {
   TempDir dir;
   std::string image = MakeImage(dir, "base.img", 32, 1024);
-  uint64_t seed = std::random_device{}();
+  uint64_t seed = BaseSeed();
   if (const char* s = getenv("UGFS2_CRASH_SEED")) seed = std::strtoull(s, nullptr, 10);
   int runs = 4, cuts = 250;
   if (const char* s = getenv("UGFS2_CRASH_CUTS")) cuts = std::atoi(s);
