@@ -34,6 +34,21 @@ using testing::MakeImage;
 using testing::RootCred;
 using testing::TempDir;
 
+// The image's contents in memory: the crash tests cut and rebuild this copy.
+std::unique_ptr<BlockDevice> LoadImage(const std::string& image) {
+  auto file = OpenFileBlockDevice(image, {});
+  if (!file.ok()) {
+    ADD_FAILURE() << file.status().ToString();
+    return nullptr;
+  }
+  auto mem = CopyToMemory(**file);
+  if (!mem.ok()) {
+    ADD_FAILURE() << mem.status().ToString();
+    return nullptr;
+  }
+  return std::move(*mem);
+}
+
 // The first seed of a test's schedules: UGFS2_CRASH_BASE if set (CI pins it, so a run is
 // reproducible), otherwise random (development runs explore new schedules).
 uint64_t BaseSeed() {
@@ -288,11 +303,8 @@ void RunSchedule(const std::string& image, uint64_t seed, const TempDir& dir) {
   SCOPED_TRACE("crash seed " + std::to_string(seed) +
                " (rerun with UGFS2_CRASH_SEED=" + std::to_string(seed) + ")");
   std::mt19937_64 rng(seed);
-  auto file = OpenFileBlockDevice(image, {});
-  ASSERT_TRUE(file.ok());
-  auto mem = CopyToMemory(**file);
-  ASSERT_TRUE(mem.ok());
-  std::unique_ptr<BlockDevice> base = std::move(*mem);
+  std::unique_ptr<BlockDevice> base = LoadImage(image);
+  ASSERT_TRUE(base);
   auto* fault = new FaultInjectingBlockDevice(base.get());
   MountOptions opts;
   opts.commit_interval_s = 3600;  // flushes come from the workload and the batch limit only
@@ -375,11 +387,8 @@ TEST(CrashTest, FsckReplayMatchesOurReplay) {
   uint64_t seed = BaseSeed();
   if (const char* s = getenv("UGFS2_CRASH_SEED")) seed = std::strtoull(s, nullptr, 10);
   SCOPED_TRACE("seed " + std::to_string(seed));
-  auto file = OpenFileBlockDevice(image, {});
-  ASSERT_TRUE(file.ok());
-  auto mem = CopyToMemory(**file);
-  ASSERT_TRUE(mem.ok());
-  std::unique_ptr<BlockDevice> base = std::move(*mem);
+  std::unique_ptr<BlockDevice> base = LoadImage(image);
+  ASSERT_TRUE(base);
   auto* fault = new FaultInjectingBlockDevice(base.get());
   MountOptions opts;
   opts.commit_interval_s = 3600;
@@ -525,11 +534,9 @@ void RunManyCuts(const std::string& image, uint64_t seed, int cuts, int fsck_eve
                  const TempDir& dir) {
   SCOPED_TRACE("multi-cut seed " + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  auto file = OpenFileBlockDevice(image, {});
-  ASSERT_TRUE(file.ok());
-  auto initial = CopyToMemory(**file);
-  ASSERT_TRUE(initial.ok());
-  auto work = CopyToMemory(**initial);
+  std::unique_ptr<BlockDevice> initial = LoadImage(image);
+  ASSERT_TRUE(initial);
+  auto work = CopyToMemory(*initial);
   ASSERT_TRUE(work.ok());
   auto* rec = new RecordingDevice(work->get());
   MountOptions opts;
@@ -541,9 +548,9 @@ void RunManyCuts(const std::string& image, uint64_t seed, int cuts, int fsck_eve
   w.Run(250);
   const auto& ev = rec->events();
   const size_t end = ev.size();
-  const uint64_t size = (*initial)->Size();
+  const uint64_t size = initial->Size();
   std::vector<uint8_t> base_image(size);  // becomes the durable image below
-  ASSERT_TRUE((*initial)->ReadAt(0, base_image.data(), size).ok());
+  ASSERT_TRUE(initial->ReadAt(0, base_image.data(), size).ok());
   // Cut points in increasing order, so the durable image can be advanced incrementally.
   std::vector<size_t> points(static_cast<size_t>(cuts));
   for (auto& k : points) k = start + static_cast<size_t>(rng() % (end - start + 1));
