@@ -5,6 +5,10 @@
 #ifndef UGFS2_FUSE_DAEMON_CONTEXT_H_
 #define UGFS2_FUSE_DAEMON_CONTEXT_H_
 
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+
 #include "fs/file_system.h"
 #include "inode_table.h"
 #include "options.h"
@@ -14,12 +18,28 @@ struct fuse_session;
 
 namespace ugfs2::fusefs {
 
+class CacheInvalidator;
+class RawProtocol;
+
 struct DaemonContext {
   FileSystem* fs = nullptr;
   InodeTable* inodes = nullptr;
   RequestStats* stats = nullptr;
   const Options* opts = nullptr;
   fuse_session* session = nullptr;
+  CacheInvalidator* invalidator = nullptr;  // kernel cache notifications; may be null
+  RawProtocol* raw = nullptr;  // protocol patches (allow mmap on O_DIRECT opens); may be null
+
+  // Shutdown (see ShutdownCore in handlers.h): every handler counts itself in `in_flight` and
+  // then checks `core_down`; ShutdownCore sets `core_down` and waits for `in_flight` to drain
+  // before unmounting the core, so no handler touches an unmounted core.
+  std::atomic<int> in_flight{0};
+  std::atomic<bool> core_down{false};
+  std::mutex drain_mu;  // pairs with drain_cv; leaf lock (lock order: shutdown_mu -> drain_mu)
+  std::condition_variable drain_cv;
+  std::mutex shutdown_mu;       // serializes ShutdownCore; leaf lock (held while unmounting)
+  bool core_unmounted = false;  // guarded by shutdown_mu
+  Status unmount_status;        // guarded by shutdown_mu
 };
 
 }  // namespace ugfs2::fusefs

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -28,6 +29,25 @@ template <typename F>
 void Guarded(fuse_req_t req, Op op, F&& body) noexcept {
   DaemonContext& ctx = Ctx(req);
   ctx.stats->Count(op);
+  ctx.in_flight.fetch_add(1);
+  struct Leave {
+    DaemonContext& c;
+    ~Leave() {
+      if (c.in_flight.fetch_sub(1) == 1 && c.core_down.load()) {
+        std::lock_guard<std::mutex> l(c.drain_mu);
+        c.drain_cv.notify_all();
+      }
+    }
+  } leave{ctx};
+  if (ctx.core_down.load()) {
+    // After FUSE_DESTROY (or a signal) the core is gone; FORGETs need no reply.
+    if (op == Op::kForget || op == Op::kForgetMulti) {
+      fuse_reply_none(req);
+    } else {
+      fuse_reply_err(req, EIO);
+    }
+    return;
+  }
   try {
     body(ctx);
   } catch (const std::exception& e) {
@@ -197,14 +217,17 @@ void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
   });
 }
 
-// Open flags -> reply flags. O_DIRECT opens bypass the page cache (FOPEN_DIRECT_IO; such files
-// refuse MAP_SHARED with ENODEV, fuse.md §4); other opens keep the cache across opens (single
-// node: nobody else changes the data; auto_inval_data still drops it when mtime/size change).
-void SetOpenReplyFlags(fuse_file_info* fi) {
+// Open flags -> reply flags. With dio=fopen, O_DIRECT opens bypass the page cache per request
+// (FOPEN_DIRECT_IO; MAP_SHARED on them works once the INIT reply carried DIRECT_IO_ALLOW_MMAP,
+// see raw_protocol.h); with dio=kernel they are ordinary cached opens and the kernel's
+// direct-I/O path flushes and invalidates the page cache around each request. Other opens keep
+// the cache across opens (single node: nobody else changes the data; auto_inval_data still
+// drops it when mtime/size change).
+void SetOpenReplyFlags(const DaemonContext& ctx, fuse_file_info* fi) {
   // FLUSH does nothing here (writes go straight to the core), so spare the round trip on every
   // close(2). The kernel still flushes its own dirty pages first when writeback_cache is on.
   fi->noflush = 1;
-  if (fi->flags & O_DIRECT) {
+  if ((fi->flags & O_DIRECT) && ctx.opts->dio_fopen) {
     fi->direct_io = 1;
   } else {
     fi->keep_cache = 1;
@@ -216,7 +239,7 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     bool trunc = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY;
     Status st = ctx.fs->Open(In(ctx, ino), trunc, MakeCred(req, false));
     if (!st.ok()) return ReplyError(ctx, req, st, "open");
-    SetOpenReplyFlags(fi);
+    SetOpenReplyFlags(ctx, fi);
     if (fuse_reply_open(req, fi) != 0) (void)ctx.fs->Release(In(ctx, ino));
   });
 }
@@ -241,7 +264,7 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
       auto again = ctx.fs->GetAttr(r->ino);
       if (again.ok()) r = again;
     }
-    SetOpenReplyFlags(fi);
+    SetOpenReplyFlags(ctx, fi);
     ReplyCreate(ctx, req, *r, fi);
   });
 }
@@ -273,17 +296,53 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
   });
 }
 
+// Clears suid/sgid before a write or fallocate by an unprivileged caller, as the kernel's
+// file_remove_privs does (setattr_should_drop_suidgid): suid always; sgid if group-executable or
+// if the caller is not in the file's group. Buffered writes get a SETATTR from the kernel first,
+// but O_DIRECT writes on FOPEN_DIRECT_IO files and fallocate do not. "Unprivileged" is
+// approximated as uid != 0 (the daemon cannot see CAP_FSETID). Writeback (writepage) requests
+// carry no caller and never clear.
+Status DropPrivsFor(DaemonContext& ctx, fuse_req_t req, InodeNo ino, const fuse_file_info* fi) {
+  if ((fi != nullptr && fi->writepage) || fuse_req_ctx(req)->uid == 0) return Status::Ok();
+  ASSIGN_OR_RETURN(Attr a, ctx.fs->GetAttr(ino));
+  if (!S_ISREG(a.mode) || !(a.mode & (S_ISUID | S_ISGID))) return Status::Ok();
+  uint32_t kill = a.mode & S_ISUID;
+  if (a.mode & S_ISGID) {
+    if (a.mode & S_IXGRP) {
+      kill |= S_ISGID;
+    } else {
+      Cred cred = MakeCred(req, true);
+      if (cred.gid != a.gid && !cred.InGroup(a.gid)) kill |= S_ISGID;
+    }
+  }
+  if (kill == 0) return Status::Ok();
+  SetAttrRequest set;
+  set.mask = kSetMode;
+  set.mode = a.mode & ~kill;
+  return ctx.fs->SetAttr(ino, set, MakeCred(req, false)).status();
+}
+
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
-             fuse_file_info*) {
+             fuse_file_info* fi) {
   Guarded(req, Op::kWrite, [&](DaemonContext& ctx) {
     InodeNo i = In(ctx, ino);
-    IoScope scope(i);
-    // kill_priv=false: without FUSE_CAP_HANDLE_KILLPRIV the kernel clears suid/sgid itself
-    // (SETATTR with the new mode) before it sends the WRITE.
-    auto r = ctx.fs->Write(i, static_cast<uint64_t>(off),
+    Result<size_t> r = [&]() -> Result<size_t> {
+      IoScope scope(i);
+      RETURN_IF_ERROR(DropPrivsFor(ctx, req, i, fi));
+      return ctx.fs->Write(i, static_cast<uint64_t>(off),
                            std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data), size),
                            false);
+    }();
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "write");
+    // A direct write bypassed this node's page cache: drop the cached pages of the range before
+    // the write returns, or a buffered reader (or a mapping) that filled them meanwhile keeps
+    // the old data (generic/451). The kernel invalidates only before the write. Safe here: a
+    // direct write holds no folio lock or writeback bit of its own (fuse.md S13 concerns
+    // writeback and partial-page WRITEs, which never carry O_DIRECT), and no core lock is held.
+    if ((fi->flags & O_DIRECT) && !fi->writepage && ctx.invalidator != nullptr && *r > 0) {
+      Status inv = ctx.invalidator->InvalidateInodeNow(i, off, static_cast<int64_t>(*r));
+      if (!inv.ok()) LOG_WARN("write: invalidating the cached range: " << inv.ToString());
+    }
     ctx.stats->AddWriteBytes(*r);
     fuse_reply_write(req, *r);
   });
@@ -448,6 +507,10 @@ void OpAccess(fuse_req_t req, fuse_ino_t ino, int) {
 void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info*) {
   Guarded(req, Op::kFallocate, [&](DaemonContext& ctx) {
     if (off < 0 || len <= 0) return ReplyErrno(ctx, req, EINVAL);
+    // gfs2_fallocate calls file_modified(): every mode, punch and zero-range included.
+    if (Status k = DropPrivsFor(ctx, req, In(ctx, ino), nullptr); !k.ok()) {
+      return ReplyError(ctx, req, k, "fallocate");
+    }
     Status st = ctx.fs->Fallocate(In(ctx, ino), mode, static_cast<uint64_t>(off),
                                   static_cast<uint64_t>(len));
     if (!st.ok()) return ReplyError(ctx, req, st, "fallocate");
@@ -458,9 +521,10 @@ void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
 void OpLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info*) {
   Guarded(req, Op::kLseek, [&](DaemonContext& ctx) {
     // The kernel handles SEEK_SET/CUR/END itself and only asks for SEEK_DATA/SEEK_HOLE.
-    if ((whence != SEEK_DATA && whence != SEEK_HOLE) || off < 0) {
-      return ReplyErrno(ctx, req, EINVAL);
-    }
+    if (whence != SEEK_DATA && whence != SEEK_HOLE) return ReplyErrno(ctx, req, EINVAL);
+    // As the kernel's generic SEEK_DATA/SEEK_HOLE: a negative offset lies before every byte of
+    // data and every hole, so there is none to find (ENXIO, not EINVAL).
+    if (off < 0) return ReplyErrno(ctx, req, ENXIO);
     auto r = ctx.fs->Lseek(In(ctx, ino), static_cast<uint64_t>(off), whence);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "lseek");
     fuse_reply_lseek(req, static_cast<off_t>(*r));
@@ -480,11 +544,38 @@ void OpCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_
   });
 }
 
+void OpDestroy(void* userdata) {
+  auto& ctx = *static_cast<DaemonContext*>(userdata);
+  ctx.stats->Count(Op::kDestroy);
+  (void)ShutdownCore(ctx);
+}
+
 }  // namespace
+
+Status ShutdownCore(DaemonContext& ctx) {
+  std::lock_guard<std::mutex> l(ctx.shutdown_mu);
+  if (ctx.core_unmounted) return ctx.unmount_status;
+  ctx.core_down.store(true);
+  // Handlers that passed the core_down check finish their core call; bounded, so that a stuck
+  // request cannot keep the unmount (and umount(2) waiting on DESTROY) forever.
+  {
+    std::unique_lock<std::mutex> d(ctx.drain_mu);
+    if (!ctx.drain_cv.wait_for(d, std::chrono::seconds(60),
+                               [&] { return ctx.in_flight.load() == 0; })) {
+      LOG_ERROR("unmount: " << ctx.in_flight.load()
+                            << " requests still running after 60 s; unmounting anyway");
+    }
+  }
+  ctx.unmount_status = ctx.fs->Unmount();
+  if (!ctx.unmount_status.ok()) LOG_ERROR("unmount: " << ctx.unmount_status.ToString());
+  ctx.core_unmounted = true;
+  return ctx.unmount_status;
+}
 
 fuse_lowlevel_ops MakeLowlevelOps() {
   fuse_lowlevel_ops ops = {};
   ops.init = OpInit;
+  ops.destroy = OpDestroy;
   ops.lookup = OpLookup;
   ops.forget = OpForget;
   ops.forget_multi = OpForgetMulti;

@@ -1,7 +1,10 @@
 // ugfs2: the FUSE daemon. Mounts the core first (so every mount failure is reported on stderr with
 // a non-zero exit before anything detaches), then the FUSE session, then detaches unless -f.
-// Teardown: the session loop ends (fusermount3 -u / umount / SIGTERM / SIGINT / SIGHUP), the
-// kernel mount is removed, then FileSystem::Unmount flushes and writes the clean journal header.
+// The device is claimed (one writer per host, see DeviceClaim) before the core reads it. As root
+// the FUSE mount is a fuseblk mount (see mount_source.h), so umount(2) sends FUSE_DESTROY and
+// waits: DESTROY unmounts the core (flush, clean journal header, release the claim) before its
+// reply. A successful mount prints nothing; logs go to syslog (warnings also to stderr until the
+// daemon detaches), or to stderr with -f.
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -19,13 +22,17 @@
 #include <vector>
 
 #include "block/block_device.h"
+#include "cache_invalidator.h"
 #include "common/log.h"
 #include "daemon_context.h"
 #include "fs/file_system.h"
 #include "fuse_includes.h"
+#include "fuse_notify_backend.h"
 #include "handlers.h"
 #include "inode_table.h"
+#include "mount_source.h"
 #include "options.h"
+#include "raw_protocol.h"
 #include "request_stats.h"
 #include "syslog_sink.h"
 
@@ -44,6 +51,13 @@ void LogToStderr(LogLevel level, const std::string& line) {
 
 void LogToSyslog(LogLevel level, const std::string& line) {
   SyslogLine(static_cast<int>(level), line);
+}
+
+// Until a detaching daemon is up: everything to syslog, warnings and errors also to stderr, so a
+// successful mount is silent while a damaged volume's warnings stay visible.
+void LogStartup(LogLevel level, const std::string& line) {
+  LogToSyslog(level, line);
+  if (level >= LogLevel::kWarning) LogToStderr(level, line);
 }
 
 int Fail(const std::string& msg) {
@@ -95,7 +109,6 @@ int StartDaemon() {
 
 // Called in the daemon child once the mount is up: detach stdio, tell the parent.
 void FinishDaemon(int notify_fd) {
-  OpenSyslog();
   SetLogSink(LogToSyslog);
   if (chdir("/") != 0) LOG_WARN("chdir /: " << std::strerror(errno));
   int null = open("/dev/null", O_RDWR);
@@ -170,7 +183,12 @@ int Run(int argc, char** argv) {
                 FUSE_USE_VERSION);
     return 0;
   }
-  SetLogSink(LogToStderr);
+  if (opts.foreground) {
+    SetLogSink(LogToStderr);
+  } else {
+    OpenSyslog();
+    SetLogSink(LogStartup);
+  }
   SetLogLevel(opts.debug ? LogLevel::kDebug : LogLevel::kInfo);
 
   struct stat mst;
@@ -190,8 +208,12 @@ int Run(int argc, char** argv) {
   FileDeviceOptions dev_opts;
   dev_opts.read_only = opts.read_only;
   dev_opts.direct = opts.direct_device;
+  dev_opts.claim = opts.read_only ? DeviceClaim::kShared : DeviceClaim::kExclusive;
   auto dev = OpenFileBlockDevice(opts.device, dev_opts);
-  if (!dev.ok()) return Fail("cannot open " + opts.device + ": " + dev.status().message());
+  if (!dev.ok()) {
+    if (dev.status().code() == Code::kBusy) return Fail("cannot mount: " + dev.status().message());
+    return Fail("cannot open " + opts.device + ": " + dev.status().message());
+  }
 
   MountOptions mount_opts;
   mount_opts.lockproto = opts.lockproto;
@@ -214,7 +236,23 @@ int Run(int argc, char** argv) {
   ctx.stats = &stats;
   ctx.opts = &opts;
 
-  std::string mopts = "fsname=" + EscapeOpt(opts.fsname) + ",subtype=ugfs2,default_permissions";
+  auto unmount_core = [&] { return ShutdownCore(ctx); };
+
+  auto source = PrepareMountSource(opts.device, opts.read_only, opts.fuseblk);
+  if (!source.ok()) {
+    (void)unmount_core();
+    return Fail("cannot prepare the mount of " + opts.device + ": " + source.status().message());
+  }
+  std::string mopts = "subtype=ugfs2,default_permissions";
+  if (!source->blkdev.empty()) {
+    // fuseblk: the kernel mounts the block device by name (it is what /proc/mounts shows).
+    mopts += ",blkdev,fsname=" + EscapeOpt(source->blkdev);
+  } else {
+    mopts += ",fsname=" + EscapeOpt(opts.fsname);
+    if (opts.fuseblk) {
+      LOG_WARN("not running as root: plain fuse mount, umount returns before the final flush");
+    }
+  }
   if (opts.allow_other) mopts += ",allow_other";
   if (opts.read_only) mopts += ",ro";
   for (const std::string& k : opts.kernel_mount_opts) {
@@ -226,12 +264,6 @@ int Run(int argc, char** argv) {
   for (std::string& s : arg_strings) arg_ptrs.push_back(s.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
 
-  auto unmount_core = [&] {
-    Status st = fs->Unmount();
-    if (!st.ok()) LOG_ERROR("unmount: " << st.ToString());
-    return st;
-  };
-
   fuse_lowlevel_ops ops = MakeLowlevelOps();
   fuse_session* se = fuse_session_new(&args, &ops, sizeof(ops), &ctx);
   if (se == nullptr) {
@@ -239,6 +271,9 @@ int Run(int argc, char** argv) {
     return Fail("cannot create the FUSE session (bad mount options?)");
   }
   ctx.session = se;
+  FuseNotifyBackend notify_backend(se);
+  CacheInvalidator invalidator(&notify_backend, &inodes);
+  ctx.invalidator = &invalidator;
   // libfuse only installs its handlers over SIG_DFL; a shell starting us in the background
   // without job control leaves SIGINT ignored, and SIGINT must still unmount cleanly.
   signal(SIGINT, SIG_DFL);
@@ -253,6 +288,23 @@ int Run(int argc, char** argv) {
     fuse_session_destroy(se);
     (void)unmount_core();
     return Fail("cannot mount FUSE at " + opts.mountpoint + " (is /dev/fuse available?)");
+  }
+  source->DropLoopReference();  // the mount holds the loop device now
+  // Raw protocol patches (raw_protocol.h) through custom I/O on the session's own fd; INIT has
+  // not been read yet, so the INIT reply is the first one patched.
+  RawProtocol raw({.allow_mmap = opts.dio_fopen, .parallel_direct_writes = opts.dio_fopen});
+  ctx.raw = &raw;
+  fuse_custom_io io = {};
+  io.read = [](int fd, void* buf, size_t len, void* ud) {
+    return RawProtocol::ReadHook(fd, buf, len, static_cast<DaemonContext*>(ud)->raw);
+  };
+  io.writev = [](int fd, iovec* iov, int count, void* ud) {
+    return RawProtocol::WritevHook(fd, iov, count, static_cast<DaemonContext*>(ud)->raw);
+  };
+  if (int rc = fuse_session_custom_io(se, &io, fuse_session_fd(se)); rc != 0) {
+    LOG_WARN("custom FUSE I/O unavailable (" << std::strerror(-rc)
+                                             << "): MAP_SHARED on O_DIRECT opens fails (ENODEV)");
+    ctx.raw = nullptr;
   }
   if (notify_fd >= 0) FinishDaemon(notify_fd);
 

@@ -111,6 +111,18 @@ Status ApplyOne(std::string_view item, Options* o) {
   if (key == "direct") return flag(&o->direct_device);
   if (key == "allow_other") return flag(&o->allow_other);
   if (key == "writeback_cache") return flag(&o->writeback_cache);
+  if (key == "fuseblk") return flag(&o->fuseblk);
+  if (key == "dio") {
+    if (value != "fopen" && value != "kernel") return BadValue(key, value);
+    o->dio_fopen = value == "fopen";
+    return Status::Ok();
+  }
+  if (key == "nofuseblk") {
+    bool on = false;
+    RETURN_IF_ERROR(flag(&on));
+    o->fuseblk = false;
+    return Status::Ok();
+  }
   if (key == "default_permissions") return Status::Ok();  // always on
   if (!has_value && Contains(key, kKernelFlags)) {
     if (key == "ro") o->read_only = true;
@@ -193,7 +205,14 @@ std::string UsageText(std::string_view program) {
          "     attr_timeout=SECONDS   kernel attribute cache timeout (default 1)\n"
          "     entry_timeout=SECONDS  kernel name cache timeout (default 1)\n"
          "     stats_file=PATH        write the request counters to PATH at exit\n"
-         "     fsname=NAME            name shown in /proc/mounts (default DEVICE)\n"
+         "     fsname=NAME            name shown in /proc/mounts (default DEVICE; with\n"
+         "                            fuseblk the block device carrying the mount)\n"
+         "     dio=fopen|kernel       how O_DIRECT opens are served: fopen (default) bypasses\n"
+         "                            the page cache per request; kernel uses the kernel's\n"
+         "                            direct-I/O path on a cached file\n"
+         "     nofuseblk              plain fuse mount: umount returns before the final flush\n"
+         "                            (default as root: a fuseblk mount, over a loop device\n"
+         "                            for an image file, so umount waits for the daemon)\n"
          "     max_threads=N          FUSE worker threads (default 64)\n"
          "     debug                  verbose logging and libfuse request trace\n"
          "  Generic mount options (rw, nosuid, nodev, noexec, noatime, defaults, _netdev,\n"

@@ -44,6 +44,11 @@ struct Options {
   std::string stats_file;        // stats_file=PATH: request counters written at exit
   std::string fsname;            // fsname=NAME (default: DEVICE)
   unsigned max_threads = 64;     // max_threads=N (FUSE worker threads)
+  // dio=fopen (default): O_DIRECT opens are FOPEN_DIRECT_IO (parallel direct writes, shared
+  // mmap allowed through the raw INIT bit); dio=kernel: O_DIRECT goes through the kernel's own
+  // direct-I/O path on a page-cached file (the kernel serializes its writes per inode).
+  bool dio_fopen = true;
+  bool fuseblk = true;  // nofuseblk: plain fuse mount (umount does not wait)
 
   // Generic options forwarded verbatim to the kernel mount (nosuid, nodev, noexec, ...).
   std::vector<std::string> kernel_mount_opts;

@@ -16,7 +16,7 @@ constexpr const char* kOpNames[] = {
     "rename",   "link",   "open",      "read",         "write",           "flush",
     "release",  "fsync",  "opendir",   "readdir",      "readdirplus",     "releasedir",
     "fsyncdir", "statfs", "setxattr",  "getxattr",     "listxattr",       "removexattr",
-    "access",   "create", "fallocate", "lseek",        "copy_file_range",
+    "access",   "create", "fallocate", "lseek",        "copy_file_range", "destroy",
 };
 static_assert(sizeof(kOpNames) / sizeof(kOpNames[0]) == static_cast<size_t>(Op::kCount));
 

@@ -54,6 +54,7 @@ enum class Op : int {
   kFallocate,
   kLseek,
   kCopyFileRange,
+  kDestroy,
   kCount,  // number of ops; not an op
 };
 

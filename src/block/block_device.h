@@ -38,18 +38,34 @@ class BlockDevice {
   // Size in bytes.
   virtual uint64_t Size() const = 0;
   virtual std::string Describe() const = 0;
+  // Gives up the device claim (see DeviceClaim) once nothing more will be written, so that the
+  // next mount need not wait for this object (or its process) to go away.
+  virtual void ReleaseClaim() {}
   DeviceStats& stats() { return stats_; }
 
  protected:
   DeviceStats stats_;
 };
 
+// How a daemon claims the device against other ugfs2 daemons on this host (kernel opens too).
+enum class DeviceClaim {
+  kNone,       // no claim (tests, tools that only read a copy)
+  kShared,     // read-only mounts: any number of readers, no writer
+  kExclusive,  // the one writer: no other claim of either kind
+};
+
 struct FileDeviceOptions {
   bool read_only = false;
   bool direct = false;  // O_DIRECT: bypass the host page cache (shared disks across machines)
+  DeviceClaim claim = DeviceClaim::kNone;
 };
 
-// Opens a regular image file or a block device.
+// Opens a regular image file or a block device. With a claim, an open file description lock
+// (F_OFD_SETLK, F_WRLCK or F_RDLCK over the whole file) is taken on the opened file before the
+// call returns and held until the device is destroyed, so it dies with the process; a block
+// device is also probed with O_EXCL, which fails while the kernel (a mounted filesystem, a
+// fuseblk mount of another daemon, mkfs) holds it exclusively. A conflicting claim fails with
+// kBusy and a message naming the holder's pid and command line when it can be found.
 Result<std::unique_ptr<BlockDevice>> OpenFileBlockDevice(const std::string& path,
                                                          const FileDeviceOptions& opts);
 

@@ -1,3 +1,4 @@
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -6,6 +7,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "block/block_device.h"
 
@@ -48,6 +51,12 @@ class FileBlockDevice final : public BlockDevice {
 
   uint64_t Size() const override { return size_; }
   std::string Describe() const override { return path_; }
+  void ReleaseClaim() override {
+    struct flock lk = {};
+    lk.l_type = F_UNLCK;
+    lk.l_whence = SEEK_SET;
+    (void)::fcntl(fd_, F_OFD_SETLK, &lk);
+  }
 
  private:
   static bool Aligned(uint64_t off, const void* buf, size_t len) {
@@ -112,6 +121,80 @@ class FileBlockDevice final : public BlockDevice {
   bool direct_;
 };
 
+// The process holding an OFD lock on the file behind `st`: "pid N (cmdline)", or "" if none is
+// found. /proc/locks shows OFD locks with pid -1, so every process's open files are matched by
+// device and inode and their fdinfo checked for an OFD lock. Only runs when a claim failed.
+std::string FindLockHolder(const struct stat& target) {
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return "";
+  std::string found;
+  while (dirent* d = ::readdir(proc)) {
+    char* end = nullptr;
+    long pid = std::strtol(d->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0 || pid == ::getpid()) continue;
+    std::string base = std::string("/proc/") + d->d_name;
+    DIR* fds = ::opendir((base + "/fd").c_str());
+    if (fds == nullptr) continue;
+    while (dirent* f = ::readdir(fds)) {
+      if (f->d_name[0] == '.') continue;
+      struct stat fst;
+      if (::stat((base + "/fd/" + f->d_name).c_str(), &fst) != 0) continue;
+      if (fst.st_dev != target.st_dev || fst.st_ino != target.st_ino ||
+          fst.st_rdev != target.st_rdev) {
+        continue;
+      }
+      std::ifstream info(base + "/fdinfo/" + f->d_name);
+      std::stringstream text;
+      text << info.rdbuf();
+      if (text.str().find("OFDLCK") == std::string::npos) continue;
+      std::ifstream cmd(base + "/cmdline");
+      std::string line;
+      std::getline(cmd, line);
+      for (char& c : line) {
+        if (c == '\0') c = ' ';
+      }
+      while (!line.empty() && line.back() == ' ') line.pop_back();
+      found = "pid " + std::to_string(pid) + " (" + line + ")";
+      break;
+    }
+    ::closedir(fds);
+    if (!found.empty()) break;
+  }
+  ::closedir(proc);
+  return found;
+}
+
+Status Claim(int fd, const std::string& path, const struct stat& st, DeviceClaim claim) {
+  if (claim == DeviceClaim::kNone) return Status::Ok();
+  if (S_ISBLK(st.st_mode)) {
+    // The kernel's exclusive openers (a mounted filesystem, a fuseblk mount) refuse O_EXCL.
+    int probe = ::open(path.c_str(), O_RDONLY | O_EXCL | O_CLOEXEC);
+    if (probe < 0) {
+      if (errno == EBUSY) {
+        return Status::Busy(path +
+                            " is in use by the kernel (mounted, or claimed by another "
+                            "program)");
+      }
+      return Status::FromErrno(errno, "open O_EXCL " + path);
+    }
+    ::close(probe);
+  }
+  struct flock lk = {};
+  lk.l_type = claim == DeviceClaim::kExclusive ? F_WRLCK : F_RDLCK;
+  lk.l_whence = SEEK_SET;
+  lk.l_start = 0;
+  lk.l_len = 0;  // to the end, whatever the size
+  if (::fcntl(fd, F_OFD_SETLK, &lk) == 0) return Status::Ok();
+  int e = errno;
+  if (e != EAGAIN && e != EACCES) return Status::FromErrno(e, "lock " + path);
+  std::string holder = FindLockHolder(st);
+  return Status::Busy(path + " is already mounted by " +
+                      (holder.empty() ? std::string("another ugfs2 daemon") : holder) +
+                      (claim == DeviceClaim::kExclusive
+                           ? "; one volume has one writer per host (unmount it first)"
+                           : "; a read-only mount cannot share it with a writer"));
+}
+
 }  // namespace
 
 Result<std::unique_ptr<BlockDevice>> OpenFileBlockDevice(const std::string& path,
@@ -138,6 +221,10 @@ Result<std::unique_ptr<BlockDevice>> OpenFileBlockDevice(const std::string& path
   } else {
     ::close(fd);
     return Status::Invalid(path + " is neither a regular file nor a block device");
+  }
+  if (Status c = Claim(fd, path, st, opts.claim); !c.ok()) {
+    ::close(fd);
+    return c;
   }
   return std::unique_ptr<BlockDevice>(new FileBlockDevice(fd, path, size, opts.direct));
 }

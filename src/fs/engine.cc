@@ -461,6 +461,7 @@ Status Engine::Unmount() {
   }
   if (result.ok()) result = dev_->Flush();
   mounted_ = false;
+  dev_->ReleaseClaim();  // nothing more is written: the next mount may start now
   if (result.ok()) {
     LOG_INFO("unmounted " << dev_->Describe() << " cleanly");
   } else {

@@ -137,7 +137,8 @@ class FileSystem {
                                                    const MountOptions& opts);
 
   // Flushes everything, deallocates unlinked inodes, folds statfs and writes a clean (UNMOUNT)
-  // journal header. The object must not be used afterwards except to be destroyed.
+  // journal header, then releases the device claim (so a new mount may start). The object must
+  // not be used afterwards except to be destroyed.
   virtual Status Unmount() = 0;
 
   virtual InodeNo root() const = 0;
