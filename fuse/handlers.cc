@@ -98,6 +98,7 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   want(FUSE_CAP_CACHE_SYMLINKS, true);
   want(FUSE_CAP_AUTO_INVAL_DATA, true);
   want(FUSE_CAP_ASYNC_DIO, true);
+  want(FUSE_CAP_EXPORT_SUPPORT, true);  // file handles: LOOKUP "." / ".." by nodeid (OpLookup)
   want(FUSE_CAP_WRITEBACK_CACHE, ctx.opts->writeback_cache);
   // The kernel clears suid/sgid itself (it sends SETATTR with the new mode) on write, truncate
   // and chown; the core also does it for chown.
@@ -114,7 +115,13 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
 
 void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Guarded(req, Op::kLookup, [&](DaemonContext& ctx) {
-    auto r = ctx.fs->Lookup(In(ctx, parent), name);
+    // The VFS resolves "." and ".." itself; the kernel sends them only to decode a file handle
+    // (open_by_handle_at, NFS export) whose inode it no longer caches: "." on the handle's
+    // nodeid, of any file type, and ".." on a directory for its parent. A nodeid whose dinode
+    // was freed answers ESTALE; a reused one has a new generation, which the kernel compares
+    // with the handle's and answers ESTALE itself.
+    auto r = std::strcmp(name, ".") == 0 ? ctx.fs->GetAttr(In(ctx, parent))
+                                         : ctx.fs->Lookup(In(ctx, parent), name);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "lookup");
     ReplyEntry(ctx, req, *r);
   });
@@ -240,6 +247,12 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     Status st = ctx.fs->Open(In(ctx, ino), trunc, MakeCred(req, false));
     if (!st.ok()) return ReplyError(ctx, req, st, "open");
     SetOpenReplyFlags(ctx, fi);
+    // A read through this open must update atime (relatime: the file changed since its last
+    // access; strictatime: always). Cached pages would serve it without a READ, so drop them
+    // for this open instead of keeping them.
+    if (fi->keep_cache && (fi->flags & O_ACCMODE) != O_WRONLY && ctx.fs->AtimeDue(In(ctx, ino))) {
+      fi->keep_cache = 0;
+    }
     if (fuse_reply_open(req, fi) != 0) (void)ctx.fs->Release(In(ctx, ino));
   });
 }

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@
 #include "block/block_device.h"
 #include "cache_invalidator.h"
 #include "common/log.h"
+#include "control.h"
 #include "daemon_context.h"
 #include "fs/file_system.h"
 #include "fuse_includes.h"
@@ -170,6 +172,80 @@ class StatsDumper {
   std::thread thread_;
 };
 
+// `ugfs2 DEV MNT -o remount,...`, as mount(8) runs it through mount.fuse3 for
+// `mount -o remount,ro|rw MNT`: remounts the kernel side and switches the daemon serving MNT
+// through its control socket (control.h) — read-write before the kernel allows writes,
+// read-only after the kernel stops them, so that the journal is clean when this returns.
+int Remount(const Options& opts) {
+  struct stat st;
+  if (stat(opts.mountpoint.c_str(), &st) != 0) {
+    return Fail("remount: " + opts.mountpoint + ": " + std::strerror(errno));
+  }
+  const std::string ctl = ControlPath(st.st_dev);
+  auto tell = [&](const std::string& request) -> Status {
+    auto reply = ControlRequest(ctl, request, 60000);
+    if (!reply.ok()) return reply.status();
+    if (*reply != "ok") return Status::IoError("daemon: " + *reply);
+    return Status::Ok();
+  };
+  static const char* kModes[] = {"noatime", "relatime", "strictatime"};
+  Status atime_st = tell(std::string("atime ") + kModes[static_cast<int>(opts.atime)] +
+                         (opts.nodiratime ? " 1" : " 0"));
+  if (!atime_st.ok()) {
+    return Fail("remount " + opts.mountpoint + ": " + atime_st.message() +
+                " (is it a ugfs2 mount?)");
+  }
+  unsigned long flags = MS_REMOUNT | (opts.read_only ? MS_RDONLY : 0);
+  for (const std::string& k : opts.kernel_mount_opts) {
+    if (k == "nosuid") flags |= MS_NOSUID;
+    if (k == "nodev") flags |= MS_NODEV;
+    if (k == "noexec") flags |= MS_NOEXEC;
+    if (k == "sync") flags |= MS_SYNCHRONOUS;
+    if (k == "dirsync") flags |= MS_DIRSYNC;
+    if (k == "noatime") flags |= MS_NOATIME;
+  }
+  if (!opts.read_only) {
+    if (Status t = tell("rw"); !t.ok())
+      return Fail("remount,rw " + opts.mountpoint + ": " + t.message());
+  }
+  if (mount(nullptr, opts.mountpoint.c_str(), nullptr, flags, nullptr) != 0) {
+    int e = errno;
+    if (!opts.read_only) (void)tell("ro");  // the kernel side stays read-only
+    return Fail("remount " + opts.mountpoint + ": " + std::strerror(e));
+  }
+  if (opts.read_only) {
+    if (Status t = tell("ro"); !t.ok())
+      return Fail("remount,ro " + opts.mountpoint + ": " + t.message());
+  }
+  return 0;
+}
+
+// The daemon side of the control socket.
+std::string HandleControl(DaemonContext& ctx, std::string_view req) {
+  std::lock_guard<std::mutex> l(ctx.shutdown_mu);  // no unmount meanwhile
+  if (ctx.core_unmounted) return "error: unmounting";
+  Status st;
+  if (req == "ro" || req == "rw") {
+    st = ctx.fs->SetReadOnly(req == "ro");
+  } else if (req.starts_with("atime ")) {
+    std::string_view rest = req.substr(6);
+    AtimeMode mode;
+    if (rest.starts_with("noatime ")) {
+      mode = AtimeMode::kNoatime;
+    } else if (rest.starts_with("relatime ")) {
+      mode = AtimeMode::kRelatime;
+    } else if (rest.starts_with("strictatime ")) {
+      mode = AtimeMode::kStrictatime;
+    } else {
+      return "error: bad atime mode";
+    }
+    ctx.fs->SetAtimePolicy(mode, rest.ends_with(" 1"));
+  } else {
+    return "error: unknown request";
+  }
+  return st.ok() ? "ok" : "error: " + st.message();
+}
+
 int Run(int argc, char** argv) {
   auto parsed = ParseCommandLine(argc, argv);
   if (!parsed.ok()) return Fail(parsed.status().message());
@@ -178,6 +254,7 @@ int Run(int argc, char** argv) {
     std::fputs(UsageText("ugfs2").c_str(), stdout);
     return 0;
   }
+  if (opts.remount) return Remount(opts);
   if (opts.show_version) {
     std::printf("ugfs2 %s (libfuse %s, FUSE_USE_VERSION %d)\n", UGFS2_VERSION, fuse_pkgversion(),
                 FUSE_USE_VERSION);
@@ -220,6 +297,8 @@ int Run(int argc, char** argv) {
   mount_opts.jid = opts.jid;
   mount_opts.read_only = opts.read_only;
   mount_opts.commit_interval_s = opts.commit_s;
+  mount_opts.atime = opts.atime;
+  mount_opts.nodiratime = opts.nodiratime;
   auto mounted = FileSystem::Mount(std::move(*dev), mount_opts);
   if (!mounted.ok()) {
     const std::string& m = mounted.status().message();
@@ -308,6 +387,19 @@ int Run(int argc, char** argv) {
   }
   if (notify_fd >= 0) FinishDaemon(notify_fd);
 
+  std::unique_ptr<ControlServer> control;
+  if (auto mdev = MountDevice(opts.mountpoint); mdev.ok()) {
+    auto started = ControlServer::Start(
+        ControlPath(*mdev), [&ctx](std::string_view req) { return HandleControl(ctx, req); });
+    if (started.ok()) {
+      control = std::move(*started);
+    } else {
+      LOG_WARN("control socket: " << started.status().ToString() << " (remount unavailable)");
+    }
+  } else {
+    LOG_WARN("control socket: " << mdev.status().ToString() << " (remount unavailable)");
+  }
+
   int loop_rc;
   {
     StatsDumper dumper(&stats, fs.get(), &inodes);
@@ -323,6 +415,7 @@ int Run(int argc, char** argv) {
       if (!st.ok()) LOG_WARN("stats_file: " << st.ToString());
     }
   }
+  control.reset();
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
   fuse_opt_free_args(&args);

@@ -10,15 +10,19 @@ namespace {
 
 // Generic options that mount(8), fstab and mount.fuse3 may pass. Kernel ones are forwarded to the
 // FUSE mount; the rest only mean something to mount(8) itself.
-constexpr std::array<std::string_view, 13> kKernelFlags = {
-    "rw",   "suid",  "nosuid",  "dev",     "nodev",      "exec", "noexec",
-    "sync", "async", "dirsync", "noatime", "nodiratime", "ro"};
-constexpr std::array<std::string_view, 19> kIgnoredFlags = {
-    "defaults",      "auto",     "noauto",   "user",       "nouser",   "users",      "owner",
-    "group",         "_netdev",  "nofail",   "atime",      "relatime", "norelatime", "strictatime",
-    "nostrictatime", "diratime", "lazytime", "nolazytime", "loud"};
-constexpr std::array<std::string_view, 6> kIgnoredPrefixes = {
-    "x-", "comment=", "context=", "fscontext=", "defcontext=", "rootcontext="};
+// (libfuse passes these to mount(2); atime flags other than noatime are the daemon's business:
+// the kernel never updates atime on FUSE, and libfuse 3.14 refuses nodiratime & co.)
+constexpr std::array<std::string_view, 12> kKernelFlags = {"rw",    "suid",    "nosuid",  "dev",
+                                                           "nodev", "exec",    "noexec",  "sync",
+                                                           "async", "dirsync", "noatime", "ro"};
+constexpr std::array<std::string_view, 12> kIgnoredFlags = {
+    "defaults", "auto",  "noauto",  "user",   "nouser",   "users",
+    "owner",    "group", "_netdev", "nofail", "lazytime", "nolazytime"};
+// Also ignored: what mount(8) copies from /proc/mounts into a remount's option list (the FUSE
+// kernel options), and security labels.
+constexpr std::array<std::string_view, 12> kIgnoredPrefixes = {
+    "x-",       "comment=",  "context=",  "fscontext=", "defcontext=", "rootcontext=",
+    "user_id=", "group_id=", "rootmode=", "blksize=",   "max_read=",   "fd="};
 
 bool Contains(std::string_view item, auto const& table) {
   for (std::string_view t : table) {
@@ -124,6 +128,23 @@ Status ApplyOne(std::string_view item, Options* o) {
     return Status::Ok();
   }
   if (key == "default_permissions") return Status::Ok();  // always on
+  if (key == "remount") return flag(&o->remount);
+  if (!has_value) {
+    // atime policy (relatime is gfs2's default); noatime is also a kernel flag below.
+    if (key == "relatime" || key == "atime" || key == "nostrictatime") {
+      o->atime = AtimeMode::kRelatime;
+      return Status::Ok();
+    }
+    if (key == "strictatime" || key == "norelatime") {
+      o->atime = AtimeMode::kStrictatime;
+      return Status::Ok();
+    }
+    if (key == "noatime") o->atime = AtimeMode::kNoatime;
+    if (key == "nodiratime" || key == "diratime") {
+      o->nodiratime = key == "nodiratime";
+      return Status::Ok();
+    }
+  }
   if (!has_value && Contains(key, kKernelFlags)) {
     if (key == "ro") o->read_only = true;
     if (key == "rw") o->read_only = false;
@@ -197,7 +218,9 @@ std::string UsageText(std::string_view program) {
          "  -o OPT[,OPT...]      mount options:\n"
          "     lockproto=lock_nolock  mount single-node (required for a lock_dlm volume)\n"
          "     jid=N                  journal to use (default: the first)\n"
-         "     ro                     read-only\n"
+         "     ro                     read-only (remount,ro / remount,rw switch a live mount)\n"
+         "     relatime|strictatime|noatime  atime updates on read (default relatime, as\n"
+         "                            gfs2); nodiratime: never for directories\n"
          "     direct                 open DEVICE with O_DIRECT (bypass the host page cache)\n"
          "     commit=SECONDS         periodic log flush interval (default 30)\n"
          "     allow_other            let other users access the mount\n"

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "fs/file_system.h"
 
 namespace ugfs2::fusefs {
 
@@ -29,9 +30,12 @@ struct Options {
   std::string mountpoint;
 
   // -o options for the core.
-  std::string lockproto;       // lockproto=lock_nolock|lock_dlm; empty = superblock's
-  int jid = -1;                // jid=N
-  bool read_only = false;      // ro
+  std::string lockproto;                   // lockproto=lock_nolock|lock_dlm; empty = superblock's
+  int jid = -1;                            // jid=N
+  bool read_only = false;                  // ro
+  AtimeMode atime = AtimeMode::kRelatime;  // noatime | relatime (default) | strictatime
+  bool nodiratime = false;                 // nodiratime
+  bool remount = false;        // remount: act as mount(8)'s remount helper, not as a daemon
   bool direct_device = false;  // direct: open the device with O_DIRECT
   uint32_t commit_s = 30;      // commit=SECONDS
 

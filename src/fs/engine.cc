@@ -91,6 +91,7 @@ Status Engine::DoMount() {
     return Status::Corrupt("superblock points outside the device (truncated image?)");
   }
   read_only_ = opts_.read_only;
+  SetAtimePolicy(opts_.atime, opts_.nodiratime);
   cache_ = std::make_unique<MetaCache>(dev_.get(), sb_.bsize, opts_.meta_cache_bytes);
 
   RETURN_IF_ERROR(OpenJournal());
@@ -298,7 +299,7 @@ Status Engine::ReclaimUnlinked() {
 Status Engine::FlushLog() { return FlushLogUpTo(mod_seq_.load()); }
 
 Status Engine::FlushLogUpTo(uint64_t upto) {
-  if (!journal_ || read_only_) return Status::Ok();
+  if (!journal_ || (read_only_ && !ro_draining_)) return Status::Ok();
   if (flushed_seq_.load() >= upto) return Status::Ok();
   {
     std::lock_guard<std::mutex> bl(batch_mu_);
@@ -422,6 +423,47 @@ void Engine::FlusherThread() {
 Status Engine::CheckWritable() const {
   if (read_only_) return Status(Code::kReadOnly, "mounted read-only");
   if (log_broken_) return Status::IoError("filesystem stopped after a log write error");
+  return Status::Ok();
+}
+
+Status Engine::SetReadOnly(bool read_only) {
+  std::lock_guard<std::mutex> g(remount_mu_);
+  if (!mounted_) return Status::Invalid("not mounted");
+  if (read_only == read_only_.load()) return Status::Ok();
+  if (!read_only) {
+    if (opts_.read_only) {
+      return Status(Code::kReadOnly,
+                    "mounted read-only from the start (device opened read-only): unmount and "
+                    "mount it read-write");
+    }
+    if (log_broken_) return Status::IoError("filesystem stopped after a log write error");
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    RETURN_IF_ERROR(journal_->MarkMounted({local_.total, local_.free, local_.dinodes}));
+    read_only_ = false;
+    LOG_INFO("remounted " << dev_->Describe() << " read-write");
+    return Status::Ok();
+  }
+  // Read-only: the kernel refuses a remount while files are open for writing, so only stray
+  // metadata updates (atime, releases) can race; they check read_only_ under mu_.
+  {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    read_only_ = true;
+    RETURN_IF_ERROR(FoldStatfs());
+    mod_seq_++;
+  }
+  // FlushLog skips read-only mounts unless it is this last commit.
+  ro_draining_ = true;
+  Status st = FlushLog();
+  ro_draining_ = false;
+  if (st.ok()) st = dev_->Flush();
+  if (st.ok()) st = journal_->WriteUnmountHeader({});
+  if (st.ok()) st = dev_->Flush();
+  if (!st.ok()) {
+    log_broken_ = true;
+    LOG_ERROR("remount read-only of " << dev_->Describe() << " failed: " << st.ToString());
+    return st;
+  }
+  LOG_INFO("remounted " << dev_->Describe() << " read-only (journal clean)");
   return Status::Ok();
 }
 

@@ -118,6 +118,9 @@ class Engine final : public FileSystem {
                                size_t len) override;
   Status ReadDir(InodeNo dir, uint64_t cookie,
                  const std::function<bool(const DirEntry&)>& emit) override;
+  bool AtimeDue(InodeNo ino) override;
+  void SetAtimePolicy(AtimeMode mode, bool nodiratime) override;
+  Status SetReadOnly(bool read_only) override;
   Result<StatFsInfo> StatFs() override;
   FsCounters Counters() const override;
 
@@ -224,6 +227,10 @@ class Engine final : public FileSystem {
   Status MaybeFree(Inode& ip);
   Status DoTruncate(Inode& ip, uint64_t size);
   void TouchMC(Inode& ip);  // mtime+ctime = now
+  // The atime policy's verdict for a read at `now` (caller holds mu_, shared or exclusive).
+  bool AtimeNeedsUpdate(const Inode& ip, const Timespec& now) const;
+  // Sets atime = now if still due (takes mu_ exclusive; caller holds no lock).
+  void TouchAtime(InodeNo ino);
   void TouchC(Inode& ip);
   Status ValidateName(std::string_view name) const;
   Status IsAncestor(InodeNo maybe_ancestor, InodeNo dir, bool* result);
@@ -266,7 +273,11 @@ class Engine final : public FileSystem {
   StatfsDelta local_;  // not yet written to statfs_change<jid>
   StatfsDelta local_on_disk_;
   bool mounted_ = false;
-  bool read_only_ = false;
+  std::atomic<bool> read_only_{false};
+  std::atomic<bool> ro_draining_{false};  // SetReadOnly(true) commits the last changes
+  std::mutex remount_mu_;  // serializes SetReadOnly; lock order: remount_mu_ -> flush_mu_ -> mu_
+  std::atomic<int> atime_mode_{static_cast<int>(AtimeMode::kRelatime)};
+  std::atomic<bool> nodiratime_{false};
   std::atomic<bool> log_broken_{false};  // a flush failed: refuse further writes
 
   std::atomic<uint64_t> mod_seq_{0};      // bumped by every modifying op

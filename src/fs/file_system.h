@@ -106,6 +106,10 @@ struct DirEntry {
   uint64_t next_cookie;  // pass to ReadDir to continue after this entry
 };
 
+// When reads update atime (the mount options noatime / relatime / strictatime; gfs2's default
+// is relatime): relatime updates it when it is not newer than mtime or ctime, or is a day old.
+enum class AtimeMode { kNoatime, kRelatime, kStrictatime };
+
 struct MountOptions {
   // "lock_nolock" or "lock_dlm"; empty = use the superblock's. A lock_dlm volume mounts
   // single-node only if lockproto == "lock_nolock" is given explicitly.
@@ -114,6 +118,8 @@ struct MountOptions {
   bool read_only = false;
   uint32_t commit_interval_s = 30;  // periodic log flush
   uint64_t meta_cache_bytes = 256ull << 20;
+  AtimeMode atime = AtimeMode::kRelatime;
+  bool nodiratime = false;  // directories never get atime updates
 };
 
 // Per-operation counters for diagnostics (exposed by the daemon).
@@ -186,6 +192,16 @@ class FileSystem {
                          const std::function<bool(const DirEntry&)>& emit) = 0;
 
   virtual Result<StatFsInfo> StatFs() = 0;
+
+  // Whether a read of `ino` now would update its atime (the caller may then make sure the read
+  // reaches Read/ReadDir instead of a cache). False for unknown inodes and read-only mounts.
+  virtual bool AtimeDue(InodeNo ino) = 0;
+  // Changes the atime policy (remount).
+  virtual void SetAtimePolicy(AtimeMode mode, bool nodiratime) = 0;
+  // Remount. true: flush everything, write a clean journal header and refuse every further
+  // modification (kReadOnly); false: mark the journal in use again and accept writes. A mount
+  // that started read-only cannot become writable (its device is opened read-only, shared).
+  virtual Status SetReadOnly(bool read_only) = 0;
   virtual FsCounters Counters() const = 0;
 };
 

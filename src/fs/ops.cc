@@ -121,20 +121,76 @@ Result<std::string> Engine::ReadLink(InodeNo ino) {
 }
 
 Result<size_t> Engine::Read(InodeNo ino, uint64_t off, std::span<uint8_t> buf) {
-  std::shared_lock<std::shared_mutex> lk(mu_);
-  ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
-  if (ip->is_dir()) return Status::IsDir("is a directory");
   size_t done = 0;
-  RETURN_IF_ERROR(ReadData(*ip, off, buf.data(), buf.size(), &done));
+  bool touch = false;
+  {
+    std::shared_lock<std::shared_mutex> lk(mu_);
+    ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+    if (ip->is_dir()) return Status::IsDir("is a directory");
+    RETURN_IF_ERROR(ReadData(*ip, off, buf.data(), buf.size(), &done));
+    touch = AtimeNeedsUpdate(*ip, Now());
+  }
+  if (touch) TouchAtime(ino);
   return done;
 }
 
 Status Engine::ReadDir(InodeNo dir, uint64_t cookie,
                        const std::function<bool(const DirEntry&)>& emit) {
+  bool touch = false;
+  {
+    std::shared_lock<std::shared_mutex> lk(mu_);
+    ASSIGN_OR_RETURN(InodeRef ip, GetInode(dir));
+    if (!ip->is_dir()) return Status::NotDir("not a directory");
+    RETURN_IF_ERROR(DirList(*ip, cookie, emit));
+    touch = cookie == 0 && AtimeNeedsUpdate(*ip, Now());  // once per listing, as getdents
+  }
+  if (touch) TouchAtime(dir);
+  return Status::Ok();
+}
+
+bool Engine::AtimeNeedsUpdate(const Inode& ip, const Timespec& now) const {
+  if (read_only_ || log_broken_) return false;
+  const auto mode = static_cast<AtimeMode>(atime_mode_.load());
+  if (mode == AtimeMode::kNoatime || (ip.di.flags & format::kDifNoatime)) return false;
+  if (ip.is_dir() && nodiratime_) return false;
+  const auto& di = ip.di;
+  auto le = [](uint64_t as, uint32_t an, uint64_t bs, uint32_t bn) {
+    return as < bs || (as == bs && an <= bn);
+  };
+  if (mode == AtimeMode::kStrictatime) {
+    return !(di.atime == static_cast<uint64_t>(now.sec) && di.atime_nsec == now.nsec);
+  }
+  // relatime, as the kernel's relatime_need_update().
+  if (le(di.atime, di.atime_nsec, di.mtime, di.mtime_nsec)) return true;
+  if (le(di.atime, di.atime_nsec, di.ctime, di.ctime_nsec)) return true;
+  return static_cast<int64_t>(di.atime) + 24 * 3600 <= now.sec;
+}
+
+void Engine::TouchAtime(InodeNo ino) {
+  {
+    std::unique_lock<std::shared_mutex> lk(mu_);
+    auto ip = GetInode(ino);
+    if (!ip.ok()) return;
+    Timespec now = Now();
+    if (!AtimeNeedsUpdate(**ip, now)) return;  // someone else did it meanwhile
+    SetTime(&(*ip)->di.atime, &(*ip)->di.atime_nsec, now);
+    WriteDinode(**ip);
+    mod_seq_++;
+  }
+  // An atime update is best effort: a failure here must not fail the read that caused it.
+  if (Status st = AfterModify(); !st.ok())
+    LOG_WARN("atime update of " << ino << ": " << st.ToString());
+}
+
+bool Engine::AtimeDue(InodeNo ino) {
   std::shared_lock<std::shared_mutex> lk(mu_);
-  ASSIGN_OR_RETURN(InodeRef ip, GetInode(dir));
-  if (!ip->is_dir()) return Status::NotDir("not a directory");
-  return DirList(*ip, cookie, emit);
+  auto ip = GetInode(ino);
+  return ip.ok() && AtimeNeedsUpdate(**ip, Now());
+}
+
+void Engine::SetAtimePolicy(AtimeMode mode, bool nodiratime) {
+  atime_mode_.store(static_cast<int>(mode));
+  nodiratime_.store(nodiratime);
 }
 
 Result<uint64_t> Engine::Lseek(InodeNo ino, uint64_t off, int whence) {
