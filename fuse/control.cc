@@ -119,6 +119,69 @@ Result<dev_t> MountDevice(const std::string& mountpoint) {
   return best;
 }
 
+Result<bool> SuperblockReadOnly(dev_t dev) {
+  std::ifstream in("/proc/self/mountinfo");
+  if (!in) return Status::IoError("cannot read /proc/self/mountinfo");
+  std::string line;
+  const std::string want = std::to_string(major(dev)) + ":" + std::to_string(minor(dev));
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string id, parent, majmin;
+    if (!(f >> id >> parent >> majmin) || majmin != want) continue;
+    size_t sep = line.find(" - ");
+    if (sep == std::string::npos) continue;
+    std::istringstream tail(line.substr(sep + 3));
+    std::string type, source, super_opts;
+    if (!(tail >> type >> source >> super_opts)) continue;
+    return super_opts == "ro" || super_opts.starts_with("ro,");
+  }
+  return Status::NotFound("no mount of device " + want);
+}
+
+MountWatcher::MountWatcher(int fd, dev_t dev, bool read_only, OnChange on_change)
+    : fd_(fd), dev_(dev), read_only_(read_only), on_change_(std::move(on_change)) {
+  if (::pipe2(stop_pipe_, O_CLOEXEC) != 0) stop_pipe_[0] = stop_pipe_[1] = -1;
+  thread_ = std::thread([this] { Run(); });
+}
+
+MountWatcher::~MountWatcher() {
+  if (stop_pipe_[1] >= 0) {
+    char c = 0;
+    (void)!::write(stop_pipe_[1], &c, 1);
+  }
+  thread_.join();
+  ::close(fd_);
+  for (int p : stop_pipe_) {
+    if (p >= 0) ::close(p);
+  }
+}
+
+Result<std::unique_ptr<MountWatcher>> MountWatcher::Start(dev_t dev, bool read_only,
+                                                          OnChange on_change) {
+  int fd = ::open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, "open /proc/self/mountinfo");
+  return std::unique_ptr<MountWatcher>(new MountWatcher(fd, dev, read_only, std::move(on_change)));
+}
+
+void MountWatcher::Refresh() {
+  std::lock_guard<std::mutex> l(mu_);
+  auto ro = SuperblockReadOnly(dev_);
+  if (!ro.ok() || *ro == read_only_) return;
+  read_only_ = *ro;
+  on_change_(read_only_);
+}
+
+void MountWatcher::Run() {
+  while (true) {
+    // POLLPRI: the mount table changed since this fd's last poll (each poll re-arms).
+    pollfd p[2] = {{fd_, POLLPRI, 0}, {stop_pipe_[0], POLLIN, 0}};
+    int r = ::poll(p, stop_pipe_[0] >= 0 ? 2 : 1, -1);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 || (p[1].revents & POLLIN)) return;
+    Refresh();
+  }
+}
+
 ControlServer::ControlServer(int fd, std::string path, Handler handler)
     : fd_(fd), path_(std::move(path)), handler_(std::move(handler)) {
   if (::pipe2(stop_pipe_, O_CLOEXEC) != 0) stop_pipe_[0] = stop_pipe_[1] = -1;

@@ -19,6 +19,7 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -33,6 +34,38 @@ std::string ControlPath(dev_t dev);
 // The device number of the newest mount at `mountpoint` according to /proc/self/mountinfo
 // (readable while the daemon cannot yet answer a stat of its own mount).
 Result<dev_t> MountDevice(const std::string& mountpoint);
+
+// Whether the superblock of the mount with device `dev` is read-only now (mountinfo's super
+// options), or an error if no such mount is listed.
+Result<bool> SuperblockReadOnly(dev_t dev);
+
+// MountWatcher: follows the kernel's read-only state of one mount, for remounts that bypass the
+// control socket (mount(8) calls no helper for a fuseblk.ugfs2 mount, or remount(2) directly).
+// A thread waits for mount-table changes (poll POLLPRI on /proc/self/mountinfo) and calls
+// `on_change(read_only)` when the superblock's ro flag flips. A read-write remount is also
+// noticed synchronously: Refresh() re-reads the state at once (the FUSE handlers call it when the
+// core refused a write that the kernel let through, so no write is lost to the thread's lag).
+class MountWatcher {
+ public:
+  using OnChange = std::function<void(bool read_only)>;
+  static Result<std::unique_ptr<MountWatcher>> Start(dev_t dev, bool read_only, OnChange on_change);
+  ~MountWatcher();
+  MountWatcher(const MountWatcher&) = delete;
+  MountWatcher& operator=(const MountWatcher&) = delete;
+  // Re-reads the state now and reports a flip through on_change (on the caller's thread).
+  void Refresh();
+
+ private:
+  MountWatcher(int fd, dev_t dev, bool read_only, OnChange on_change);
+  void Run();
+  int fd_;
+  int stop_pipe_[2] = {-1, -1};
+  const dev_t dev_;
+  std::mutex mu_;  // serializes Refresh and on_change; leaf lock apart from what on_change takes
+  bool read_only_;
+  OnChange on_change_;
+  std::thread thread_;
+};
 
 class ControlServer {
  public:

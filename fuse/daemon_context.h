@@ -19,6 +19,7 @@ struct fuse_session;
 namespace ugfs2::fusefs {
 
 class CacheInvalidator;
+class MountWatcher;
 class RawProtocol;
 
 struct DaemonContext {
@@ -28,16 +29,23 @@ struct DaemonContext {
   const Options* opts = nullptr;
   fuse_session* session = nullptr;
   CacheInvalidator* invalidator = nullptr;  // kernel cache notifications; may be null
-  RawProtocol* raw = nullptr;  // protocol patches (allow mmap on O_DIRECT opens); may be null
+  RawProtocol* raw = nullptr;
+  // Remounts that bypass the control socket: while the core is read-only because of a remount
+  // (`remounted_ro`), a modifying request re-checks the kernel's state through the watcher first.
+  MountWatcher* watcher = nullptr;
+  std::atomic<bool> remounted_ro{
+      false};  // protocol patches (allow mmap on O_DIRECT opens); may be null
 
   // Shutdown (see ShutdownCore in handlers.h): every handler counts itself in `in_flight` and
   // then checks `core_down`; ShutdownCore sets `core_down` and waits for `in_flight` to drain
   // before unmounting the core, so no handler touches an unmounted core.
   std::atomic<int> in_flight{0};
   std::atomic<bool> core_down{false};
-  std::mutex drain_mu;  // pairs with drain_cv; leaf lock (lock order: shutdown_mu -> drain_mu)
+  std::mutex drain_mu;  // pairs with drain_cv; leaf lock
   std::condition_variable drain_cv;
-  std::mutex shutdown_mu;       // serializes ShutdownCore; leaf lock (held while unmounting)
+  // Serializes the core's unmount and remounts (held while the core unmounts or switches).
+  // Lock order: MountWatcher::mu_ -> shutdown_mu.
+  std::mutex shutdown_mu;
   bool core_unmounted = false;  // guarded by shutdown_mu
   Status unmount_status;        // guarded by shutdown_mu
 };

@@ -15,6 +15,7 @@
 
 #include "cache_invalidator.h"
 #include "common/log.h"
+#include "control.h"
 #include "daemon_context.h"
 #include "errno_map.h"
 #include "reply.h"
@@ -23,6 +24,27 @@ namespace ugfs2::fusefs {
 namespace {
 
 DaemonContext& Ctx(fuse_req_t req) { return *static_cast<DaemonContext*>(fuse_req_userdata(req)); }
+
+bool IsModifying(Op op) {
+  switch (op) {
+    case Op::kSetattr:
+    case Op::kMknod:
+    case Op::kMkdir:
+    case Op::kUnlink:
+    case Op::kRmdir:
+    case Op::kSymlink:
+    case Op::kRename:
+    case Op::kLink:
+    case Op::kOpen:
+    case Op::kCreate:
+    case Op::kWrite:
+    case Op::kFallocate:
+    case Op::kCopyFileRange:
+      return true;
+    default:
+      return false;
+  }
+}
 
 // Runs a handler body; exceptions never cross into libfuse. `body` replies itself.
 template <typename F>
@@ -47,6 +69,11 @@ void Guarded(fuse_req_t req, Op op, F&& body) noexcept {
       fuse_reply_err(req, EIO);
     }
     return;
+  }
+  if (ctx.remounted_ro.load() && ctx.watcher != nullptr && IsModifying(op)) {
+    // The kernel sends modifications only to a read-write mount: it was remounted rw and the
+    // watcher thread has not caught up yet.
+    ctx.watcher->Refresh();
   }
   try {
     body(ctx);
@@ -566,8 +593,6 @@ void OpDestroy(void* userdata) {
 }  // namespace
 
 Status ShutdownCore(DaemonContext& ctx) {
-  std::lock_guard<std::mutex> l(ctx.shutdown_mu);
-  if (ctx.core_unmounted) return ctx.unmount_status;
   ctx.core_down.store(true);
   // Handlers that passed the core_down check finish their core call; bounded, so that a stuck
   // request cannot keep the unmount (and umount(2) waiting on DESTROY) forever.
@@ -579,6 +604,9 @@ Status ShutdownCore(DaemonContext& ctx) {
                             << " requests still running after 60 s; unmounting anyway");
     }
   }
+  // Not held while draining: a running handler may need it (a remount it triggers).
+  std::lock_guard<std::mutex> l(ctx.shutdown_mu);
+  if (ctx.core_unmounted) return ctx.unmount_status;
   ctx.unmount_status = ctx.fs->Unmount();
   if (!ctx.unmount_status.ok()) LOG_ERROR("unmount: " << ctx.unmount_status.ToString());
   ctx.core_unmounted = true;

@@ -220,13 +220,20 @@ int Remount(const Options& opts) {
   return 0;
 }
 
+// Switches the core for a remount (from the control socket or the mount watcher).
+Status SetCoreReadOnly(DaemonContext& ctx, bool read_only) {
+  std::lock_guard<std::mutex> l(ctx.shutdown_mu);  // no unmount meanwhile
+  if (ctx.core_down.load() || ctx.core_unmounted) return Status::Busy("unmounting");
+  Status st = ctx.fs->SetReadOnly(read_only);
+  if (st.ok()) ctx.remounted_ro.store(read_only);
+  return st;
+}
+
 // The daemon side of the control socket.
 std::string HandleControl(DaemonContext& ctx, std::string_view req) {
-  std::lock_guard<std::mutex> l(ctx.shutdown_mu);  // no unmount meanwhile
-  if (ctx.core_unmounted) return "error: unmounting";
   Status st;
   if (req == "ro" || req == "rw") {
-    st = ctx.fs->SetReadOnly(req == "ro");
+    st = SetCoreReadOnly(ctx, req == "ro");
   } else if (req.starts_with("atime ")) {
     std::string_view rest = req.substr(6);
     AtimeMode mode;
@@ -249,7 +256,7 @@ std::string HandleControl(DaemonContext& ctx, std::string_view req) {
 int Run(int argc, char** argv) {
   auto parsed = ParseCommandLine(argc, argv);
   if (!parsed.ok()) return Fail(parsed.status().message());
-  const Options& opts = *parsed;
+  Options& opts = *parsed;
   if (opts.show_help) {
     std::fputs(UsageText("ugfs2").c_str(), stdout);
     return 0;
@@ -273,6 +280,12 @@ int Run(int argc, char** argv) {
     return Fail("mountpoint " + opts.mountpoint + ": " + std::strerror(errno));
   }
   if (!S_ISDIR(mst.st_mode)) return Fail("mountpoint " + opts.mountpoint + ": not a directory");
+  // Absolute from here on: the detached daemon changes to "/" before it opens its control
+  // socket, and libfuse unmounts by this path at exit.
+  if (char* real = realpath(opts.mountpoint.c_str(), nullptr)) {
+    opts.mountpoint = real;
+    std::free(real);
+  }
 
   int notify_fd = opts.foreground ? -1 : StartDaemon();
 
@@ -388,6 +401,7 @@ int Run(int argc, char** argv) {
   if (notify_fd >= 0) FinishDaemon(notify_fd);
 
   std::unique_ptr<ControlServer> control;
+  std::unique_ptr<MountWatcher> watcher;
   if (auto mdev = MountDevice(opts.mountpoint); mdev.ok()) {
     auto started = ControlServer::Start(
         ControlPath(*mdev), [&ctx](std::string_view req) { return HandleControl(ctx, req); });
@@ -395,6 +409,19 @@ int Run(int argc, char** argv) {
       control = std::move(*started);
     } else {
       LOG_WARN("control socket: " << started.status().ToString() << " (remount unavailable)");
+    }
+    if (!opts.read_only) {
+      auto w = MountWatcher::Start(*mdev, false, [&ctx](bool ro) {
+        if (Status st = SetCoreReadOnly(ctx, ro); !st.ok()) {
+          LOG_ERROR("remount " << (ro ? "read-only" : "read-write") << ": " << st.ToString());
+        }
+      });
+      if (w.ok()) {
+        watcher = std::move(*w);
+        ctx.watcher = watcher.get();
+      } else {
+        LOG_WARN("mount watcher: " << w.status().ToString());
+      }
     }
   } else {
     LOG_WARN("control socket: " << mdev.status().ToString() << " (remount unavailable)");
@@ -415,6 +442,8 @@ int Run(int argc, char** argv) {
       if (!st.ok()) LOG_WARN("stats_file: " << st.ToString());
     }
   }
+  ctx.watcher = nullptr;  // no handler runs any more
+  watcher.reset();
   control.reset();
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);

@@ -191,7 +191,7 @@ def cmd_odirect(path, nblocks):
             die("short O_DIRECT read")
         if rb[:] != pattern(100 + i, bs):
             die("O_DIRECT read mismatch block %d" % i)
-    # MAP_SHARED on an O_DIRECT (FOPEN_DIRECT_IO) file is refused with ENODEV: documented.
+    # MAP_SHARED on an O_DIRECT (FOPEN_DIRECT_IO) file works as on kernel filesystems.
     try:
         m = mmap.mmap(fd, 4096, mmap.MAP_SHARED)
         m.close()
@@ -323,6 +323,121 @@ def cmd_fill(path, chunk_kb):
             os.close(fd)
         except OSError as e:
             print("close error %s" % errno.errorcode.get(e.errno))
+
+
+def cmd_dio_mmap(path):
+    """MAP_SHARED of an O_DIRECT file works; a direct write drops pages a buffered reader and the
+    mapping cached; a store through the mapping is seen by a direct read after msync."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o644)
+    buf = mmap.mmap(-1, 8192)
+    buf.write(b"A" * 8192)
+    os.pwrite(fd, buf, 0)
+    try:
+        m = mmap.mmap(fd, 8192, mmap.MAP_SHARED)
+    except OSError as e:
+        die("mmap(MAP_SHARED) of an O_DIRECT file: %s" % e)
+    bfd = os.open(path, os.O_RDONLY)
+    if os.pread(bfd, 4, 0) != b"AAAA" or m[:4] != b"AAAA":
+        die("initial contents")
+    buf.seek(0)
+    buf.write(b"B" * 8192)
+    os.pwrite(fd, buf, 0)
+    got_b, got_m = os.pread(bfd, 4, 4096), m[4096:4100]
+    if got_b != b"BBBB" or got_m != b"BBBB":
+        die("stale after a direct write: buffered %r, mapping %r" % (got_b, got_m))
+    m[0:1] = b"C"
+    m.flush()
+    rb = mmap.mmap(-1, 4096)
+    os.preadv(fd, [rb], 0)
+    if rb[:2] != b"CB":
+        die("direct read after msync: %r" % rb[:2])
+    m.close()
+    os.close(bfd)
+    os.close(fd)
+
+
+def cmd_seek_negative(path):
+    fd = os.open(path, os.O_RDONLY)
+    for whence in (os.SEEK_DATA, os.SEEK_HOLE):
+        try:
+            os.lseek(fd, -1, whence)
+            die("lseek(-1, %d) succeeded" % whence)
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                die("lseek(-1, %d): %s, expected ENXIO" % (whence, e))
+    os.close(fd)
+
+
+def _handle_calls():
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    class FileHandle(ctypes.Structure):
+        _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int),
+                    ("f_handle", ctypes.c_ubyte * 128)]
+    return ctypes, libc, FileHandle
+
+
+def cmd_handles(mnt):
+    """open_by_handle_at: a live file opens after the kernel dropped its inode; a deleted one
+    (and a reused dinode) answers ESTALE."""
+    ctypes, libc, FileHandle = _handle_calls()
+    path = os.path.join(mnt, "handle-file")
+    with open(path, "w") as f:
+        f.write("handle")
+    fh, mount_id = FileHandle(), ctypes.c_int()
+    fh.handle_bytes = 128
+    if libc.name_to_handle_at(-100, path.encode(), ctypes.byref(fh), ctypes.byref(mount_id), 0):
+        die("name_to_handle_at: %s" % os.strerror(ctypes.get_errno()))
+
+    def open_handle():
+        mfd = os.open(mnt, os.O_RDONLY | os.O_DIRECTORY)
+        r = libc.open_by_handle_at(mfd, ctypes.byref(fh), os.O_RDONLY)
+        e = ctypes.get_errno()
+        os.close(mfd)
+        return r, e
+
+    def drop_caches():
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2")
+
+    drop_caches()
+    r, e = open_handle()
+    if r < 0:
+        die("open_by_handle_at of a live file: %s" % os.strerror(e))
+    if os.read(r, 6) != b"handle":
+        die("open_by_handle_at read the wrong data")
+    os.close(r)
+    os.unlink(path)
+    drop_caches()
+    r, e = open_handle()
+    if r >= 0 or e != errno.ESTALE:
+        die("open_by_handle_at of a deleted file: %s" % ("opened" if r >= 0 else os.strerror(e)))
+    for i in range(8):  # the freed dinode block is likely reused by one of these
+        with open(os.path.join(mnt, "reuse-%d" % i), "w") as f:
+            f.write("x")
+    drop_caches()
+    r, e = open_handle()
+    if r >= 0 or e != errno.ESTALE:
+        die("open_by_handle_at after reuse: %s" % ("opened" if r >= 0 else os.strerror(e)))
+
+
+def cmd_dio_write(path):
+    """One O_DIRECT 4 KiB write at offset 0 (run as an unprivileged owner)."""
+    fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, 4096)
+    buf.write(b"D" * 4096)
+    os.pwrite(fd, buf, 0)
+    os.close(fd)
+
+
+def cmd_fallocate(path, mode):
+    """fallocate(2) of the first 8 KiB with MODE (alloc | punch | zero)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    flags = {"alloc": 0, "punch": 0x01 | 0x02, "zero": 0x10}[mode]
+    fd = os.open(path, os.O_RDWR)
+    if libc.fallocate(fd, flags, ctypes.c_longlong(0), ctypes.c_longlong(8192)):
+        die("fallocate %s: %s" % (mode, os.strerror(ctypes.get_errno())))
+    os.close(fd)
 
 
 def main():

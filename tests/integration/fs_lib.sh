@@ -2,7 +2,7 @@
 #
 # Environment (set by CMake/ctest; defaults work from a build tree):
 #   UGFS2_BIN           path of the built ugfs2 daemon (or pass it as $1 to the test)
-#   UGFS2_FSCK_ORACLE   fsck oracle (default: <repo>/../shared/scripts/fsck-oracle)
+#   UGFS2_FSCK_ORACLE   fsck oracle (default: <repo>/scripts/fsck-oracle)
 # Every test: a private temp dir, real mkfs.gfs2 images, mounts with -f in the background (logs in
 # $T/*.log), bounded waits, and a trap that unmounts and deletes everything on any exit.
 set -u -o pipefail
@@ -15,7 +15,7 @@ if [ -n "${1:-}" ]; then
 elif [ -z "${UGFS2_BIN:-}" ]; then  # first built daemon found in a build tree of this checkout
   UGFS2_BIN=$(ls -t "${UGFS2_BUILD_DIR:-$REPO/build}"/fuse/ugfs2 "$REPO"/build/*/fuse/ugfs2 2>/dev/null | head -1)
 fi
-ORACLE=${UGFS2_FSCK_ORACLE:-$REPO/../shared/scripts/fsck-oracle}
+ORACLE=${UGFS2_FSCK_ORACLE:-$REPO/scripts/fsck-oracle}
 HELPER="python3 $REPO/tests/integration/fs_helper.py"
 
 declare -A FS_PIDS=()   # mountpoint -> daemon pid

@@ -50,7 +50,7 @@ std::string MakeImage(const TempDir& dir, const std::string& name, uint64_t size
 
 bool FsckClean(const std::string& image, std::string* report) {
   const char* env = getenv("UGFS2_FSCK_ORACLE");
-  std::string oracle = env ? env : std::string(UGFS2_SOURCE_DIR) + "/../shared/scripts/fsck-oracle";
+  std::string oracle = env ? env : std::string(UGFS2_SOURCE_DIR) + "/scripts/fsck-oracle";
   std::string out;
   int rc = RunCommand(oracle + " " + image, &out);
   if (report) *report = out;

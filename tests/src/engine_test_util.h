@@ -29,7 +29,7 @@ int RunCommand(const std::string& cmd, std::string* out = nullptr);
 std::string MakeImage(const TempDir& dir, const std::string& name, uint64_t size_mb, uint32_t bsize,
                       int journals = 1, const std::string& extra = "");
 
-// Runs shared/scripts/fsck-oracle; returns true iff it says CLEAN. *report gets its output.
+// Runs scripts/fsck-oracle; returns true iff it says CLEAN. *report gets its output.
 bool FsckClean(const std::string& image, std::string* report);
 
 // Mounts an image file (lock_nolock).

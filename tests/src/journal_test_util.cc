@@ -80,10 +80,10 @@ std::string FsckOraclePath() {
   const char* env = getenv("UGFS2_FSCK_ORACLE");
   if (env != nullptr && *env != '\0') return env;
 #ifdef UGFS2_SOURCE_DIR
-  std::string p = std::string(UGFS2_SOURCE_DIR) + "/../shared/scripts/fsck-oracle";
-  if (access(p.c_str(), X_OK) == 0) return p;
+  return std::string(UGFS2_SOURCE_DIR) + "/scripts/fsck-oracle";
+#else
+  return "fsck-oracle";
 #endif
-  return "/work/shared/scripts/fsck-oracle";
 }
 
 CmdResult FsckOracle(const std::string& image) {

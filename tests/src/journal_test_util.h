@@ -42,7 +42,7 @@ Result<std::string> MakeImage(const std::string& dir, const std::string& name, u
                               int journals = 2, uint64_t size = 256ull << 20);
 // Copies a file (cp --sparse=always).
 Status CopyFile(const std::string& from, const std::string& to);
-// Path of shared/scripts/fsck-oracle ($UGFS2_FSCK_ORACLE, else relative to the repository).
+// Path of scripts/fsck-oracle ($UGFS2_FSCK_ORACLE, else relative to the repository).
 std::string FsckOraclePath();
 // Runs the fsck oracle: rc 0 == CLEAN.
 CmdResult FsckOracle(const std::string& image);
