@@ -27,6 +27,7 @@ struct DaemonContext {
   InodeTable* inodes = nullptr;
   RequestStats* stats = nullptr;
   const Options* opts = nullptr;
+  bool dont_mask = false;  // set at INIT: the kernel leaves the umask to us (Cred::umask)
   fuse_session* session = nullptr;
   CacheInvalidator* invalidator = nullptr;  // kernel cache notifications; may be null
   RawProtocol* raw = nullptr;

@@ -94,6 +94,7 @@ Cred MakeCred(fuse_req_t req, bool with_groups) {
   cred.uid = c->uid;
   cred.gid = c->gid;
   cred.pid = c->pid;
+  if (Ctx(req).dont_mask) cred.umask = c->umask;
   if (with_groups && c->uid != 0) {
     gid_t groups[64];
     int n = fuse_req_getgroups(req, 64, groups);
@@ -125,7 +126,13 @@ void OpInit(void* userdata, fuse_conn_info* conn) {
   want(FUSE_CAP_CACHE_SYMLINKS, true);
   want(FUSE_CAP_AUTO_INVAL_DATA, true);
   want(FUSE_CAP_ASYNC_DIO, true);
-  want(FUSE_CAP_EXPORT_SUPPORT, true);  // file handles: LOOKUP "." / ".." by nodeid (OpLookup)
+  want(FUSE_CAP_EXPORT_SUPPORT, true);
+  // POSIX ACLs: the kernel enforces them from system.posix_acl_*; the core keeps the mode in
+  // sync and inherits default ACLs, so it also applies the umask itself (DONT_MASK).
+  want(FUSE_CAP_POSIX_ACL, ctx.opts->acl);
+  want(FUSE_CAP_DONT_MASK, ctx.opts->acl);
+  ctx.dont_mask = (conn->want & FUSE_CAP_DONT_MASK) !=
+                  0;  // file handles: LOOKUP "." / ".." by nodeid (OpLookup)
   want(FUSE_CAP_WRITEBACK_CACHE, ctx.opts->writeback_cache);
   // The kernel clears suid/sgid itself (it sends SETATTR with the new mode) on write, truncate
   // and chown; the core also does it for chown.
@@ -518,21 +525,51 @@ void OpStatfs(fuse_req_t req, fuse_ino_t) {
   });
 }
 
-// Extended attributes are not supported: ugfs2 never creates EA blocks, so fsck stays clean, and
-// EA blocks written by the kernel gfs2 are preserved untouched. Replying ENOSYS makes the kernel
-// answer EOPNOTSUPP ("Operation not supported") to the caller for this and every later xattr call
-// without another round trip (it also keeps the write path free of security.capability lookups).
-void OpSetxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) {
-  Guarded(req, Op::kSetxattr, [&](DaemonContext&) { fuse_reply_err(req, ENOSYS); });
+// Extended attributes (the core stores them in GFS2 EA blocks). Sizes follow getxattr(2): an
+// empty request buffer asks for the size.
+void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                int flags) {
+  Guarded(req, Op::kSetxattr, [&](DaemonContext& ctx) {
+    Status st = ctx.fs->SetXattr(
+        In(ctx, ino), name, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(value), size),
+        flags, MakeCred(req, true));
+    if (!st.ok()) return ReplyError(ctx, req, st, "setxattr");
+    fuse_reply_err(req, 0);
+  });
 }
-void OpGetxattr(fuse_req_t req, fuse_ino_t, const char*, size_t) {
-  Guarded(req, Op::kGetxattr, [&](DaemonContext&) { fuse_reply_err(req, ENOSYS); });
+
+void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  Guarded(req, Op::kGetxattr, [&](DaemonContext& ctx) {
+    std::vector<uint8_t> buf(size);
+    auto r = ctx.fs->GetXattr(In(ctx, ino), name, buf);
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "getxattr");
+    if (size == 0) {
+      fuse_reply_xattr(req, *r);
+    } else {
+      fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *r);
+    }
+  });
 }
-void OpListxattr(fuse_req_t req, fuse_ino_t, size_t) {
-  Guarded(req, Op::kListxattr, [&](DaemonContext&) { fuse_reply_err(req, ENOSYS); });
+
+void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  Guarded(req, Op::kListxattr, [&](DaemonContext& ctx) {
+    std::vector<char> buf(size);
+    auto r = ctx.fs->ListXattr(In(ctx, ino), buf);
+    if (!r.ok()) return ReplyError(ctx, req, r.status(), "listxattr");
+    if (size == 0) {
+      fuse_reply_xattr(req, *r);
+    } else {
+      fuse_reply_buf(req, buf.data(), *r);
+    }
+  });
 }
-void OpRemovexattr(fuse_req_t req, fuse_ino_t, const char*) {
-  Guarded(req, Op::kRemovexattr, [&](DaemonContext&) { fuse_reply_err(req, ENOSYS); });
+
+void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  Guarded(req, Op::kRemovexattr, [&](DaemonContext& ctx) {
+    Status st = ctx.fs->RemoveXattr(In(ctx, ino), name);
+    if (!st.ok()) return ReplyError(ctx, req, st, "removexattr");
+    fuse_reply_err(req, 0);
+  });
 }
 
 void OpAccess(fuse_req_t req, fuse_ino_t ino, int) {

@@ -312,6 +312,7 @@ int Run(int argc, char** argv) {
   mount_opts.commit_interval_s = opts.commit_s;
   mount_opts.atime = opts.atime;
   mount_opts.nodiratime = opts.nodiratime;
+  mount_opts.acl = opts.acl;
   auto mounted = FileSystem::Mount(std::move(*dev), mount_opts);
   if (!mounted.ok()) {
     const std::string& m = mounted.status().message();

@@ -129,6 +129,12 @@ Status ApplyOne(std::string_view item, Options* o) {
   }
   if (key == "default_permissions") return Status::Ok();  // always on
   if (key == "remount") return flag(&o->remount);
+  if (key == "acl" || key == "noacl") {
+    bool on = false;
+    RETURN_IF_ERROR(flag(&on));
+    o->acl = key == "acl";
+    return Status::Ok();
+  }
   if (!has_value) {
     // atime policy (relatime is gfs2's default); noatime is also a kernel flag below.
     if (key == "relatime" || key == "atime" || key == "nostrictatime") {
@@ -219,6 +225,7 @@ std::string UsageText(std::string_view program) {
          "     lockproto=lock_nolock  mount single-node (required for a lock_dlm volume)\n"
          "     jid=N                  journal to use (default: the first)\n"
          "     ro                     read-only (remount,ro / remount,rw switch a live mount)\n"
+         "     acl|noacl              POSIX ACLs (default acl)\n"
          "     relatime|strictatime|noatime  atime updates on read (default relatime, as\n"
          "                            gfs2); nodiratime: never for directories\n"
          "     direct                 open DEVICE with O_DIRECT (bypass the host page cache)\n"
@@ -242,7 +249,8 @@ std::string UsageText(std::string_view program) {
          "  nofail, x-*, ...) are accepted; kernel ones are passed to the FUSE mount.\n"
          "\n"
          "Request counters: `kill -USR1 PID` writes them to /run/ugfs2/PID.stats.\n"
-         "Extended attributes are not supported (ENOTSUP); existing ones are preserved.\n"
+         "Extended attributes (user, trusted, security) and POSIX ACLs are stored in the\n"
+         "GFS2 format.\n"
          "Unmount with `fusermount3 -u MOUNTPOINT` or `umount MOUNTPOINT`.\n";
 }
 

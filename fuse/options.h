@@ -35,6 +35,7 @@ struct Options {
   bool read_only = false;                  // ro
   AtimeMode atime = AtimeMode::kRelatime;  // noatime | relatime (default) | strictatime
   bool nodiratime = false;                 // nodiratime
+  bool acl = true;                         // acl (default) | noacl: POSIX ACLs
   bool remount = false;        // remount: act as mount(8)'s remount helper, not as a daemon
   bool direct_device = false;  // direct: open the device with O_DIRECT
   uint32_t commit_s = 30;      // commit=SECONDS

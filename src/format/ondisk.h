@@ -83,6 +83,8 @@ constexpr size_t kRindexSize = 96;
 constexpr size_t kStatfsChangeSize = 24;
 constexpr size_t kQuotaChangeSize = 16;
 constexpr size_t kEaHeaderSize = 16;
+// gfs2_ea_header.ea_type: the namespace of an extended attribute record.
+constexpr uint8_t kEaUnused = 0, kEaUser = 1, kEaSystem = 2, kEaSecurity = 3, kEaTrusted = 4;
 constexpr uint32_t kMaxMetaHeight = 10;
 constexpr uint32_t kMaxDirDepth = 17;
 constexpr size_t kMaxNameLen = 255;

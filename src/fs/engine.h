@@ -119,6 +119,11 @@ class Engine final : public FileSystem {
   Status ReadDir(InodeNo dir, uint64_t cookie,
                  const std::function<bool(const DirEntry&)>& emit) override;
   bool AtimeDue(InodeNo ino) override;
+  Status SetXattr(InodeNo ino, std::string_view name, std::span<const uint8_t> value, int flags,
+                  const Cred& cred) override;
+  Result<size_t> GetXattr(InodeNo ino, std::string_view name, std::span<uint8_t> buf) override;
+  Result<size_t> ListXattr(InodeNo ino, std::span<char> buf) override;
+  Status RemoveXattr(InodeNo ino, std::string_view name) override;
   void SetAtimePolicy(AtimeMode mode, bool nodiratime) override;
   Status SetReadOnly(bool read_only) override;
   Result<StatFsInfo> StatFs() override;
@@ -227,6 +232,22 @@ class Engine final : public FileSystem {
   Status MaybeFree(Inode& ip);
   Status DoTruncate(Inode& ip, uint64_t size);
   void TouchMC(Inode& ip);  // mtime+ctime = now
+  // ---- extended attributes (xattr.cc); callers hold mu_ (exclusive to write) ----
+  struct XattrRec {
+    uint8_t type = 0;  // format::kEaUser ... kEaTrusted
+    std::string name;  // without the namespace prefix
+    std::vector<uint8_t> value;
+  };
+  Result<std::vector<XattrRec>> ReadXattrs(Inode& ip);
+  // Replaces the inode's whole attribute set (frees the old blocks, writes a packed layout).
+  Status WriteXattrs(Inode& ip, const std::vector<XattrRec>& recs);
+  uint32_t XattrRecordSize(size_t name_len, size_t value_len) const;
+  Result<std::pair<uint8_t, std::string>> SplitXattrName(std::string_view full) const;
+  // Default-ACL inheritance for a new inode in `dir`: adjusts *mode and appends the new inode's
+  // ACL attributes to *out; false if `dir` has no default ACL (then the umask applies).
+  Result<bool> InheritAcls(Inode& dir, uint32_t* mode, std::vector<XattrRec>* out);
+  // After a chmod: the access ACL's owner/group-or-mask/other entries follow the new mode.
+  Status ChmodAcl(Inode& ip);
   // The atime policy's verdict for a read at `now` (caller holds mu_, shared or exclusive).
   bool AtimeNeedsUpdate(const Inode& ip, const Timespec& now) const;
   // Sets atime = now if still due (takes mu_ exclusive; caller holds no lock).

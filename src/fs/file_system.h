@@ -53,6 +53,9 @@ struct Cred {
   uint32_t uid = 0;
   uint32_t gid = 0;
   pid_t pid = 0;
+  // Applied to the mode of a new inode unless its directory has a default ACL (the kernel
+  // leaves both to the filesystem when it enforces POSIX ACLs).
+  uint32_t umask = 0;
   std::vector<uint32_t> groups;  // supplementary groups (may be empty)
   bool InGroup(uint32_t g) const;
 };
@@ -90,6 +93,10 @@ struct StatFsInfo {
   uint32_t namemax = 255;
 };
 
+// setxattr flags (values as in linux/xattr.h)
+constexpr int kXattrCreate = 1;
+constexpr int kXattrReplace = 2;
+
 // rename flags (values as in linux/fs.h)
 constexpr uint32_t kRenameNoReplace = 1;
 constexpr uint32_t kRenameExchange = 2;
@@ -120,6 +127,7 @@ struct MountOptions {
   uint64_t meta_cache_bytes = 256ull << 20;
   AtimeMode atime = AtimeMode::kRelatime;
   bool nodiratime = false;  // directories never get atime updates
+  bool acl = true;          // POSIX ACLs (system.posix_acl_*); false: EOPNOTSUPP for them
 };
 
 // Per-operation counters for diagnostics (exposed by the daemon).
@@ -192,6 +200,18 @@ class FileSystem {
                          const std::function<bool(const DirEntry&)>& emit) = 0;
 
   virtual Result<StatFsInfo> StatFs() = 0;
+
+  // Extended attributes, by full name ("user.x", "trusted.x", "security.x", and the POSIX ACLs
+  // "system.posix_acl_access" / "_default"), stored in the GFS2 format. SetXattr: kExists /
+  // kNoData for kXattrCreate / kXattrReplace, kRange beyond gfs2's limits (name 255 bytes, value
+  // 64 KiB and one EA block's payload for the record), kNotSupported for other namespaces.
+  // Setting an access ACL sets the mode's permission bits. GetXattr/ListXattr with an empty
+  // buffer return the size needed; kRange if the buffer is too small; kNoData if absent.
+  virtual Status SetXattr(InodeNo ino, std::string_view name, std::span<const uint8_t> value,
+                          int flags, const Cred& cred) = 0;
+  virtual Result<size_t> GetXattr(InodeNo ino, std::string_view name, std::span<uint8_t> buf) = 0;
+  virtual Result<size_t> ListXattr(InodeNo ino, std::span<char> buf) = 0;
+  virtual Status RemoveXattr(InodeNo ino, std::string_view name) = 0;
 
   // Whether a read of `ino` now would update its atime (the caller may then make sure the read
   // reaches Read/ReadDir instead of a cache). False for unknown inodes and read-only mounts.

@@ -231,6 +231,11 @@ Result<InodeRef> Engine::CreateNode(InodeNo parent, std::string_view name, uint3
   if (S_ISLNK(mode) && link_target.size() >= geo_.max_stuffed) {
     return Status::NameTooLong("symlink target too long for this block size");
   }
+  // POSIX ACLs: a default ACL on the directory decides the permission bits (and the new inode's
+  // ACLs); without one, the caller's umask does. Symlinks keep 0777.
+  std::vector<XattrRec> inherited;
+  ASSIGN_OR_RETURN(bool from_acl, InheritAcls(*dir, &mode, &inherited));
+  if (!from_acl && !S_ISLNK(mode)) mode &= ~(cred.umask & 0777);
   uint32_t gid = cred.gid;
   if (dir->di.mode & S_ISGID) {
     gid = dir->di.gid;
@@ -255,7 +260,8 @@ Result<InodeRef> Engine::CreateNode(InodeNo parent, std::string_view name, uint3
     ip->di.minor = minor(rdev);
   }
   WriteDinode(*ip);
-  Status st = DirAdd(*dir, name, ip->di.num, DtType(mode));
+  Status st = inherited.empty() ? Status::Ok() : WriteXattrs(*ip, inherited);
+  if (st.ok()) st = DirAdd(*dir, name, ip->di.num, DtType(mode));
   if (!st.ok()) {
     ip->di.nlink = 0;
     Status d = Dealloc(*ip);
@@ -536,7 +542,10 @@ Result<Attr> Engine::SetAttr(InodeNo ino, const SetAttrRequest& req, const Cred&
       if (req.size > MaxFileSize()) return Status(Code::kTooBig, "file too large");
       if (req.size != di.size) RETURN_IF_ERROR(DoTruncate(*ip, req.size));
     }
-    if (req.mask & kSetMode) di.mode = (di.mode & S_IFMT) | (req.mode & 07777);
+    if (req.mask & kSetMode) {
+      di.mode = (di.mode & S_IFMT) | (req.mode & 07777);
+      RETURN_IF_ERROR(ChmodAcl(*ip));
+    }
     if (req.mask & (kSetUid | kSetGid)) {
       bool changed = ((req.mask & kSetUid) && req.uid != di.uid) ||
                      ((req.mask & kSetGid) && req.gid != di.gid);
