@@ -1,18 +1,18 @@
 // CacheInvalidator: the bridge that tells the kernel to drop cached pages, attributes and names
-// (fuse_lowlevel_notify_inval_inode / _inval_entry), with the deadlock rules of fuse.md §2 built
-// in.
+// (fuse_lowlevel_notify_inval_inode / _inval_entry), with the deadlock rules of fuse/README.md
+// ("Notifications that can deadlock", cases N1-N6) built in.
 //
 // Rules enforced here:
 //  * A data invalidation (off >= 0) is never issued from inside a READ or WRITE handler for the
 //    same inode: the kernel holds the page lock or writeback bit of the very request being served
-//    (fuse.md S5-inREAD, S13). Handlers mark themselves with IoScope; InvalidateInodeNow refuses
+//    (N3, N4). Handlers mark themselves with IoScope; InvalidateInodeNow refuses
 //    (Code::kDeadlock), and Post* calls are always safe because they run on the invalidator's own
-//    thread, never on a FUSE worker (S3).
+//    thread, never on a FUSE worker (N1).
 //  * Inodes the kernel does not reference (lookup count 0 in the InodeTable) are skipped: the
 //    kernel would answer ENOENT. ENOENT from the kernel (evicted meanwhile) counts as success.
 // Rules the CALLER must keep (not checkable here): hold no lock that a READ/WRITE handler of the
-// inode needs while an inode invalidation runs (launder WRITEs must be served, S4/S5/S6c), and no
-// lock a LOOKUP/CREATE in the parent needs while an entry invalidation runs (S9).
+// inode needs while an inode invalidation runs (launder WRITEs must be served, N2), and no
+// lock a LOOKUP/CREATE in the parent needs while an entry invalidation runs (N5).
 //
 // Thread safety: all methods are thread-safe. The backend is called from the caller's thread
 // (…Now) or from the invalidator's worker thread (Post…), never with an internal lock held.

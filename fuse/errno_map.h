@@ -15,8 +15,8 @@
 namespace ugfs2::fusefs {
 
 // The errno to reply for a non-OK status: Status::ToErrno(), except that values the kernel rejects
-// (<= 0, or >= 512 which are the kernel's restart codes: the request would hang forever, see
-// fuse.md §3) become EIO.
+// (<= 0, or >= 512 which are the kernel's restart codes: the kernel rejects such a reply and the
+// request would hang forever, see fuse/README.md "Errors") become EIO.
 int ReplyErrnoFor(const Status& st);
 
 // Fills `st` from `attr`; st_ino is the dinode address (what readdir reports as d_ino too).

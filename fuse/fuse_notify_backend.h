@@ -1,5 +1,6 @@
 // FuseNotifyBackend: NotifyBackend over a live libfuse session (fuse_lowlevel_notify_inval_*).
-// Thread safety: libfuse notify calls are thread-safe; they block as described in fuse.md §2.
+// Thread safety: libfuse notify calls are thread-safe; they block as described in fuse/README.md
+// ("Notifications that can deadlock").
 #ifndef UGFS2_FUSE_FUSE_NOTIFY_BACKEND_H_
 #define UGFS2_FUSE_FUSE_NOTIFY_BACKEND_H_
 

@@ -384,8 +384,9 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_
     // A direct write bypassed this node's page cache: drop the cached pages of the range before
     // the write returns, or a buffered reader (or a mapping) that filled them meanwhile keeps
     // the old data (generic/451). The kernel invalidates only before the write. Safe here: a
-    // direct write holds no folio lock or writeback bit of its own (fuse.md S13 concerns
-    // writeback and partial-page WRITEs, which never carry O_DIRECT), and no core lock is held.
+    // direct write holds no folio lock or writeback bit of its own (fuse/README.md case N4
+    // concerns writeback and partial-page WRITEs, which never carry O_DIRECT), and no core lock
+    // is held.
     if ((fi->flags & O_DIRECT) && !fi->writepage && ctx.invalidator != nullptr && *r > 0) {
       Status inv = ctx.invalidator->InvalidateInodeNow(i, off, static_cast<int64_t>(*r));
       if (!inv.ok()) LOG_WARN("write: invalidating the cached range: " << inv.ToString());
@@ -554,7 +555,7 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
 void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   Guarded(req, Op::kListxattr, [&](DaemonContext& ctx) {
     std::vector<char> buf(size);
-    auto r = ctx.fs->ListXattr(In(ctx, ino), buf);
+    auto r = ctx.fs->ListXattr(In(ctx, ino), buf, MakeCred(req, false));
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "listxattr");
     if (size == 0) {
       fuse_reply_xattr(req, *r);

@@ -1,7 +1,7 @@
 // The GFS2 on-disk format (linux/gfs2_ondisk.h), big-endian. Each structure is a plain C++ value
 // with Decode (from a byte buffer) and Encode (into a byte buffer, only the structure's bytes).
-// Offsets and sizes are those of the kernel header; see docs/format.md and
-// shared/reference/gfs2-format.md. No I/O here. Thread-safe (pure functions).
+// Offsets and sizes are those of the kernel header; see docs/format.md. No I/O here.
+// Thread-safe (pure functions).
 #ifndef UGFS2_SRC_FORMAT_ONDISK_H_
 #define UGFS2_SRC_FORMAT_ONDISK_H_
 

@@ -1,7 +1,7 @@
 // Directories: stuffed (linear) directories in the dinode block, and exhash directories (a hash
 // table of leaf pointers, stuffed in the dinode or in JD blocks, with leaf split, table doubling
 // and leaf chains at the maximum depth). The rules follow gfs2's dir.c; see
-// shared/reference/gfs2-format.md section 3.
+// docs/format.md section 5.
 #include <algorithm>
 #include <cstring>
 #include <unordered_set>

@@ -122,7 +122,7 @@ class Engine final : public FileSystem {
   Status SetXattr(InodeNo ino, std::string_view name, std::span<const uint8_t> value, int flags,
                   const Cred& cred) override;
   Result<size_t> GetXattr(InodeNo ino, std::string_view name, std::span<uint8_t> buf) override;
-  Result<size_t> ListXattr(InodeNo ino, std::span<char> buf) override;
+  Result<size_t> ListXattr(InodeNo ino, std::span<char> buf, const Cred& cred) override;
   Status RemoveXattr(InodeNo ino, std::string_view name) override;
   void SetAtimePolicy(AtimeMode mode, bool nodiratime) override;
   Status SetReadOnly(bool read_only) override;

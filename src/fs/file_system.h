@@ -210,7 +210,8 @@ class FileSystem {
   virtual Status SetXattr(InodeNo ino, std::string_view name, std::span<const uint8_t> value,
                           int flags, const Cred& cred) = 0;
   virtual Result<size_t> GetXattr(InodeNo ino, std::string_view name, std::span<uint8_t> buf) = 0;
-  virtual Result<size_t> ListXattr(InodeNo ino, std::span<char> buf) = 0;
+  // trusted.* names are listed for uid 0 only.
+  virtual Result<size_t> ListXattr(InodeNo ino, std::span<char> buf, const Cred& cred) = 0;
   virtual Status RemoveXattr(InodeNo ino, std::string_view name) = 0;
 
   // Whether a read of `ino` now would update its atime (the caller may then make sure the read

@@ -260,15 +260,11 @@ uint32_t Engine::XattrRecordSize(size_t name_len, size_t value_len) const {
 }
 
 Status Engine::WriteXattrs(Inode& ip, const std::vector<XattrRec>& recs) {
-  RETURN_IF_ERROR(FreeEattr(ip));  // also clears di_eattr and the indirect flag
-  if (recs.empty()) {
-    TouchC(ip);
-    return Status::Ok();
-  }
   const uint32_t bs = geo_.bsize, jb = geo_.jbsize;
   // Pack records into EA blocks in order; every record fits in one block by construction.
   std::vector<std::vector<size_t>> blocks(1);
   uint32_t used = 0;
+  uint64_t need = 0;  // blocks of the new layout: EA blocks, value blocks, the indirect block
   for (size_t i = 0; i < recs.size(); ++i) {
     uint32_t sz = XattrRecordSize(recs[i].name.size(), recs[i].value.size());
     if (sz > jb) return Status(Code::kRange, "extended attribute too large for this block size");
@@ -278,8 +274,28 @@ Status Engine::WriteXattrs(Inode& ip, const std::vector<XattrRec>& recs) {
     }
     blocks.back().push_back(i);
     used += sz;
+    uint32_t stuffed = Align8(
+        static_cast<uint32_t>(format::kEaHeaderSize + recs[i].name.size() + recs[i].value.size()));
+    if (stuffed > jb) need += (recs[i].value.size() + jb - 1) / jb;
   }
   if (blocks.size() > geo_.inptrs) return Status::NoSpace("too many extended attributes");
+  if (!recs.empty()) need += blocks.size() + (blocks.size() > 1 ? 1 : 0);
+  // The old blocks stay unallocatable until this change commits, so the new layout must fit in
+  // what is free now: check before anything is freed, so that ENOSPC loses no attribute.
+  uint64_t pending;
+  {
+    std::lock_guard<std::mutex> l(pending_mu_);
+    pending = pending_free_.size() + committing_free_.size();
+  }
+  const uint64_t free = TotalFree();
+  if (need > 0 && (free < pending || free - pending < need)) {
+    return Status::NoSpace("no room for the extended attributes");
+  }
+  RETURN_IF_ERROR(FreeEattr(ip));  // also clears di_eattr and the indirect flag
+  if (recs.empty()) {
+    TouchC(ip);
+    return Status::Ok();
+  }
   const uint64_t goal = ip.di.goal_meta ? ip.di.goal_meta : ip.no;
   auto alloc = [&]() -> Result<BufferRef> {
     ASSIGN_OR_RETURN(auto run, AllocBlocks(goal, 1, format::kUsed));
@@ -439,12 +455,14 @@ Result<size_t> Engine::GetXattr(InodeNo ino, std::string_view name, std::span<ui
   return Status(Code::kNoData, "no such attribute");
 }
 
-Result<size_t> Engine::ListXattr(InodeNo ino, std::span<char> buf) {
+Result<size_t> Engine::ListXattr(InodeNo ino, std::span<char> buf, const Cred& cred) {
   std::shared_lock<std::shared_mutex> lk(mu_);
   ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
   ASSIGN_OR_RETURN(std::vector<XattrRec> recs, ReadXattrs(*ip));
   std::string names;
   for (const XattrRec& r : recs) {
+    // trusted.* is visible to privileged callers only (the kernel: CAP_SYS_ADMIN; here uid 0).
+    if (r.type == kEaTrusted && cred.uid != 0) continue;
     for (const Namespace& ns : kNamespaces) {
       if (ns.type == r.type) names.append(ns.prefix);
     }

@@ -1,6 +1,6 @@
 // The GFS2 log of one journal (jindex/journal<jid>): finding the head, replay (recovery), the
 // mount/unmount header protocol and writing commits, in the real GFS2 on-disk log format
-// (linux/gfs2_ondisk.h; shared/reference/gfs2-format.md section 5; docs/journal.md).
+// (linux/gfs2_ondisk.h; docs/format.md section 7; docs/journal.md).
 //
 // A Journal addresses its blocks by journal index 0..size()-1; `blocks[i]` is the physical block
 // of index i (the caller maps the journal dinode, e.g. with MapJournalBlocks). Protocol:

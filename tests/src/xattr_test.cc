@@ -43,12 +43,12 @@ std::vector<uint8_t> Get(FileSystem& fs, InodeNo ino, const std::string& name) {
 }
 
 std::set<std::string> List(FileSystem& fs, InodeNo ino) {
-  auto need = fs.ListXattr(ino, {});
+  auto need = fs.ListXattr(ino, {}, RootCred());
   EXPECT_TRUE(need.ok()) << need.status().ToString();
   std::vector<char> buf(need.ok() ? *need : 0);
   std::set<std::string> names;
   if (buf.empty()) return names;
-  EXPECT_TRUE(fs.ListXattr(ino, buf).ok());
+  EXPECT_TRUE(fs.ListXattr(ino, buf, RootCred()).ok());
   for (size_t i = 0; i < buf.size();) {
     std::string n(buf.data() + i);
     names.insert(n);
@@ -270,10 +270,46 @@ TEST(XattrDamage, DamagedEaBlockIsEioNotACrash) {
   }
   auto fs = MountImage(img);
   EXPECT_EQ(fs->GetXattr(f, "user.a", {}).status().code(), Code::kCorrupt);
-  EXPECT_EQ(fs->ListXattr(f, {}).status().code(), Code::kCorrupt);
+  EXPECT_EQ(fs->ListXattr(f, {}, RootCred()).status().code(), Code::kCorrupt);
   EXPECT_EQ(fs->SetXattr(f, "user.b", Bytes(4, 1), 0, RootCred()).code(), Code::kCorrupt);
   EXPECT_TRUE(fs->GetAttr(f).ok());  // the inode itself is fine
   EXPECT_TRUE(fs->Unmount().ok());
+}
+
+TEST(XattrNoSpace, FullVolumeRefusesWithoutLosingAttributes) {
+  TempDir dir;
+  std::string img = MakeImage(dir, "full.img", 64, 4096);
+  {
+    auto fs = MountImage(img);
+    auto f = fs->Mknod(fs->root(), "f", 0100644, 0, RootCred());
+    ASSERT_TRUE(f.ok());
+    auto keep = Bytes(3000, 9);
+    ASSERT_TRUE(fs->SetXattr(f->ino, "user.keep", keep, 0, RootCred()).ok());
+    auto filler = fs->Mknod(fs->root(), "filler", 0100644, 0, RootCred());
+    ASSERT_TRUE(filler.ok());
+    std::vector<uint8_t> chunk(1 << 20, 0xab);
+    uint64_t off = 0;
+    while (true) {
+      auto w = fs->Write(filler->ino, off, chunk, false);
+      if (!w.ok()) {
+        ASSERT_EQ(w.status().code(), Code::kNoSpace) << w.status().ToString();
+        break;
+      }
+      off += *w;
+      ASSERT_LT(off, 128ull << 20) << "never ran out of space";
+    }
+    // Fill the last blocks one by one.
+    std::vector<uint8_t> block(4096, 0xcd);
+    while (fs->Write(filler->ino, off, block, false).ok()) off += 4096;
+    Status st = fs->SetXattr(f->ino, "user.big", Bytes(65536, 4), 0, RootCred());
+    EXPECT_EQ(st.code(), Code::kNoSpace) << st.ToString();
+    EXPECT_EQ(Get(*fs, f->ino, "user.keep"), keep);
+    ASSERT_TRUE(fs->Unlink(fs->root(), "filler").ok());
+    ASSERT_TRUE(fs->SetXattr(f->ino, "user.big", Bytes(65536, 4), 0, RootCred()).ok());
+    EXPECT_EQ(Get(*fs, f->ino, "user.keep"), keep);
+    ASSERT_TRUE(fs->Unmount().ok());
+  }
+  ExpectClean(img);
 }
 
 INSTANTIATE_TEST_SUITE_P(BlockSizes, XattrTest, ::testing::Values(512u, 1024u, 2048u, 4096u),
