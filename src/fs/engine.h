@@ -191,6 +191,8 @@ class Engine final : public FileSystem {
   };
   Status AllocRange(Inode& ip, uint64_t lblk, uint64_t count, bool jdata,
                     std::vector<NewExtent>* fresh);
+  Status AllocRangeSteps(Inode& ip, uint64_t lblk, uint64_t count, bool jdata,
+                         std::vector<NewExtent>* fresh);
   Status GrowHeight(Inode& ip, uint32_t height);
   Status Unstuff(Inode& ip);
   // Frees the blocks mapping logical blocks [first, end) and indirect blocks left empty.

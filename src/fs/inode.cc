@@ -316,6 +316,15 @@ Status Engine::GrowHeight(Inode& ip, uint32_t height) {
 
 Status Engine::AllocRange(Inode& ip, uint64_t lblk, uint64_t count, bool jdata,
                           std::vector<NewExtent>* fresh) {
+  // A failure part way (ENOSPC) keeps what was allocated: every changed pointer block is dirty
+  // and the dinode (di_blocks, pointers) is written, so the tree and the bitmaps agree.
+  Status st = AllocRangeSteps(ip, lblk, count, jdata, fresh);
+  if (!st.ok()) WriteDinode(ip);
+  return st;
+}
+
+Status Engine::AllocRangeSteps(Inode& ip, uint64_t lblk, uint64_t count, bool jdata,
+                               std::vector<NewExtent>* fresh) {
   if (count == 0) return Status::Ok();
   const uint64_t unit = jdata ? geo_.jbsize : geo_.bsize;
   uint32_t need = geo_.HeightFor(SatMul(lblk + count, unit), jdata);
@@ -375,7 +384,12 @@ Status Engine::AllocRange(Inode& ip, uint64_t lblk, uint64_t count, bool jdata,
         uint32_t holes = 1;
         while (i + holes < nptrs && l + holes < end && LoadBe64(p + (i + holes) * 8) == 0) holes++;
         uint64_t goal = ip.di.goal_data;
-        ASSIGN_OR_RETURN(auto run, AllocBlocks(goal, holes, format::kUsed));
+        auto got = AllocBlocks(goal, holes, format::kUsed);
+        if (!got.ok()) {
+          if (modified && cur != ip.buf) cache_->MarkDirty(cur);
+          return got.status();
+        }
+        auto run = *got;
         for (uint32_t k = 0; k < run.second; ++k) {
           StoreBe64(p + (i + k) * 8, run.first + k);
           if (jdata) {

@@ -713,8 +713,8 @@ Status Engine::Fallocate(InodeNo ino, int mode, uint64_t off, uint64_t len) {
       } else {
         if (di.height == 0) RETURN_IF_ERROR(Unstuff(*ip));
         std::vector<NewExtent> fresh;
-        RETURN_IF_ERROR(AllocRange(*ip, off / bs, (end - 1) / bs - off / bs + 1, false, &fresh));
-        // New blocks must read as zeros.
+        Status alloc = AllocRange(*ip, off / bs, (end - 1) / bs - off / bs + 1, false, &fresh);
+        // New blocks must read as zeros — also those a failed (ENOSPC) allocation kept.
         std::vector<uint8_t> zeros(std::min<uint64_t>(1 << 20, bs * 256), 0);
         for (const auto& e : fresh) {
           uint64_t bytes = e.n * bs, pos = 0;
@@ -724,6 +724,10 @@ Status Engine::Fallocate(InodeNo ino, int mode, uint64_t off, uint64_t len) {
             RETURN_IF_ERROR(dev_->WriteAt(e.pblk * bs + pos, zeros.data(), n));
             pos += n;
           }
+        }
+        if (!alloc.ok()) {
+          mod_seq_++;
+          return alloc;
         }
         if (mode & kFallocZeroRange) {
           // Existing data in the range becomes zeros.

@@ -294,6 +294,31 @@ TEST(EngineTest, NoSpaceThenReclaim) {
   UnmountAndCheck(std::move(fs), img);
 }
 
+// fallocate of more than is free (fstests generic/103's "consume the free space" step): ENOSPC,
+// and what was allocated stays consistent (block count, pointers, bitmaps) and reads as zeros.
+TEST(EngineTest, FallocateBeyondFreeSpaceStaysConsistent) {
+  TempDir dir;
+  std::string img = MakeImage(dir, "falloc.img", 128, 4096);
+  // noatime: a read must not rewrite the dinode and so hide a stale one.
+  MountOptions opts;
+  opts.atime = AtimeMode::kNoatime;
+  auto fs = MountImage(img, opts);
+  ASSERT_TRUE(fs);
+  auto a = fs->Mknod(fs->root(), "spc", 0100644, 0, RootCred());
+  ASSERT_TRUE(a.ok());
+  auto st = fs->StatFs();
+  ASSERT_TRUE(st.ok());
+  // All the free blocks as data: the indirect blocks it also needs cannot fit.
+  Status f = fs->Fallocate(a->ino, 0, 0, st->bfree * st->bsize);
+  EXPECT_EQ(f.code(), Code::kNoSpace) << f.ToString();
+  auto attr = fs->GetAttr(a->ino);
+  ASSERT_TRUE(attr.ok());
+  EXPECT_GT(attr->blocks512, 0u);
+  auto probe = ReadAll(*fs, a->ino, 0, 1 << 20);
+  for (uint8_t b : probe) ASSERT_EQ(b, 0);
+  UnmountAndCheck(std::move(fs), img);
+}
+
 TEST(EngineTest, RenameRules) {
   TempDir dir;
   std::string img = MakeImage(dir, "v.img", 128, 4096);
