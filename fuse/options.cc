@@ -129,6 +129,13 @@ Status ApplyOne(std::string_view item, Options* o) {
   }
   if (key == "default_permissions") return Status::Ok();  // always on
   if (key == "remount") return flag(&o->remount);
+  // gfs2's quota options: ugfs2 keeps no quota accounting, so only "off" is accepted.
+  if ((key == "quota" && value == "off") || item == "noquota") return Status::Ok();
+  if (key == "quota" || key == "usrquota" || key == "grpquota" || key == "prjquota" ||
+      key == "uquota" || key == "gquota") {
+    return Status::NotSupported("mount option '" + std::string(item) +
+                                "': ugfs2 does not keep quota accounting (quota=off only)");
+  }
   if (key == "acl" || key == "noacl") {
     bool on = false;
     RETURN_IF_ERROR(flag(&on));
