@@ -129,6 +129,7 @@ Status ApplyOne(std::string_view item, Options* o) {
   }
   if (key == "default_permissions") return Status::Ok();  // always on
   if (key == "remount") return flag(&o->remount);
+  if (item == "blkdev") return Status::Ok();  // mount.fuseblk.* adds it; ugfs2 decides itself
   // gfs2's quota options: ugfs2 keeps no quota accounting, so only "off" is accepted.
   if ((key == "quota" && value == "off") || item == "noquota") return Status::Ok();
   if (key == "quota" || key == "usrquota" || key == "grpquota" || key == "prjquota" ||

@@ -115,5 +115,54 @@ TEST(OptionsTest, Errors) {
   EXPECT_FALSE(Parse({"-o", "max_threads=0", "a", "b"}).ok());
 }
 
+TEST(OptionsTest, AtimeAclDioFuseblkAndRemount) {
+  auto d = Parse({"img", "mnt"});
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->atime, AtimeMode::kRelatime);
+  EXPECT_FALSE(d->nodiratime);
+  EXPECT_TRUE(d->acl);
+  EXPECT_TRUE(d->dio_fopen);
+  EXPECT_TRUE(d->fuseblk);
+  EXPECT_FALSE(d->remount);
+  auto o = Parse({"-o", "strictatime,nodiratime,noacl,dio=kernel,nofuseblk,remount", "img", "mnt"});
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->atime, AtimeMode::kStrictatime);
+  EXPECT_TRUE(o->nodiratime);
+  EXPECT_FALSE(o->acl);
+  EXPECT_FALSE(o->dio_fopen);
+  EXPECT_FALSE(o->fuseblk);
+  EXPECT_TRUE(o->remount);
+  // The last atime option wins; noatime is also a kernel flag; nodiratime is not (libfuse 3.14
+  // refuses it), relatime/strictatime are the daemon's business only.
+  auto n = Parse({"-o", "strictatime,noatime", "img", "mnt"});
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(n->atime, AtimeMode::kNoatime);
+  EXPECT_EQ(n->kernel_mount_opts, std::vector<std::string>{"noatime"});
+  auto r = Parse({"-o", "nodiratime,relatime", "img", "mnt"});
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->kernel_mount_opts.empty());
+  EXPECT_FALSE(Parse({"-o", "dio=sometimes", "img", "mnt"}).ok());
+  EXPECT_FALSE(Parse({"-o", "acl=1", "img", "mnt"}).ok());
+}
+
+TEST(OptionsTest, RemountOptionListsFromProcMountsAreAccepted) {
+  // What mount(8) passes for `mount -o remount,ro MNT`: the kernel's FUSE options included.
+  auto o = Parse({"/dev/loop0", "/mnt", "-o",
+                  "remount,ro,nosuid,nodev,relatime,user_id=0,group_id=0,default_permissions,"
+                  "allow_other,blksize=4096,max_read=131072,rootmode=40000,fd=3,blkdev"});
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_TRUE(o->remount);
+  EXPECT_TRUE(o->read_only);
+}
+
+TEST(OptionsTest, QuotaIsRefusedClearly) {
+  for (const char* q : {"usrquota", "grpquota", "quota", "quota=on", "quota=account"}) {
+    auto o = Parse({"-o", q, "img", "mnt"});
+    ASSERT_FALSE(o.ok()) << q;
+    EXPECT_NE(o.status().message().find("quota"), std::string::npos) << o.status().message();
+  }
+  EXPECT_TRUE(Parse({"-o", "quota=off,noquota", "img", "mnt"}).ok());
+}
+
 }  // namespace
 }  // namespace ugfs2::fusefs
