@@ -31,28 +31,25 @@ grp=$(id -gn nobody)
 # The system python: root's PATH may point at a per-user interpreter nobody cannot run.
 as_nobody() { setpriv --reuid=nobody --regid="$grp" --clear-groups /usr/bin/python3 "$REPO/tests/integration/fs_helper.py" "$@"; }
 mode_of() { stat -c %a "$1"; }
+# modify OP FILE [as_nobody]: the operation under test (an O_DIRECT write or a fallocate mode).
+modify() {
+  local op=$1 f=$2 runner=${3:-$HELPER}
+  if [ "$op" = dio ]; then $runner dio-write "$f"; else $runner fallocate "$f" "$op"; fi
+}
 for op in dio alloc punch zero; do
   f=$mnt/priv-$op
   head -c 16384 /dev/urandom >"$f"
   chown "$user:$grp" "$f"
   chmod 6755 "$f"   # suid + sgid + group exec: both must go
-  if [ $op = dio ]; then
-    as_nobody dio-write "$f" || fail "dio write as nobody"
-  else
-    as_nobody fallocate "$f" $op || fail "fallocate $op as nobody"
-  fi
+  modify $op "$f" as_nobody || fail "$op as nobody"
   expect_eq "mode after $op by the owner" "$(mode_of "$f")" 755
   # sgid without group exec stays for a member of the group...
   chmod 2744 "$f"
-  if [ $op = dio ]; then
-    as_nobody dio-write "$f" || fail "dio write as nobody (sgid)"
-  else
-    as_nobody fallocate "$f" $op || fail "fallocate $op as nobody (sgid)"
-  fi
+  modify $op "$f" as_nobody || fail "$op as nobody (sgid)"
   expect_eq "sgid without g+x, writer in the group ($op)" "$(mode_of "$f")" 2744
   # ... and root's writes keep every bit.
   chmod 6755 "$f"
-  if [ $op = dio ]; then $HELPER dio-write "$f"; else $HELPER fallocate "$f" $op; fi
+  modify $op "$f" || fail "$op as root"
   expect_eq "mode after $op by root" "$(mode_of "$f")" 6755
 done
 

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <random>
 
 #include <gtest/gtest.h>
 
@@ -69,5 +70,12 @@ std::unique_ptr<FileSystem> MountImage(const std::string& image, MountOptions op
 }
 
 Cred RootCred() { return Cred{}; }
+
+std::vector<uint8_t> Pattern(size_t n, uint32_t seed) {
+  std::vector<uint8_t> v(n);
+  std::mt19937 rng(seed);
+  for (auto& b : v) b = static_cast<uint8_t>(rng());
+  return v;
+}
 
 }  // namespace ugfs2::testing

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "block/block_device.h"
 #include "fs/file_system.h"
@@ -36,6 +37,9 @@ bool FsckClean(const std::string& image, std::string* report);
 std::unique_ptr<FileSystem> MountImage(const std::string& image, MountOptions opts = {});
 
 Cred RootCred();
+
+// n pseudo-random bytes from `seed` (the same seed gives the same bytes).
+std::vector<uint8_t> Pattern(size_t n, uint32_t seed);
 
 }  // namespace ugfs2::testing
 

@@ -5,7 +5,6 @@
 // unmount and fsck-oracle CLEAN.
 #include <sys/stat.h>
 
-#include <random>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -21,15 +20,9 @@ namespace {
 using testing::FsckClean;
 using testing::MakeImage;
 using testing::MountImage;
+using testing::Pattern;
 using testing::RootCred;
 using testing::TempDir;
-
-std::vector<uint8_t> Bytes(size_t n, uint32_t seed) {
-  std::vector<uint8_t> v(n);
-  std::mt19937 rng(seed);
-  for (auto& b : v) b = static_cast<uint8_t>(rng());
-  return v;
-}
 
 std::vector<uint8_t> Get(FileSystem& fs, InodeNo ino, const std::string& name) {
   auto need = fs.GetXattr(ino, name, {});
@@ -86,7 +79,7 @@ TEST_P(XattrTest, SetGetListRemoveAcrossRemountAndFsck) {
   const uint32_t bs = GetParam();
   std::string img = MakeImage(dir, "x.img", 256, bs);
   InodeNo f = 0, d = 0;
-  std::vector<uint8_t> big = Bytes(65536, 1), mid = Bytes(bs * 3, 2);
+  std::vector<uint8_t> big = Pattern(65536, 1), mid = Pattern(bs * 3, 2);
   {
     auto fs = MountImage(img);
     auto a = fs->Mknod(fs->root(), "f", 0100644, 0, RootCred());
@@ -112,7 +105,7 @@ TEST_P(XattrTest, SetGetListRemoveAcrossRemountAndFsck) {
     // Many attributes on the directory: more than one EA block -> indirect EA block.
     for (int i = 0; i < 120; ++i) {
       std::string n = "user.attr-" + std::to_string(i);
-      ASSERT_TRUE(fs->SetXattr(d, n, Bytes(40 + i, i), 0, RootCred()).ok()) << n;
+      ASSERT_TRUE(fs->SetXattr(d, n, Pattern(40 + i, i), 0, RootCred()).ok()) << n;
     }
     // Flags and errors.
     EXPECT_EQ(fs->SetXattr(f, "user.small", small, kXattrCreate, RootCred()).code(), Code::kExists);
@@ -124,7 +117,7 @@ TEST_P(XattrTest, SetGetListRemoveAcrossRemountAndFsck) {
     EXPECT_EQ(fs->GetXattr(f, "user.mid", one).status().code(), Code::kRange);
     EXPECT_EQ(fs->SetXattr(f, "user." + std::string(256, 'n'), small, 0, RootCred()).code(),
               Code::kRange);
-    EXPECT_EQ(fs->SetXattr(f, "user.toolarge", Bytes(65537, 3), 0, RootCred()).code(),
+    EXPECT_EQ(fs->SetXattr(f, "user.toolarge", Pattern(65537, 3), 0, RootCred()).code(),
               Code::kRange);
     EXPECT_EQ(fs->SetXattr(f, "bogus.x", small, 0, RootCred()).code(), Code::kNotSupported);
     EXPECT_EQ(fs->SetXattr(f, "system.other", small, 0, RootCred()).code(), Code::kNotSupported);
@@ -150,7 +143,7 @@ TEST_P(XattrTest, SetGetListRemoveAcrossRemountAndFsck) {
     EXPECT_EQ(names.count("user.attr-7"), 0u);
     for (int i = 0; i < 120; i += 17) {
       if (i == 7) continue;
-      EXPECT_EQ(Get(*fs, d, "user.attr-" + std::to_string(i)), Bytes(40 + i, i)) << i;
+      EXPECT_EQ(Get(*fs, d, "user.attr-" + std::to_string(i)), Pattern(40 + i, i)) << i;
     }
     // Remove everything from the directory, then delete the file with its attributes.
     for (int i = 0; i < 120; ++i) {
@@ -252,7 +245,7 @@ TEST(XattrDamage, DamagedEaBlockIsEioNotACrash) {
     auto a = fs->Mknod(fs->root(), "f", 0100644, 0, RootCred());
     ASSERT_TRUE(a.ok());
     f = a->ino;
-    ASSERT_TRUE(fs->SetXattr(f, "user.a", Bytes(100, 5), 0, RootCred()).ok());
+    ASSERT_TRUE(fs->SetXattr(f, "user.a", Pattern(100, 5), 0, RootCred()).ok());
     ASSERT_TRUE(fs->Unmount().ok());
   }
   {
@@ -271,7 +264,7 @@ TEST(XattrDamage, DamagedEaBlockIsEioNotACrash) {
   auto fs = MountImage(img);
   EXPECT_EQ(fs->GetXattr(f, "user.a", {}).status().code(), Code::kCorrupt);
   EXPECT_EQ(fs->ListXattr(f, {}, RootCred()).status().code(), Code::kCorrupt);
-  EXPECT_EQ(fs->SetXattr(f, "user.b", Bytes(4, 1), 0, RootCred()).code(), Code::kCorrupt);
+  EXPECT_EQ(fs->SetXattr(f, "user.b", Pattern(4, 1), 0, RootCred()).code(), Code::kCorrupt);
   EXPECT_TRUE(fs->GetAttr(f).ok());  // the inode itself is fine
   EXPECT_TRUE(fs->Unmount().ok());
 }
@@ -283,7 +276,7 @@ TEST(XattrNoSpace, FullVolumeRefusesWithoutLosingAttributes) {
     auto fs = MountImage(img);
     auto f = fs->Mknod(fs->root(), "f", 0100644, 0, RootCred());
     ASSERT_TRUE(f.ok());
-    auto keep = Bytes(3000, 9);
+    auto keep = Pattern(3000, 9);
     ASSERT_TRUE(fs->SetXattr(f->ino, "user.keep", keep, 0, RootCred()).ok());
     auto filler = fs->Mknod(fs->root(), "filler", 0100644, 0, RootCred());
     ASSERT_TRUE(filler.ok());
@@ -301,11 +294,11 @@ TEST(XattrNoSpace, FullVolumeRefusesWithoutLosingAttributes) {
     // Fill the last blocks one by one.
     std::vector<uint8_t> block(4096, 0xcd);
     while (fs->Write(filler->ino, off, block, false).ok()) off += 4096;
-    Status st = fs->SetXattr(f->ino, "user.big", Bytes(65536, 4), 0, RootCred());
+    Status st = fs->SetXattr(f->ino, "user.big", Pattern(65536, 4), 0, RootCred());
     EXPECT_EQ(st.code(), Code::kNoSpace) << st.ToString();
     EXPECT_EQ(Get(*fs, f->ino, "user.keep"), keep);
     ASSERT_TRUE(fs->Unlink(fs->root(), "filler").ok());
-    ASSERT_TRUE(fs->SetXattr(f->ino, "user.big", Bytes(65536, 4), 0, RootCred()).ok());
+    ASSERT_TRUE(fs->SetXattr(f->ino, "user.big", Pattern(65536, 4), 0, RootCred()).ok());
     EXPECT_EQ(Get(*fs, f->ino, "user.keep"), keep);
     ASSERT_TRUE(fs->Unmount().ok());
   }
