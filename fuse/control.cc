@@ -119,6 +119,47 @@ Result<dev_t> MountDevice(const std::string& mountpoint) {
   return best;
 }
 
+namespace {
+
+// (st_dev, st_ino) of a file, or of the file behind a loop device (its backing file).
+bool SameVolume(const struct stat& want, const std::string& source) {
+  struct stat st;
+  if (::stat(source.c_str(), &st) != 0) return false;
+  if (S_ISBLK(want.st_mode)) return S_ISBLK(st.st_mode) && st.st_rdev == want.st_rdev;
+  if (S_ISREG(st.st_mode)) return st.st_dev == want.st_dev && st.st_ino == want.st_ino;
+  if (!S_ISBLK(st.st_mode)) return false;
+  std::ifstream bf("/sys/dev/block/" + std::to_string(major(st.st_rdev)) + ":" +
+                   std::to_string(minor(st.st_rdev)) + "/loop/backing_file");
+  std::string backing;
+  if (!bf || !std::getline(bf, backing)) return false;
+  struct stat b;
+  return ::stat(backing.c_str(), &b) == 0 && b.st_dev == want.st_dev && b.st_ino == want.st_ino;
+}
+
+}  // namespace
+
+Result<ServingMount> FindServingMount(const std::string& device) {
+  struct stat want;
+  if (::stat(device.c_str(), &want) != 0) return Status::FromErrno(errno, "stat " + device);
+  std::ifstream in("/proc/self/mountinfo");
+  if (!in) return Status::IoError("cannot read /proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string id, parent, majmin, root, mnt;
+    if (!(f >> id >> parent >> majmin >> root >> mnt) || root != "/") continue;
+    size_t sep = line.find(" - ");
+    if (sep == std::string::npos) continue;
+    std::istringstream tail(line.substr(sep + 3));
+    std::string type, source, super_opts;
+    if (!(tail >> type >> source >> super_opts)) continue;
+    if (type != "fuseblk.ugfs2" && type != "fuse.ugfs2") continue;
+    if (!SameVolume(want, Unescape(source))) continue;
+    return ServingMount{Unescape(mnt), super_opts == "ro" || super_opts.starts_with("ro,")};
+  }
+  return Status::NotFound(device + " is not mounted here");
+}
+
 Result<bool> SuperblockReadOnly(dev_t dev) {
   std::ifstream in("/proc/self/mountinfo");
   if (!in) return Status::IoError("cannot read /proc/self/mountinfo");

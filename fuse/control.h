@@ -35,6 +35,16 @@ std::string ControlPath(dev_t dev);
 // (readable while the daemon cannot yet answer a stat of its own mount).
 Result<dev_t> MountDevice(const std::string& mountpoint);
 
+// A ugfs2 mount (fuseblk.ugfs2 or fuse.ugfs2) of the volume `device` (an image file or a block
+// device) visible in this mount namespace: its mount point, and whether its superblock is
+// read-only. A fuseblk mount of an image names the loop device over it; that loop device's
+// backing file is compared. kNotFound if there is none.
+struct ServingMount {
+  std::string mountpoint;
+  bool read_only = false;
+};
+Result<ServingMount> FindServingMount(const std::string& device);
+
 // Whether the superblock of the mount with device `dev` is read-only now (mountinfo's super
 // options), or an error if no such mount is listed.
 Result<bool> SuperblockReadOnly(dev_t dev);

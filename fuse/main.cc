@@ -229,6 +229,37 @@ Status SetCoreReadOnly(DaemonContext& ctx, bool read_only) {
   return st;
 }
 
+// A second mount of a volume this host already serves: bind the serving mount (read-only at the
+// new mount point if asked), or refuse with the holder named in `busy`.
+int MountAgain(const Options& opts, const Status& busy, int notify_fd) {
+  auto serving = FindServingMount(opts.device);
+  if (!serving.ok()) return Fail("cannot mount: " + busy.message());
+  if (serving->read_only && !opts.read_only) {
+    return Fail("cannot mount " + opts.device + " read-write: it is mounted read-only at " +
+                serving->mountpoint + " (" + busy.message() + ")");
+  }
+  if (mount(serving->mountpoint.c_str(), opts.mountpoint.c_str(), nullptr, MS_BIND, nullptr) !=
+      0) {
+    return Fail("cannot mount " + opts.device + " again at " + opts.mountpoint + ": " +
+                std::strerror(errno));
+  }
+  if (opts.read_only && !serving->read_only &&
+      mount(nullptr, opts.mountpoint.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY,
+            nullptr) != 0) {
+    int e = errno;
+    umount2(opts.mountpoint.c_str(), MNT_DETACH);
+    return Fail("cannot make " + opts.mountpoint + " read-only: " + std::strerror(e));
+  }
+  LOG_INFO(opts.device << " is served at " << serving->mountpoint << "; mounted again at "
+                       << opts.mountpoint);
+  if (notify_fd >= 0) {  // the detaching parent waits for this byte
+    char c = 0;
+    (void)!write(notify_fd, &c, 1);
+    close(notify_fd);
+  }
+  return 0;
+}
+
 // The daemon side of the control socket.
 std::string HandleControl(DaemonContext& ctx, std::string_view req) {
   Status st;
@@ -300,10 +331,13 @@ int Run(int argc, char** argv) {
   dev_opts.direct = opts.direct_device;
   dev_opts.claim = opts.read_only ? DeviceClaim::kShared : DeviceClaim::kExclusive;
   auto dev = OpenFileBlockDevice(opts.device, dev_opts);
-  if (!dev.ok()) {
-    if (dev.status().code() == Code::kBusy) return Fail("cannot mount: " + dev.status().message());
-    return Fail("cannot open " + opts.device + ": " + dev.status().message());
+  if (!dev.ok() && dev.status().code() == Code::kBusy) {
+    // Mounted already: as the kernel does for a block device mounted twice, the new mount point
+    // shows the same filesystem (a bind mount of the serving daemon's mount), and no second
+    // daemon ever opens the volume. Refused when that cannot be done.
+    return MountAgain(opts, dev.status(), notify_fd);
   }
+  if (!dev.ok()) return Fail("cannot open " + opts.device + ": " + dev.status().message());
 
   MountOptions mount_opts;
   mount_opts.lockproto = opts.lockproto;

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One volume, one writer: a second daemon on a mounted image is refused with a message naming
-# the holder (rw and ro alike; two read-only mounts may share); umount returns only once the
+# One volume, one writer: a second mount of a mounted volume becomes another mount point of the
+# serving daemon's filesystem (as the kernel does for a block device mounted twice; no second
+# daemon opens the volume), a holder that serves no mount here is refused by name, a writer
+# beside read-only mounts is refused; umount returns only once the
 # daemon has flushed, written the clean journal header and released the device, so a mount right
 # after an unmount is always safe — checked by a tight mount/write/umount/fsck loop; a daemon
 # killed with -9 releases its claim; a successful mount prints nothing.
@@ -31,26 +33,49 @@ mountpoint -q "$m1" || fail "not mounted"
 holder=$(pgrep -f "^$UGFS2_BIN $img $m1\$" | head -1)
 [ -n "$holder" ] || fail "daemon process not found"
 
-log "a second writer is refused, naming the holder"
-rc=0
-"$UGFS2_BIN" "$img" "$m2" 2>"$T/second.err" || rc=$?
-[ $rc -ne 0 ] || fail "second daemon mounted the same image"
-mountpoint -q "$m2" && fail "second mount appeared"
-grep -q "already mounted by pid $holder" "$T/second.err" ||
-  fail "refusal does not name pid $holder: $(cat "$T/second.err")"
-rc=0
-"$UGFS2_BIN" -o ro "$img" "$m2" 2>"$T/second-ro.err" || rc=$?
-[ $rc -ne 0 ] || fail "read-only mount beside a writer"
-grep -q "already mounted by pid $holder" "$T/second-ro.err" || fail "ro refusal: $(cat "$T/second-ro.err")"
-# Through a symlink and a hard link to the image: the claim is on the file, not the name.
+log "a second mount of a mounted volume shows the same filesystem; no second daemon starts"
+echo first >"$m1/shared"
+"$UGFS2_BIN" "$img" "$m2" 2>"$T/second.err" || fail "second mount: $(cat "$T/second.err")"
+expect_eq "content through the second mount point" "$(cat "$m2/shared")" first
+mkdir "$m2/via2" && mv "$m1/shared" "$m2/via2/" || fail "rename across the two mount points"
+expect_eq "rename seen through the first" "$(cat "$m1/via2/shared")" first
+# Through a symlink and a hard link to the image (the claim is on the file, not the name), and
+# read-only at a third place.
 ln -s "$img" "$T/alias.img"
 ln "$img" "$T/hard.img"
+mkdir -p "$T/m3" "$T/m4" "$T/m5"
+"$UGFS2_BIN" "$T/alias.img" "$T/m3" || fail "mount through a symlink"
+"$UGFS2_BIN" "$T/hard.img" "$T/m4" || fail "mount through a hard link"
+"$UGFS2_BIN" -o ro "$img" "$T/m5" || fail "read-only second mount"
+echo no >"$T/m5/x" 2>/dev/null && fail "write through the read-only second mount point"
+[ "$(pgrep -f -- "$T/" | wc -l)" -eq 1 ] || fail "more than one daemon: $(pgrep -fa -- "$T/")"
+umount "$T/m3" "$T/m4" "$T/m5" "$m2" || fail "umount of the extra mount points"
+mountpoint -q "$m1" || fail "the first mount went away with the extra ones"
+
+log "a holder that serves no mount here is refused by name"
+make_image "$T/other.img" 64M 4096
+python3 -c "
+import fcntl, os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack('hhqqixxxx', fcntl.F_WRLCK, 0, 0, 0, 0))
+print('locked', flush=True)
+sys.stdin.read()  # hold until the test closes our stdin
+" "$T/other.img" < <(sleep 600) >"$T/holder.out" &
+holder_py=$!
+FS_CLEANUP+=("kill $holder_py 2>/dev/null")
+deadline=$((SECONDS + 10))
+until grep -q locked "$T/holder.out"; do
+  [ $SECONDS -ge $deadline ] && fail "lock holder did not start"
+  sleep 0.05
+done
 rc=0
-"$UGFS2_BIN" "$T/alias.img" "$m2" 2>/dev/null || rc=$?
-[ $rc -ne 0 ] || fail "mount through a symlink to a mounted image"
-rc=0
-"$UGFS2_BIN" "$T/hard.img" "$m2" 2>/dev/null || rc=$?
-[ $rc -ne 0 ] || fail "mount through a hard link to a mounted image"
+"$UGFS2_BIN" "$T/other.img" "$m2" 2>"$T/refused.err" || rc=$?
+[ $rc -ne 0 ] || fail "mounted an image another process holds"
+mountpoint -q "$m2" && fail "refused mount appeared"
+grep -q "already mounted by pid $holder_py" "$T/refused.err" ||
+  fail "refusal does not name pid $holder_py: $(cat "$T/refused.err")"
+kill "$holder_py"
+wait "$holder_py" 2>/dev/null
 
 echo data >"$m1/a"
 umount "$m1" || fail "umount"
@@ -58,13 +83,14 @@ umount "$m1" || fail "umount"
 check_clean "$img"
 wait_gone "$holder"
 
-log "two read-only mounts share the volume; a writer is refused beside them"
+log "two read-only mounts share the volume; a writer beside them is refused"
 "$UGFS2_BIN" -o ro "$img" "$m1" || fail "first ro mount"
 "$UGFS2_BIN" -o ro "$img" "$m2" || fail "second ro mount"
 [ "$(cat "$m2/a")" = data ] || fail "ro mount content"
 rc=0
-"$UGFS2_BIN" "$img" "$T/m3" 2>/dev/null || rc=$?
+"$UGFS2_BIN" "$img" "$T/m3" 2>"$T/rw-beside-ro.err" || rc=$?
 [ $rc -ne 0 ] || fail "writer mounted beside two readers"
+grep -q "mounted read-only" "$T/rw-beside-ro.err" || fail "refusal: $(cat "$T/rw-beside-ro.err")"
 umount "$m1" || fail "umount ro 1"
 umount "$m2" || fail "umount ro 2"
 
