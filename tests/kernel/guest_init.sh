@@ -22,15 +22,12 @@ done
 mrc=1
 crc=-1
 urc=-1
-t0=$(cut -d. -f1 /proc/uptime)
 mount -t gfs2 -o lockproto=lock_nolock /dev/vda /mnt
 mrc=$?
 echo "UGFS2G MOUNT rc=$mrc at $(cut -d' ' -f1 /proc/uptime)s"
 if [ $mrc -eq 0 ]; then
-  cd /mnt
   MNT=/mnt OUT=/out sh /cmd.sh </dev/null
   crc=$?
-  cd /
   echo "UGFS2G CMD rc=$crc"
   umount /mnt
   urc=$?

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # kernel_lib.sh: the Linux kernel's own gfs2, booted under qemu, as an interop oracle (sourced by
 # kernel_*.sh after tests/integration/fs_lib.sh, whose log/fail/skip/cleanup it uses).
 #
@@ -6,12 +7,14 @@
 # of it is committed. kernel_run boots it on a gfs2 image (virtio disk vda), the guest mounts it
 # with lock_nolock, runs a command script (a small cpio appended to the initramfs), unmounts,
 # writes /out as a tar archive to a results disk (vdb) and powers off. The host extracts the
-# archive into $T/<name>.out/. The guest's serial console goes to $T/<name>.serial.log; every
+# archive into $T/<name>.out/. The guest has busybox, /bin/manifest (guest_manifest.sh) and
+# /bin/tree.sh. The guest's serial console goes to $T/<name>.serial.log; every
 # line the guest itself prints starts with "UGFS2G ".
 #
 # Environment:
 #   UGFS2_KERNEL_VERSION  kernel to boot (default: newest with /boot/vmlinuz-V and a gfs2 module)
-#   UGFS2_KERNEL_ACCEL    kvm or tcg (default: kvm when /dev/kvm is usable, tcg otherwise)
+#   UGFS2_KERNEL_ACCEL    tcg (default: software emulation) or kvm (falls back to tcg when KVM
+#                         cannot start; a KVM that starts but does not run hangs until the timeout)
 #   UGFS2_KERNEL_TIMEOUT  seconds one boot may take before qemu is killed (default 300)
 
 KERNEL_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -71,7 +74,9 @@ kernel_add_module() {
 kernel_setup() {
   command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 missing (scripts/install-deps installs qemu-system-x86)"
   command -v cpio >/dev/null || skip "cpio missing (scripts/install-deps installs it)"
-  [ -x /bin/busybox ] && ! grep -qa "ld-linux" /bin/busybox ||
+  local ldd_out
+  ldd_out=$(LC_ALL=C ldd /bin/busybox 2>&1)
+  [ -x /bin/busybox ] && [[ "$ldd_out" == *"not a dynamic executable"* ]] ||
     skip "no static /bin/busybox (scripts/install-deps installs busybox-static)"
   KERNEL_VER=$(kernel_pick_version)
   [ -n "$KERNEL_VER" ] || skip "no kernel with /boot/vmlinuz-V and a gfs2 module (scripts/install-deps installs linux-image-amd64)"
@@ -84,7 +89,8 @@ kernel_setup() {
   cp /bin/busybox "$root/bin/busybox" || fail "cp busybox"
   cp "$KERNEL_DIR/guest_init.sh" "$root/init" || fail "cp guest_init.sh"
   cp "$KERNEL_DIR/guest_manifest.sh" "$root/bin/manifest" || fail "cp guest_manifest.sh"
-  chmod 755 "$root/init" "$root/bin/manifest"
+  cp "$KERNEL_DIR/tree.sh" "$root/bin/tree.sh" || fail "cp tree.sh"
+  chmod 755 "$root/init" "$root/bin/manifest" "$root/bin/tree.sh"
   : >"$root/modules.list"
   KERNEL_MOD_SEEN=()
   local m
@@ -92,13 +98,9 @@ kernel_setup() {
   (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) >"$T/initramfs.cpio" ||
     fail "cpio initramfs"
 
-  if [ -n "${UGFS2_KERNEL_ACCEL:-}" ]; then
-    KERNEL_ACCEL=$UGFS2_KERNEL_ACCEL
-  elif [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
-    KERNEL_ACCEL=kvm
-  else
-    KERNEL_ACCEL=tcg
-  fi
+  # TCG unless asked for KVM: a /dev/kvm that opens is no proof that it works (nested under
+  # another hypervisor, a guest on it may spin without ever reaching its first instruction).
+  KERNEL_ACCEL=${UGFS2_KERNEL_ACCEL:-tcg}
   log "kernel $KERNEL_VER, modules: $(tr '\n' ' ' <"$root/modules.list"), accel $KERNEL_ACCEL," \
       "initramfs $(($(stat -c %s "$T/initramfs.cpio") / 1024)) KiB"
   FS_CLEANUP+=("kernel_kill_qemu")
@@ -194,29 +196,58 @@ kernel_run() {
   kernel_wait || rc=$?
   [ $rc -eq 2 ] && kernel_guest_fail "$name" "qemu did not power off within ${KERNEL_TIMEOUT}s (killed)"
   [ $rc -eq 0 ] || kernel_guest_fail "$name" "qemu exited without the guest's DONE line"
-  local done
-  done=$(grep "^UGFS2G DONE" "$T/$name.serial.log" | tail -1)
-  [[ "$done" == *"mount=0 cmd=0 umount=0"* ]] || kernel_guest_fail "$name" "$done"
+  local last
+  last=$(grep "^UGFS2G DONE" "$T/$name.serial.log" | tail -1)
+  [[ "$last" == *"mount=0 cmd=0 umount=0"* ]] || kernel_guest_fail "$name" "$last"
 }
 
 # kernel_smoke: one boot on a fresh image. Skips when qemu cannot run here at all (it exits at
 # once, or never reaches the guest's /init); fails when the guest ran but gfs2 did not work.
+# Also probes whether this kernel reads device numbers back from disk: sets KERNEL_RDEV_OK=0
+# when a device node it made reads back otherwise after a remount (a bug of some kernels).
+KERNEL_RDEV_OK=1
 kernel_smoke() {
   local img=$T/smoke.img
   make_image "$img" 64M 4096
-  printf 'echo smoke >"$MNT/smoke"; cat "$MNT/smoke"\n' >"$T/smoke.sh"
+  cat >"$T/smoke.sh" <<'EOF'
+echo smoke >"$MNT/smoke" && cat "$MNT/smoke" || exit 1
+mknod "$MNT/probe-chr" c 250 70000 || exit 1
+umount "$MNT" && mount -t gfs2 -o lockproto=lock_nolock /dev/vda "$MNT" || exit 1
+echo "UGFS2G RDEV $(stat -c %t:%T "$MNT/probe-chr")"
+EOF
   kernel_start smoke "$img" "$T/smoke.sh"
   local rc=0
   kernel_wait || rc=$?
   if [ $rc -ne 0 ]; then
     if ! grep -q "^UGFS2G INIT" "$T/smoke.serial.log"; then
-      skip "qemu cannot boot a guest here (accel $KERNEL_ACCEL): qemu said '$(head -3 "$T/smoke.qemu.log" | tr '\n' ' ')'," \
-           "serial: '$(tail -3 "$T/smoke.serial.log" | tr '\n' ' ')'"
+      local why="qemu exited without starting the guest's /init"
+      [ $rc -eq 2 ] && why="the guest did not reach its /init within ${KERNEL_TIMEOUT}s"
+      skip "qemu cannot run a guest here (accel $KERNEL_ACCEL): $why;" \
+           "qemu said '$(head -3 "$T/smoke.qemu.log" | tr '\n' ' ')'," \
+           "serial console: '$(tail -3 "$T/smoke.serial.log" | tr '\n' ' ')'"
     fi
     kernel_guest_fail smoke "smoke boot did not finish"
   fi
   grep -q "^UGFS2G DONE mount=0 cmd=0 umount=0" "$T/smoke.serial.log" ||
     kernel_guest_fail smoke "smoke boot: $(grep '^UGFS2G' "$T/smoke.serial.log" | tr '\n' ' ')"
+  local rdev
+  rdev=$(sed -n 's/^UGFS2G RDEV \([0-9a-f:]*\).*/\1/p' "$T/smoke.serial.log")
+  if [ "$rdev" != "fa:11170" ]; then
+    KERNEL_RDEV_OK=0
+    log "note: kernel $KERNEL_VER reads its own device node c 250:70000 back as '$rdev' after a" \
+        "remount (a kernel bug): the guest's device numbers are not compared; the host checks" \
+        "ugfs2's against the on-disk dinodes instead"
+  fi
   check_clean "$img"
   rm -f "$img"
+}
+
+# kernel_mask_rdev FILE: the manifest, with the major:minor of device nodes blanked when this
+# kernel cannot be trusted with them (see kernel_smoke).
+kernel_mask_rdev() {
+  if [ "$KERNEL_RDEV_OK" = 1 ]; then
+    cat "$1"
+  else
+    awk -F'|' -v OFS='|' '$2 == "chr" || $2 == "blk" { $10 = "(rdev not compared)" } { print }' "$1"
+  fi
 }
