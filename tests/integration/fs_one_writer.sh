@@ -55,12 +55,12 @@ mountpoint -q "$m1" || fail "the first mount went away with the extra ones"
 log "a holder that serves no mount here is refused by name"
 make_image "$T/other.img" 64M 4096
 python3 -c "
-import fcntl, os, struct, sys
+import fcntl, os, signal, struct, sys
 fd = os.open(sys.argv[1], os.O_RDWR)
 fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack('hhqqixxxx', fcntl.F_WRLCK, 0, 0, 0, 0))
 print('locked', flush=True)
-sys.stdin.read()  # hold until the test closes our stdin
-" "$T/other.img" < <(sleep 600) >"$T/holder.out" &
+signal.pause()  # hold the lock until the test kills us
+" "$T/other.img" >"$T/holder.out" </dev/null &
 holder_py=$!
 FS_CLEANUP+=("kill $holder_py 2>/dev/null")
 deadline=$((SECONDS + 10))
