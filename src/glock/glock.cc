@@ -1,0 +1,782 @@
+#include "glock/glock.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+
+namespace ugfs2::glock {
+
+using S = State;
+
+// ---------------------------------------------------------------------------------------------
+// Names, states, flags
+
+std::string GlockName::ToString() const {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%u/%llx", static_cast<unsigned>(type),
+                static_cast<unsigned long long>(number));
+  return buf;
+}
+
+std::string GlockName::DlmResourceName() const {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%8x%16llx", static_cast<unsigned>(type),
+                static_cast<unsigned long long>(number));
+  return std::string(buf, 24);
+}
+
+const char* StateName(State s) {
+  switch (s) {
+    case S::kUnlocked:
+      return "UN";
+    case S::kExclusive:
+      return "EX";
+    case S::kDeferred:
+      return "DF";
+    case S::kShared:
+      return "SH";
+  }
+  return "??";
+}
+
+bool Compatible(State a, State b) {
+  if (a == S::kUnlocked || b == S::kUnlocked) return true;
+  if (a == S::kExclusive || b == S::kExclusive) return false;
+  return a == b;
+}
+
+bool Covers(State held, State want) {
+  if (held == want || want == S::kUnlocked) return true;
+  return held == S::kExclusive;
+}
+
+std::string FlagsString(uint32_t flags) {
+  static constexpr std::pair<uint32_t, char> kLetters[] = {
+      {kTry, 't'},   {kTry1Cb, 'T'}, {kNoExp, 'e'}, {kAny, 'A'},     {kNodeScope, 'n'},
+      {kAsync, 'a'}, {kExact, 'E'},  {kSkip, 's'},  {kNoCache, 'c'},
+  };
+  std::string s;
+  for (const auto& [bit, letter] : kLetters) {
+    if (flags & bit) s += letter;
+  }
+  return s;
+}
+
+TypeTraits TraitsOf(GlockType type) {
+  switch (type) {
+    case GlockType::kInode:
+      return {.sync = true, .invalidate = true, .refresh = true, .min_hold = true};
+    case GlockType::kRgrp:
+      return {.sync = true, .invalidate = true, .refresh = true, .min_hold = false};
+    default:
+      return {};
+  }
+}
+
+const char* EffectKindName(Effect::Kind k) {
+  switch (k) {
+    case Effect::kRequest:
+      return "Request";
+    case Effect::kCancelRequest:
+      return "CancelRequest";
+    case Effect::kGrant:
+      return "Grant";
+    case Effect::kFail:
+      return "Fail";
+    case Effect::kSync:
+      return "Sync";
+    case Effect::kInvalidate:
+      return "Invalidate";
+    case Effect::kRefresh:
+      return "Refresh";
+  }
+  return "?";
+}
+
+std::string Effect::ToString() const {
+  std::string s = std::string(EffectKindName(kind)) + " " + name.ToString();
+  if (kind == kRequest) {
+    s += std::string(" ") + StateName(from) + "->" + StateName(to);
+    if (flags) s += " f:" + FlagsString(flags);
+  }
+  if (kind == kGrant || kind == kFail) s += " h" + std::to_string(holder);
+  if (kind == kFail) s += " " + status.ToString();
+  return s;
+}
+
+const char* PhaseName(Phase p) {
+  switch (p) {
+    case Phase::kIdle:
+      return "idle";
+    case Phase::kSync:
+      return "sync";
+    case Phase::kRequest:
+      return "request";
+    case Phase::kInvalidate:
+      return "invalidate";
+    case Phase::kRefresh:
+      return "refresh";
+  }
+  return "?";
+}
+
+namespace {
+
+// Leaving a state in which holders may have dirtied cached data needs a write-back first.
+bool NeedsSync(State from, State to) {
+  if (from == S::kExclusive) return to != S::kExclusive;
+  if (from == S::kDeferred) return to == S::kShared || to == S::kUnlocked;
+  return false;
+}
+
+bool IsTry(uint32_t flags) { return (flags & (kTry | kTry1Cb)) != 0; }
+
+// A remote demote to `wanted` is satisfied once this node holds `wanted` or nothing.
+bool Satisfied(State state, State wanted) { return state == S::kUnlocked || state == wanted; }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+GlockTable::GlockTable(Options options) : options_(options) {}
+
+void GlockTable::Advance(Time now) { now_ = std::max(now_, now); }
+
+GlockTable::Glock* GlockTable::Find(const GlockName& name) {
+  auto it = glocks_.find(name);
+  return it == glocks_.end() ? nullptr : &it->second;
+}
+
+const GlockTable::HolderRec* GlockTable::FirstGranted(const Glock& g) const {
+  if (g.queue.empty()) return nullptr;
+  const HolderRec& h = holders_.at(g.queue.front());
+  return h.granted ? &h : nullptr;
+}
+
+GlockTable::HolderRec* GlockTable::FirstWaiter(const Glock& g) {
+  for (HolderId id : g.queue) {
+    HolderRec& h = holders_.at(id);
+    if (!h.granted) return &h;
+  }
+  return nullptr;
+}
+
+bool GlockTable::AnyGranted(const Glock& g) const { return FirstGranted(g) != nullptr; }
+
+// gfs2's may_grant: with holders granted, a new one must match them (SH with SH, DF with DF, EX
+// only among kNodeScope holders); with none granted, the cached state decides.
+// One addition to gfs2's rule: a newcomer must also fit the cached state. gfs2 compares it with
+// the granted holder's requested state only, so after a kAny holder asking DF got in under a
+// cached SH, a plain DF holder would be granted in SH.
+bool GlockTable::MayGrant(const Glock& g, const HolderRec* current, const HolderRec& h) const {
+  if (current != nullptr) {
+    const bool fits = g.state == h.state || g.state == S::kExclusive ||
+                      ((h.flags & kAny) && g.state != S::kUnlocked);
+    if (!fits) return false;
+    switch (current->state) {
+      case S::kExclusive:
+        return h.state == S::kExclusive && (current->flags & kNodeScope) && (h.flags & kNodeScope);
+      case S::kShared:
+      case S::kDeferred:
+        return h.state == current->state;
+      default:
+        return false;
+    }
+  }
+  if (g.state == h.state) return true;
+  if (h.flags & kExact) return false;
+  if (g.state == S::kExclusive) return h.state == S::kShared || h.state == S::kDeferred;
+  if (h.flags & kAny) return g.state != S::kUnlocked;
+  return false;
+}
+
+void GlockTable::Emit(const Glock& g, Effect::Kind kind, std::vector<Effect>* out) {
+  Effect e;
+  e.kind = kind;
+  e.name = g.name;
+  out->push_back(std::move(e));
+}
+
+void GlockTable::FailHolder(Glock* g, HolderId id, const Status& status, std::vector<Effect>* out) {
+  std::erase(g->queue, id);
+  holders_.erase(id);
+  Effect e;
+  e.kind = Effect::kFail;
+  e.name = g->name;
+  e.holder = id;
+  e.status = status;
+  out->push_back(std::move(e));
+}
+
+// gfs2's do_error: fails waiting holders (only the try-lock ones unless `only_try` is false).
+void GlockTable::FailWaiters(Glock* g, bool only_try, const Status& status,
+                             std::vector<Effect>* out) {
+  std::vector<HolderId> doomed;
+  for (HolderId id : g->queue) {
+    const HolderRec& h = holders_.at(id);
+    if (!h.granted && (!only_try || IsTry(h.flags))) doomed.push_back(id);
+  }
+  for (HolderId id : doomed) FailHolder(g, id, status, out);
+}
+
+bool GlockTable::DemoteDue(Glock* g) {
+  if (!g->demote) return false;
+  if (g->demote_delayed && now_ >= g->tchange + options_.min_hold) g->demote_delayed = false;
+  return !g->demote_delayed;
+}
+
+// gfs2's request_demote: two different non-UN wishes merge into UN; an immediate request
+// overrides a delayed one.
+void GlockTable::RequestDemote(Glock* g, State wanted, bool delayed) {
+  if (!g->demote) {
+    g->demote = wanted;
+    g->demote_delayed = delayed;
+    return;
+  }
+  if (*g->demote != S::kUnlocked && *g->demote != wanted) g->demote = S::kUnlocked;
+  if (!delayed) g->demote_delayed = false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The queue runner (gfs2's run_queue / do_promote / do_xmote / finish_xmote)
+
+// Grants waiters in queue order while they may be granted. Returns false only when the holder
+// at the very head cannot be granted (the glock must change state); true otherwise, including
+// when a refresh was started on a waiter's behalf.
+bool GlockTable::DoPromote(Glock* g, std::vector<Effect>* out) {
+  const HolderRec* current = FirstGranted(*g);
+  for (size_t i = 0; i < g->queue.size(); ++i) {
+    HolderRec& h = holders_.at(g->queue[i]);
+    if (h.granted) continue;
+    if (!MayGrant(*g, current, h)) {
+      if (i == 0) return false;
+      FailWaiters(g, /*only_try=*/true, Status(Code::kLockConflict, "glock try lock failed"), out);
+      return true;
+    }
+    if (g->needs_refresh && g->traits.refresh && !(h.flags & kSkip)) {
+      g->phase = Phase::kRefresh;
+      g->refresh_for = h.id;
+      Emit(*g, Effect::kRefresh, out);
+      return true;
+    }
+    h.granted = true;
+    Effect e;
+    e.kind = Effect::kGrant;
+    e.name = g->name;
+    e.holder = h.id;
+    out->push_back(std::move(e));
+    if (current == nullptr) current = &h;
+  }
+  return true;
+}
+
+void GlockTable::RunQueue(Glock* g, std::vector<Effect>* out) {
+  if (g->phase != Phase::kIdle) return;
+  g->retry = false;
+  if (g->demote) {
+    if (Satisfied(g->state, *g->demote)) {
+      g->demote.reset();
+      g->demote_delayed = false;
+    } else if (DemoteDue(g)) {
+      // An active demote admits no new holders; it runs once the granted ones have left.
+      if (AnyGranted(*g)) return;
+      StartTransition(g, *g->demote, 0, /*demote=*/true, out);
+      return;
+    }
+  }
+  if (DoPromote(g, out)) return;
+  const HolderRec* head = FirstWaiter(*g);
+  const State target = head->state;
+  const uint32_t flags = head->flags & kLockModuleFlags;
+  if (!IsTry(head->flags)) {
+    FailWaiters(g, /*only_try=*/true, Status(Code::kLockConflict, "glock try lock failed"), out);
+  }
+  StartTransition(g, target, flags, /*demote=*/false, out);
+}
+
+void GlockTable::StartTransition(Glock* g, State to, uint32_t lm_flags, bool demote,
+                                 std::vector<Effect>* out) {
+  g->target = to;
+  g->lm_flags = lm_flags;
+  g->demote_in_progress = demote;
+  g->cancel_sent = false;
+  if ((to == S::kUnlocked || to == S::kDeferred) && g->traits.invalidate) {
+    FailWaiters(g, /*only_try=*/true, Status(Code::kLockConflict, "glock try lock failed"), out);
+  }
+  if (g->traits.sync && NeedsSync(g->state, to)) {
+    g->phase = Phase::kSync;
+    Emit(*g, Effect::kSync, out);
+    return;
+  }
+  SendRequest(g, out);
+}
+
+void GlockTable::SendRequest(Glock* g, std::vector<Effect>* out) {
+  g->phase = Phase::kRequest;
+  Effect e;
+  e.kind = Effect::kRequest;
+  e.name = g->name;
+  e.from = g->state;
+  e.to = g->target;
+  e.flags = g->lm_flags;
+  out->push_back(std::move(e));
+}
+
+void GlockTable::ApplyReply(Glock* g, const LmReply& reply, std::vector<Effect>* out) {
+  const State old = g->state;
+  if (reply.state != old) {
+    g->state = reply.state;
+    g->tchange = now_;
+  }
+  if (old != S::kUnlocked && reply.state != old &&
+      (reply.state == S::kUnlocked || reply.state == S::kDeferred)) {
+    g->needs_refresh = true;
+    if (g->traits.invalidate) {
+      g->phase = Phase::kInvalidate;
+      g->after_invalidate = reply;
+      Emit(*g, Effect::kInvalidate, out);
+      return;
+    }
+  }
+  FinishTransition(g, reply, out);
+}
+
+void GlockTable::FinishTransition(Glock* g, const LmReply& reply, std::vector<Effect>* out) {
+  g->phase = Phase::kIdle;
+  g->cancel_sent = false;
+  g->after_invalidate.reset();
+  const bool was_demote = g->demote_in_progress;
+  g->demote_in_progress = false;
+  if (!reply.error.ok()) {
+    FailWaiters(g, /*only_try=*/false, reply.error, out);
+    g->retry = true;
+    g->retry_at = now_ + options_.retry_delay;
+    return;
+  }
+  if (g->state == g->target) {
+    // Waiters that asked for this state get it before a demote that arrived meanwhile runs.
+    if (!was_demote && g->state != S::kUnlocked) DoPromote(g, out);
+    RunQueue(g, out);
+    return;
+  }
+  // The lock module did not move to the target.
+  const HolderRec* head = FirstWaiter(*g);
+  if (!was_demote && !reply.canceled && head != nullptr && IsTry(head->flags)) {
+    FailWaiters(g, /*only_try=*/true, Status(Code::kLockConflict, "glock try lock failed"), out);
+    RunQueue(g, out);
+    return;
+  }
+  if (reply.canceled || g->state == S::kUnlocked || g->state == S::kExclusive) {
+    RunQueue(g, out);
+    return;
+  }
+  // A conversion out of SH or DF was refused (a conversion deadlock): unlock, then try again.
+  StartTransition(g, S::kUnlocked, 0, was_demote, out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+Result<HolderId> GlockTable::Acquire(const GlockName& name, State state, uint32_t flags, Time now,
+                                     std::vector<Effect>* out) {
+  if (state == S::kUnlocked) return Status::Invalid("glock holders cannot ask for UN");
+  Advance(now);
+  auto [it, created] = glocks_.try_emplace(name);
+  Glock* g = &it->second;
+  if (created) {
+    g->name = name;
+    g->traits = TraitsOf(name.type);
+    g->tchange = now_;
+  }
+  const HolderId id = next_holder_++;
+  HolderRec h;
+  h.id = id;
+  h.name = name;
+  h.state = state;
+  h.flags = flags;
+  if (IsTry(flags)) {
+    // gfs2's add_to_queue: a try lock fails at once while an invalidation is under way, or when
+    // the glock is busy, it could not be granted now, and a blocking holder is queued.
+    bool fail =
+        (g->phase == Phase::kSync && (g->target == S::kUnlocked || g->target == S::kDeferred)) ||
+        g->phase == Phase::kInvalidate;
+    if (!fail && g->phase != Phase::kIdle && !MayGrant(*g, FirstGranted(*g), h)) {
+      for (HolderId other : g->queue) {
+        if (!IsTry(holders_.at(other).flags)) fail = true;
+      }
+    }
+    if (fail) {
+      Effect e;
+      e.kind = Effect::kFail;
+      e.name = name;
+      e.holder = id;
+      e.status = Status(Code::kLockConflict, "glock try lock failed");
+      out->push_back(std::move(e));
+      Settle(g);
+      return id;
+    }
+  }
+  holders_.emplace(id, h);
+  g->queue.push_back(id);
+  if ((flags & kNoExp) && g->frozen) {
+    const LmReply reply = *g->frozen;
+    g->frozen.reset();
+    ApplyReply(g, reply, out);
+  }
+  RunQueue(g, out);
+  Settle(g);
+  return id;
+}
+
+Status GlockTable::Release(HolderId id, Time now, std::vector<Effect>* out) {
+  Advance(now);
+  auto it = holders_.find(id);
+  if (it == holders_.end()) return Status::NotFound("no such glock holder");
+  if (!it->second.granted) return Status::Invalid("glock holder not granted; cancel it");
+  Glock* g = Find(it->second.name);
+  if (it->second.flags & kNoCache) RequestDemote(g, S::kUnlocked, /*delayed=*/false);
+  std::erase(g->queue, id);
+  holders_.erase(it);
+  RunQueue(g, out);
+  Settle(g);
+  return Status::Ok();
+}
+
+Status GlockTable::Cancel(HolderId id, Time now, std::vector<Effect>* out, Code reason) {
+  Advance(now);
+  auto it = holders_.find(id);
+  if (it == holders_.end()) return Status::NotFound("no such glock holder");
+  if (it->second.granted) return Status::Invalid("glock holder already granted; release it");
+  Glock* g = Find(it->second.name);
+  const HolderRec* head = FirstWaiter(*g);
+  const bool was_head = head != nullptr && head->id == id;
+  if (it->second.flags & kNoCache) RequestDemote(g, S::kUnlocked, /*delayed=*/false);
+  FailHolder(g, id, Status(reason, "glock request cancelled"), out);
+  if (g->phase == Phase::kRequest && !g->frozen && !g->demote_in_progress && was_head &&
+      !g->cancel_sent) {
+    // Abort the request made for it unless the next waiter wants the same.
+    const HolderRec* next = FirstWaiter(*g);
+    if (next == nullptr || next->state != g->target) {
+      g->cancel_sent = true;
+      Emit(*g, Effect::kCancelRequest, out);
+    }
+  }
+  RunQueue(g, out);
+  Settle(g);
+  return Status::Ok();
+}
+
+Status GlockTable::LockModuleReply(const GlockName& name, const LmReply& reply, Time now,
+                                   std::vector<Effect>* out) {
+  Advance(now);
+  Glock* g = Find(name);
+  if (g == nullptr || g->phase != Phase::kRequest || g->frozen) {
+    return Status::Invalid("lock module reply without a request in flight: " + name.ToString());
+  }
+  if (recovery_blocked_ && reply.error.ok() && !reply.canceled && g->target != S::kUnlocked) {
+    bool noexp_waiter = false;
+    for (HolderId id : g->queue) {
+      const HolderRec& h = holders_.at(id);
+      if (!h.granted && (h.flags & kNoExp)) noexp_waiter = true;
+    }
+    if (!noexp_waiter) {
+      g->frozen = reply;
+      return Status::Ok();
+    }
+  }
+  ApplyReply(g, reply, out);
+  Settle(g);
+  return Status::Ok();
+}
+
+Status GlockTable::DemoteRequest(const GlockName& name, State wanted, Time now,
+                                 std::vector<Effect>* out) {
+  if (wanted == S::kExclusive) return Status::Invalid("a demote request cannot ask for EX");
+  Advance(now);
+  Glock* g = Find(name);
+  if (g == nullptr) return Status::Ok();  // nothing cached: already satisfied
+  // gfs2's gfs2_glock_cb: with holders queued, an inode glock keeps its state for the minimum
+  // hold time after its last state change, so local users make progress between demotes.
+  const bool delayed = g->traits.min_hold && options_.min_hold > 0 && !g->queue.empty() &&
+                       now_ < g->tchange + options_.min_hold;
+  RequestDemote(g, wanted, delayed);
+  RunQueue(g, out);
+  Settle(g);
+  return Status::Ok();
+}
+
+Status GlockTable::SyncDone(const GlockName& name, const Status& result, Time now,
+                            std::vector<Effect>* out) {
+  Advance(now);
+  Glock* g = Find(name);
+  if (g == nullptr || g->phase != Phase::kSync) {
+    return Status::Invalid("sync completion without a sync in flight: " + name.ToString());
+  }
+  if (!result.ok()) {
+    g->phase = Phase::kIdle;
+    g->demote_in_progress = false;
+    g->retry = true;
+    g->retry_at = now_ + options_.retry_delay;
+    Settle(g);
+    return Status::Ok();
+  }
+  SendRequest(g, out);
+  Settle(g);
+  return Status::Ok();
+}
+
+Status GlockTable::InvalidateDone(const GlockName& name, Time now, std::vector<Effect>* out) {
+  Advance(now);
+  Glock* g = Find(name);
+  if (g == nullptr || g->phase != Phase::kInvalidate) {
+    return Status::Invalid("invalidate completion without one in flight: " + name.ToString());
+  }
+  const LmReply reply = *g->after_invalidate;
+  FinishTransition(g, reply, out);
+  Settle(g);
+  return Status::Ok();
+}
+
+Status GlockTable::RefreshDone(const GlockName& name, const Status& result, Time now,
+                               std::vector<Effect>* out) {
+  Advance(now);
+  Glock* g = Find(name);
+  if (g == nullptr || g->phase != Phase::kRefresh) {
+    return Status::Invalid("refresh completion without one in flight: " + name.ToString());
+  }
+  g->phase = Phase::kIdle;
+  const HolderId for_holder = g->refresh_for;
+  g->refresh_for = 0;
+  if (result.ok()) {
+    g->needs_refresh = false;
+  } else if (holders_.count(for_holder) && !holders_.at(for_holder).granted) {
+    FailHolder(g, for_holder, result, out);
+  }
+  DoPromote(g, out);
+  RunQueue(g, out);
+  Settle(g);
+  return Status::Ok();
+}
+
+void GlockTable::Tick(Time now, std::vector<Effect>* out) {
+  Advance(now);
+  const std::vector<GlockName> names(watch_.begin(), watch_.end());
+  for (const GlockName& name : names) {
+    Glock* g = Find(name);
+    if (g == nullptr) continue;
+    const bool retry_due = g->retry && now_ >= g->retry_at;
+    const bool demote_due = g->demote && g->demote_delayed && DemoteDue(g);
+    if (retry_due || demote_due) RunQueue(g, out);
+    Settle(g);
+  }
+}
+
+size_t GlockTable::ShrinkLru(size_t budget, Time now, std::vector<Effect>* out) {
+  Advance(now);
+  size_t n = 0;
+  while (n < budget && !lru_.empty()) {
+    const GlockName name = lru_.begin()->second;
+    lru_.erase(lru_.begin());
+    Glock* g = Find(name);
+    g->lru_seq = 0;
+    RequestDemote(g, S::kUnlocked, /*delayed=*/false);
+    RunQueue(g, out);
+    Settle(g);
+    ++n;
+  }
+  return n;
+}
+
+void GlockTable::SetRecoveryBlocked(bool blocked, Time now, std::vector<Effect>* out) {
+  Advance(now);
+  recovery_blocked_ = blocked;
+  if (blocked) return;
+  std::vector<GlockName> thaw;
+  for (const auto& [name, g] : glocks_) {
+    if (g.frozen) thaw.push_back(name);
+  }
+  for (const GlockName& name : thaw) {
+    Glock* g = Find(name);
+    const LmReply reply = *g->frozen;
+    g->frozen.reset();
+    ApplyReply(g, reply, out);
+    Settle(g);
+  }
+}
+
+void GlockTable::Settle(Glock* g) {
+  const bool idle = g->phase == Phase::kIdle && !g->frozen;
+  const GlockName name = g->name;
+  if (idle && g->queue.empty() && g->state == S::kUnlocked) {
+    if (g->lru_seq) lru_.erase(g->lru_seq);
+    watch_.erase(name);
+    glocks_.erase(name);
+    return;
+  }
+  const bool on_lru = idle && g->queue.empty() && !g->demote;
+  if (on_lru && g->lru_seq == 0) {
+    g->lru_seq = next_lru_seq_++;
+    lru_.emplace(g->lru_seq, name);
+  } else if (!on_lru && g->lru_seq != 0) {
+    lru_.erase(g->lru_seq);
+    g->lru_seq = 0;
+  }
+  if (g->retry || (g->demote && g->demote_delayed)) {
+    watch_.insert(name);
+  } else {
+    watch_.erase(name);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries
+
+std::optional<Time> GlockTable::NextDeadline() const {
+  std::optional<Time> best;
+  for (const GlockName& name : watch_) {
+    const Glock& g = glocks_.at(name);
+    std::optional<Time> t;
+    if (g.retry) t = g.retry_at;
+    if (g.demote && g.demote_delayed) {
+      const Time d = g.tchange + options_.min_hold;
+      t = t ? std::min(*t, d) : d;
+    }
+    if (t && (!best || *t < *best)) best = t;
+  }
+  return best;
+}
+
+std::optional<GlockInfo> GlockTable::Info(const GlockName& name) const {
+  auto it = glocks_.find(name);
+  if (it == glocks_.end()) return std::nullopt;
+  const Glock& g = it->second;
+  GlockInfo i;
+  i.name = g.name;
+  i.state = g.state;
+  i.target = g.target;
+  i.phase = g.phase;
+  i.demote_in_progress = g.demote_in_progress;
+  i.demote = g.demote;
+  i.demote_delayed = g.demote_delayed;
+  i.frozen = g.frozen.has_value();
+  i.needs_refresh = g.needs_refresh && g.traits.refresh;
+  i.on_lru = g.lru_seq != 0;
+  for (HolderId id : g.queue) (holders_.at(id).granted ? i.granted : i.waiting)++;
+  i.tchange = g.tchange;
+  return i;
+}
+
+std::optional<HolderInfo> GlockTable::Holder(HolderId id) const {
+  auto it = holders_.find(id);
+  if (it == holders_.end()) return std::nullopt;
+  const HolderRec& h = it->second;
+  return HolderInfo{h.id, h.name, h.state, h.flags, h.granted};
+}
+
+std::vector<GlockName> GlockTable::Names() const {
+  std::vector<GlockName> v;
+  for (const auto& [name, g] : glocks_) v.push_back(name);
+  return v;
+}
+
+std::string GlockTable::CheckInvariants() const {
+  std::ostringstream err;
+  size_t queued = 0;
+  for (const auto& [name, g] : glocks_) {
+    const std::string n = name.ToString();
+    if (g.name != name) err << n << ": name mismatch\n";
+    queued += g.queue.size();
+    bool waiter_seen = false;
+    std::vector<const HolderRec*> granted;
+    for (HolderId id : g.queue) {
+      auto it = holders_.find(id);
+      if (it == holders_.end()) {
+        err << n << ": queued holder " << id << " unknown\n";
+        continue;
+      }
+      const HolderRec& h = it->second;
+      if (h.name != name) err << n << ": holder " << id << " belongs elsewhere\n";
+      if (!h.granted) {
+        waiter_seen = true;
+        continue;
+      }
+      if (waiter_seen) err << n << ": granted holder " << id << " behind a waiter\n";
+      granted.push_back(&h);
+    }
+    for (size_t i = 0; i < granted.size(); ++i) {
+      const HolderRec& h = *granted[i];
+      if (g.state == S::kUnlocked) err << n << ": holder " << h.id << " granted in UN\n";
+      // With holders granted, gfs2 compares a newcomer with them only, so an EXACT holder may
+      // join others under a cached EX; hence no EXACT test here.
+      const bool fits = g.state == h.state || g.state == S::kExclusive ||
+                        ((h.flags & kAny) && g.state != S::kUnlocked);
+      if (!fits) {
+        err << n << ": holder " << h.id << " wants " << StateName(h.state) << " in "
+            << StateName(g.state) << "\n";
+      }
+      if (i > 0) {
+        const HolderRec& first = *granted[0];
+        const bool ok =
+            h.state == first.state &&
+            (h.state != S::kExclusive || ((h.flags & kNodeScope) && (first.flags & kNodeScope)));
+        if (!ok) err << n << ": holders " << first.id << " and " << h.id << " conflict\n";
+      }
+    }
+    if (!granted.empty() && g.phase != Phase::kIdle && g.phase != Phase::kRefresh) {
+      err << n << ": holders granted during phase " << PhaseName(g.phase) << "\n";
+    }
+    if (g.frozen && g.phase != Phase::kRequest) err << n << ": frozen reply outside request\n";
+    if (g.after_invalidate.has_value() != (g.phase == Phase::kInvalidate)) {
+      err << n << ": invalidate bookkeeping wrong\n";
+    }
+    if (g.demote_in_progress && g.phase == Phase::kIdle) err << n << ": stale demote flag\n";
+    if (g.lru_seq != 0) {
+      auto it = lru_.find(g.lru_seq);
+      if (it == lru_.end() || it->second != name) err << n << ": LRU entry missing\n";
+      if (!g.queue.empty() || g.phase != Phase::kIdle || g.state == S::kUnlocked) {
+        err << n << ": on the LRU while not idle\n";
+      }
+    }
+    if (g.phase == Phase::kIdle && !g.frozen && g.queue.empty() && g.state == S::kUnlocked) {
+      err << n << ": idle UN glock not forgotten\n";
+    }
+    if (g.phase == Phase::kIdle && !g.frozen && g.queue.empty() && !g.demote && g.lru_seq == 0) {
+      err << n << ": idle cached glock not on the LRU\n";
+    }
+  }
+  if (queued != holders_.size()) {
+    err << "holder count mismatch: " << queued << " queued vs " << holders_.size() << "\n";
+  }
+  for (const auto& [seq, name] : lru_) {
+    auto it = glocks_.find(name);
+    if (it == glocks_.end() || it->second.lru_seq != seq) err << "stale LRU entry\n";
+  }
+  return err.str();
+}
+
+std::string GlockTable::Dump() const {
+  std::ostringstream o;
+  for (const auto& [name, g] : glocks_) {
+    o << "G:  s:" << StateName(g.state) << " n:" << name.ToString() << " f:";
+    if (g.phase != Phase::kIdle) o << 'l';
+    if (g.demote && !g.demote_delayed) o << 'D';
+    if (g.demote && g.demote_delayed) o << 'd';
+    if (g.demote_in_progress) o << 'p';
+    if (g.phase == Phase::kInvalidate) o << 'i';
+    if (g.frozen) o << 'F';
+    if (!g.queue.empty()) o << 'q';
+    if (g.lru_seq) o << 'L';
+    o << " t:" << StateName(g.phase == Phase::kIdle ? g.state : g.target)
+      << " d:" << StateName(g.demote.value_or(S::kExclusive)) << " phase:" << PhaseName(g.phase)
+      << "\n";
+    for (HolderId id : g.queue) {
+      const HolderRec& h = holders_.at(id);
+      o << " H: s:" << StateName(h.state) << " f:" << FlagsString(h.flags)
+        << (h.granted ? 'H' : 'W') << " id:" << id << "\n";
+    }
+  }
+  return o.str();
+}
+
+}  // namespace ugfs2::glock

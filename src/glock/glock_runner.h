@@ -1,0 +1,137 @@
+// GlockRunner: drives a GlockTable. It turns calls and callbacks into the table's inputs and
+// carries out the table's effects through two seams: a LockModule (the cluster lock manager, or
+// NoLockModule on a single node) and GlockHooks (write back, invalidate, re-read; supplied by
+// the filesystem engine). It makes no decisions of its own: every rule lives in GlockTable.
+//
+// Waiting: Acquire without kAsync blocks until the holder is granted or fails. With kAsync it
+// returns the holder at once; Poll and Wait (optionally with a deadline, after which the holder
+// is cancelled with kTimedOut) collect the outcome. Every holder must end in Release (granted)
+// or in a failure collected by Acquire/Wait; Cancel withdraws a waiting one.
+//
+// Thread safety: every method is thread-safe. One mutex, `mu_`, guards the table and the
+// runner's own state; it is a leaf lock: it is never held while the LockModule or a hook runs,
+// and nothing else is locked while it is held.
+// Lock order: caller's locks -> mu_. Effects run, in the order the table emitted them, on the
+// thread of whichever caller found them pending (the "pumping" thread; Acquire, Release,
+// callbacks alike) with mu_ released. Hence:
+//  * LockModule and hook implementations may complete synchronously (call their callback before
+//    returning) or later from any thread; callbacks only enqueue inputs and never block.
+//  * A hook must not call Acquire or Wait (it could be waiting for itself), and a caller must
+//    not hold, while calling into the runner, a lock that a hook or the LockModule needs.
+//  * The LockModule and the hooks must have delivered every callback before the runner dies.
+#ifndef UGFS2_SRC_GLOCK_GLOCK_RUNNER_H_
+#define UGFS2_SRC_GLOCK_GLOCK_RUNNER_H_
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "glock/glock.h"
+
+namespace ugfs2::glock {
+
+// The lock module (gfs2's lm_lockops). Remote demote requests (blocking callbacks) are delivered
+// by whoever owns the lock module through GlockRunner::RemoteDemote.
+class LockModule {
+ public:
+  using ReplyFn = std::function<void(const LmReply&)>;
+  virtual ~LockModule() = default;
+  // Moves `name` from `from` to `to` (flags: kLockModuleFlags bits). Calls `reply` exactly once.
+  virtual void Request(const GlockName& name, State from, State to, uint32_t flags,
+                       ReplyFn reply) = 0;
+  // Best effort: aborts the request in flight on `name`; its reply then says canceled, or
+  // reports the grant if it came too late.
+  virtual void Cancel(const GlockName& name) { (void)name; }
+};
+
+// lock_nolock: one node alone; every request is granted at once.
+class NoLockModule final : public LockModule {
+ public:
+  void Request(const GlockName& name, State from, State to, uint32_t flags, ReplyFn reply) override;
+};
+
+// What the filesystem does around state changes. Each hook calls `done` exactly once.
+class GlockHooks {
+ public:
+  using DoneFn = std::function<void(const Status&)>;
+  virtual ~GlockHooks() = default;
+  // Write back everything `name` protects (before its EX/DF state is given up).
+  virtual void Sync(const GlockName& name, DoneFn done) = 0;
+  // Drop cached data of `name` (after dropping to UN or DF). Cannot fail.
+  virtual void Invalidate(const GlockName& name, std::function<void()> done) = 0;
+  // Re-read `name`'s object (before the first grant after an invalidate).
+  virtual void Refresh(const GlockName& name, DoneFn done) = 0;
+};
+
+// Hooks that have nothing to do (every type behaves as if it had no cached objects).
+class NoHooks final : public GlockHooks {
+ public:
+  void Sync(const GlockName& name, DoneFn done) override;
+  void Invalidate(const GlockName& name, std::function<void()> done) override;
+  void Refresh(const GlockName& name, DoneFn done) override;
+};
+
+class GlockRunner {
+ public:
+  using Clock = std::function<Time()>;
+  static Time SteadyNow();
+  // `lm` and `hooks` must outlive the runner.
+  GlockRunner(LockModule* lm, GlockHooks* hooks, Options options = {}, Clock clock = SteadyNow);
+  GlockRunner(const GlockRunner&) = delete;
+  GlockRunner& operator=(const GlockRunner&) = delete;
+
+  // Without kAsync: waits, returns the granted holder or the failure. With kAsync: returns the
+  // holder at once (it may already have failed; Wait tells).
+  Result<HolderId> Acquire(const GlockName& name, State state, uint32_t flags);
+  // True once the holder is granted or has failed.
+  bool Poll(HolderId id) const;
+  // Waits until granted (OK) or failed (the failure; the holder is gone). With a deadline on
+  // the runner's clock, a holder still waiting then is cancelled with kTimedOut.
+  Status Wait(HolderId id, std::optional<Time> deadline = std::nullopt);
+  Status Release(HolderId id);
+  Status Cancel(HolderId id);
+
+  // Inputs from the outside world.
+  void RemoteDemote(const GlockName& name, State wanted);
+  void Tick();  // call at NextDeadline() (or periodically)
+  size_t ShrinkLru(size_t budget);
+  void SetRecoveryBlocked(bool blocked);
+  std::optional<Time> NextDeadline() const;
+  std::string Dump() const;
+
+ private:
+  struct Outcome {
+    bool done = false;
+    Status status;  // OK = granted
+  };
+  // Records holder outcomes, queues the other effects and, unless another thread is already
+  // doing it, executes queued effects with mu_ released. Called with `l` locked.
+  void Apply(std::unique_lock<std::mutex>& l, std::vector<Effect> effects);
+  void Execute(const Effect& e);
+  Status WaitLocked(std::unique_lock<std::mutex>& l, HolderId id, std::optional<Time> deadline);
+  void OnReply(const GlockName& name, const LmReply& reply);
+  void OnSyncDone(const GlockName& name, const Status& st);
+  void OnInvalidateDone(const GlockName& name);
+  void OnRefreshDone(const GlockName& name, const Status& st);
+  void Report(const Status& st);  // an input the table refused: a seam misbehaved
+
+  LockModule* const lm_;
+  GlockHooks* const hooks_;
+  const Clock clock_;
+  mutable std::mutex mu_;  // guards everything below
+  std::condition_variable cv_;
+  GlockTable table_;
+  std::map<HolderId, Outcome> outcomes_;
+  std::deque<Effect> pending_;
+  bool pumping_ = false;
+};
+
+}  // namespace ugfs2::glock
+
+#endif  // UGFS2_SRC_GLOCK_GLOCK_RUNNER_H_
