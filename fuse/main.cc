@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -238,14 +239,13 @@ int MountAgain(const Options& opts, const Status& busy, int notify_fd) {
     return Fail("cannot mount " + opts.device + " read-write: it is mounted read-only at " +
                 serving->mountpoint + " (" + busy.message() + ")");
   }
-  if (mount(serving->mountpoint.c_str(), opts.mountpoint.c_str(), nullptr, MS_BIND, nullptr) !=
-      0) {
+  if (mount(serving->mountpoint.c_str(), opts.mountpoint.c_str(), nullptr, MS_BIND, nullptr) != 0) {
     return Fail("cannot mount " + opts.device + " again at " + opts.mountpoint + ": " +
                 std::strerror(errno));
   }
   if (opts.read_only && !serving->read_only &&
-      mount(nullptr, opts.mountpoint.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY,
-            nullptr) != 0) {
+      mount(nullptr, opts.mountpoint.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) !=
+          0) {
     int e = errno;
     umount2(opts.mountpoint.c_str(), MNT_DETACH);
     return Fail("cannot make " + opts.mountpoint + " read-only: " + std::strerror(e));
@@ -331,6 +331,15 @@ int Run(int argc, char** argv) {
   dev_opts.direct = opts.direct_device;
   dev_opts.claim = opts.read_only ? DeviceClaim::kShared : DeviceClaim::kExclusive;
   auto dev = OpenFileBlockDevice(opts.device, dev_opts);
+  // A daemon still unmounting the volume (its mount already gone from the table, its final flush
+  // or the kernel's release of the device not yet done) holds it for a moment: wait for that,
+  // bounded, instead of refusing a mount that follows an unmount.
+  for (int i = 0; i < 200 && !dev.ok() && dev.status().code() == Code::kBusy &&
+                  !FindServingMount(opts.device).ok();
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    dev = OpenFileBlockDevice(opts.device, dev_opts);
+  }
   if (!dev.ok() && dev.status().code() == Code::kBusy) {
     // Mounted already: as the kernel does for a block device mounted twice, the new mount point
     // shows the same filesystem (a bind mount of the serving daemon's mount), and no second

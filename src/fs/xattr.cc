@@ -396,6 +396,7 @@ Status Engine::SetXattr(InodeNo ino, std::string_view name, std::span<const uint
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     std::vector<uint8_t> stored(value.begin(), value.end());
     bool remove_instead = false;
+    uint32_t new_mode = ip->di.mode;  // applied only once the attributes are written
     if (key.first == kEaSystem) {
       // POSIX ACLs: validated; an access ACL sets the mode and is not stored if the mode says
       // it all (as gfs2_set_acl with posix_acl_update_mode).
@@ -404,14 +405,14 @@ Status Engine::SetXattr(InodeNo ino, std::string_view name, std::span<const uint
       }
       ASSIGN_OR_RETURN(std::vector<AclEntry> acl, ParseAcl(value));
       if (key.second == kAclAccess) {
-        ip->di.mode = (ip->di.mode & ~0777u) | ModeFromAcl(acl);
+        new_mode = (new_mode & ~0777u) | ModeFromAcl(acl);
         if (AclEquivalentToMode(acl)) remove_instead = true;
         // Dropping sgid as setattr would: the kernel asks for it when the caller is not in the
         // owning group (FUSE_SETXATTR_ACL_KILL_SGID); without that flag in libfuse 3.14, apply
         // the rule here.
-        if ((ip->di.mode & S_ISGID) && cred.uid != 0 && cred.gid != ip->di.gid &&
+        if ((new_mode & S_ISGID) && cred.uid != 0 && cred.gid != ip->di.gid &&
             !cred.InGroup(ip->di.gid)) {
-          ip->di.mode &= ~S_ISGID;
+          new_mode &= ~S_ISGID;
         }
       }
     }
@@ -420,8 +421,10 @@ Status Engine::SetXattr(InodeNo ino, std::string_view name, std::span<const uint
       return r.type == key.first && r.name == key.second;
     });
     if (remove_instead) {
-      if (it != recs.end()) recs.erase(it);
-      RETURN_IF_ERROR(WriteXattrs(*ip, recs));
+      if (it != recs.end()) {
+        recs.erase(it);
+        RETURN_IF_ERROR(WriteXattrs(*ip, recs));
+      }
     } else {
       if (it != recs.end() && (flags & kXattrCreate)) return Status::Exists(std::string(name));
       if (it == recs.end() && (flags & kXattrReplace)) {
@@ -433,6 +436,10 @@ Status Engine::SetXattr(InodeNo ino, std::string_view name, std::span<const uint
         recs.push_back({key.first, key.second, std::move(stored)});
       }
       RETURN_IF_ERROR(WriteXattrs(*ip, recs));
+    }
+    if (new_mode != ip->di.mode) {  // an ENOSPC above leaves the mode as it was (generic/449)
+      ip->di.mode = new_mode;
+      WriteDinode(*ip);
     }
     mod_seq_++;
   }
