@@ -366,7 +366,11 @@ Status DropPrivsFor(DaemonContext& ctx, fuse_req_t req, InodeNo ino, const fuse_
   SetAttrRequest set;
   set.mask = kSetMode;
   set.mode = a.mode & ~kill;
-  return ctx.fs->SetAttr(ino, set, MakeCred(req, false)).status();
+  RETURN_IF_ERROR(ctx.fs->SetAttr(ino, set, MakeCred(req, false)).status());
+  // The kernel keeps the old mode cached (a fallocate reply carries no attributes): drop it.
+  // Attribute-only invalidation never waits on pages, so it is safe inside this handler.
+  if (ctx.invalidator != nullptr) (void)ctx.invalidator->InvalidateInodeNow(ino, -1, 0);
+  return Status::Ok();
 }
 
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,

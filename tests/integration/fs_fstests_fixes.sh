@@ -47,6 +47,13 @@ for op in dio alloc punch zero; do
   chmod 2744 "$f"
   modify $op "$f" as_nobody || fail "$op as nobody (sgid)"
   expect_eq "sgid without g+x, writer in the group ($op)" "$(mode_of "$f")" 2744
+  # ... but goes for a writer outside the file's group (generic/683-685: root's file, mode 6666),
+  # and the mode the kernel reports right after the operation already shows it.
+  chown root:root "$f"
+  chmod 6666 "$f"
+  modify $op "$f" as_nobody || fail "$op as nobody (not in the group)"
+  expect_eq "sgid without g+x, writer not in the group ($op)" "$(mode_of "$f")" 666
+  chown "$user:$grp" "$f"
   # ... and root's writes keep every bit.
   chmod 6755 "$f"
   modify $op "$f" || fail "$op as root"
