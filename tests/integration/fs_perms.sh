@@ -62,10 +62,12 @@ expect_eq "suid/sgid after non-owner truncate" "$(stat -c %a "$mnt/suid")" "777"
 chmod 6755 "$mnt/suid"
 chown 1234 "$mnt/suid"
 expect_eq "suid/sgid after chown" "$(stat -c %a "$mnt/suid")" "755"
-# sgid without group-exec is a mandatory-lock marker and survives a write.
+# sgid without group-exec survives a write by a member of the file's group, but not by a writer
+# outside it (the VFS rule gfs2 follows; FUSE's own kernel code applies only the older g+x rule,
+# so the daemon drops it). U1 is not in the file's group.
 chmod 2666 "$mnt/suid"
 as $U1 sh -c "echo m >>'$mnt/suid'"
-expect_eq "sgid without g+x after write" "$(stat -c %a "$mnt/suid")" "2666"
+expect_eq "sgid without g+x after a write from outside the group" "$(stat -c %a "$mnt/suid")" "666"
 # Root writing keeps the bits (CAP_FSETID).
 chmod 6777 "$mnt/suid"
 echo r >>"$mnt/suid"
