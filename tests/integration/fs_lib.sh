@@ -100,13 +100,17 @@ mount_fs() {
   wait_mounted "$mnt" "$pid" || { wait "$pid"; fail "ugfs2 exited ($?) instead of mounting $img"; }
 }
 
-# unmount_fs MNT: fusermount3 -u, then the daemon must exit 0 within 60 s.
+# unmount_fs MNT [COMMAND...]: fusermount3 -u (or COMMAND, e.g. umount), retried while busy;
+# then the daemon must exit 0 within 60 s.
 unmount_fs() {
   local mnt=$1
+  shift
+  local cmd=("$@")
+  [ ${#cmd[@]} -eq 0 ] && cmd=(fusermount3 -u)
   local pid=${FS_PIDS[$mnt]:-}
   local deadline=$((SECONDS + 30))
-  until fusermount3 -u "$mnt" 2>"$T/umount.err"; do
-    grep -q "busy" "$T/umount.err" || fail "fusermount3 -u $mnt: $(cat "$T/umount.err")"
+  until "${cmd[@]}" "$mnt" 2>"$T/umount.err"; do
+    grep -q "busy" "$T/umount.err" || fail "${cmd[*]} $mnt: $(cat "$T/umount.err")"
     [ $SECONDS -ge $deadline ] && fail "$mnt still busy after 30s"
     sleep 0.2
   done

@@ -23,26 +23,7 @@ MANIFEST="python3 $KERNEL_DIR/manifest.py"
 
 # ugfs2_umount MNT: umount(8) (fuseblk: it waits for the daemon's final flush), then the daemon
 # must exit 0.
-ugfs2_umount() {
-  local mnt=$1
-  local pid=${FS_PIDS[$mnt]:-}
-  local deadline=$((SECONDS + 30))
-  until umount "$mnt" 2>"$T/umount.err"; do
-    grep -q "busy" "$T/umount.err" || fail "umount $mnt: $(cat "$T/umount.err")"
-    [ $SECONDS -ge $deadline ] && fail "$mnt still busy after 30s"
-    sleep 0.2
-  done
-  [ -z "$pid" ] && return 0
-  deadline=$((SECONDS + 60))
-  while kill -0 "$pid" 2>/dev/null; do
-    [ $SECONDS -ge $deadline ] && fail "ugfs2 (pid $pid) did not exit within 60s after umount"
-    sleep 0.05
-  done
-  wait "$pid"
-  local rc=$?
-  unset "FS_PIDS[$mnt]"
-  [ $rc -eq 0 ] || fail "ugfs2 exited with $rc after unmounting $mnt"
-}
+ugfs2_umount() { unmount_fs "$1" umount; }
 
 # ugfs2_kill9 MNT IMG: kill -9 the daemon, drop the dead mount, wait for its loop device to go.
 ugfs2_kill9() {
