@@ -115,6 +115,7 @@ for round in 1 2 3; do
   wait "$pid" 2>/dev/null
   unset "FS_PIDS[$mnt]"
   # The workload now sees ENOTCONN; stop it and drop the dead mount.
+  pkill -9 -P "$fio_pid" 2>/dev/null  # fio's job processes (numjobs=2), then fio itself
   kill -9 "$fio_pid" "$storm_pid" 2>/dev/null
   wait "$fio_pid" "$storm_pid" 2>/dev/null
   fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt"
