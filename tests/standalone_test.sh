@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # standalone_test.sh [REPO]: the tree must stand on its own. Fails if any tracked file refers to
-# material outside the repository: a "../shared" path, "shared/reference" or "shared/scripts",
-# or an absolute path under /work/. What the code needs from outside belongs in docs/ (see
-# docs/format.md, docs/dlm.md); temporary files belong under /tmp or a mktemp directory.
+# material outside the repository: the development machine's notes folder beside the checkout
+# (its relative path, or its reference/ and scripts/ subfolders) or an absolute path of the
+# development workspace. What the code needs from outside belongs in docs/ (see docs/format.md,
+# docs/dlm.md); temporary files belong under /tmp or a mktemp directory.
 #
 # REPO defaults to the checkout this script lives in. Prints every offending FILE:LINE with the
 # line, and exits 1 if there is any, 0 if there is none, 77 (skip) when REPO is not a git
-# checkout or git is missing. This file itself is not searched (it has to spell the patterns).
+# checkout or git is missing. The patterns are written so that they do not match themselves
+# ("[d]" matches "d"), so this file is searched like every other.
 set -u
 
 repo=${1:-"$(dirname "$0")/.."}
@@ -19,15 +21,15 @@ if ! top=$(git -C "$repo" rev-parse --show-toplevel 2>/dev/null); then
   exit 77
 fi
 cd "$top" || exit 2
-self=$(realpath "$0")
 
-# One extended regex per rule. "/work/" counts only as the start of an absolute path, i.e. not
-# preceded by a character that could belong to a longer path ("a/work/" or "~/work/" are fine).
+# One extended regex per rule. The workspace path counts only as the start of an absolute path,
+# i.e. not preceded by a character that could belong to a longer path (a relative "a/wor[k]/"
+# or a home-relative path is fine).
 patterns=(
-  '\.\./shared\b'
-  'shared/reference'
-  'shared/scripts'
-  '(^|[^][A-Za-z0-9_.~/$@{}-])/work/'
+  '\.\./share[d]\b'
+  'share[d]/reference'
+  'share[d]/scripts'
+  '(^|[^][A-Za-z0-9_.~/$@{}-])/wor[k]/'
 )
 args=()
 for p in "${patterns[@]}"; do args+=(-e "$p"); done
@@ -35,7 +37,6 @@ for p in "${patterns[@]}"; do args+=(-e "$p"); done
 found=0
 while IFS= read -r -d '' f; do
   [ -f "$f" ] && [ ! -L "$f" ] || continue       # deleted in the work tree, submodule, symlink
-  [ "$(realpath "$f")" = "$self" ] && continue
   # -I: binary files never match; -H -n: FILE:LINE: prefix.
   if out=$(grep -HnIE "${args[@]}" -- "$f"); then
     printf '%s\n' "$out"
@@ -48,6 +49,5 @@ if [ "$found" -ne 0 ]; then
        "restate what is needed in docs/ and cite that instead" >&2
   exit 1
 fi
-echo "standalone_test: OK: no tracked file refers to ../shared, shared/reference," \
-     "shared/scripts or /work/"
+echo "standalone_test: OK: no tracked file refers to paths outside the tree"
 exit 0
