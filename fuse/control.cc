@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 namespace ugfs2::fusefs {
@@ -158,6 +159,30 @@ Result<ServingMount> FindServingMount(const std::string& device) {
     return ServingMount{Unescape(mnt), super_opts == "ro" || super_opts.starts_with("ro,")};
   }
   return Status::NotFound(device + " is not mounted here");
+}
+
+Result<bool> ParentMountShared(const std::string& mountpoint) {
+  std::ifstream in("/proc/self/mountinfo");
+  if (!in) return Status::IoError("cannot read /proc/self/mountinfo");
+  std::map<long, bool> shared;  // mount id -> has a shared peer group
+  long best_id = -1, parent_of_best = -1;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    long id = 0, parent = 0;
+    std::string majmin, root, mnt, opts, field;
+    if (!(f >> id >> parent >> majmin >> root >> mnt >> opts)) continue;
+    bool is_shared = false;
+    while (f >> field && field != "-") is_shared |= field.starts_with("shared:");
+    shared[id] = is_shared;
+    if (Unescape(mnt) == mountpoint && id > best_id) {
+      best_id = id;
+      parent_of_best = parent;
+    }
+  }
+  if (best_id < 0) return Status::NotFound(mountpoint + " is not a mount point");
+  auto it = shared.find(parent_of_best);
+  return it != shared.end() && it->second;
 }
 
 Result<bool> SuperblockReadOnly(dev_t dev) {

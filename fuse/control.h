@@ -45,6 +45,10 @@ struct ServingMount {
 };
 Result<ServingMount> FindServingMount(const std::string& device);
 
+// Whether the parent of the newest mount at `mountpoint` has shared propagation (a "shared:N"
+// optional field in mountinfo).
+Result<bool> ParentMountShared(const std::string& mountpoint);
+
 // Whether the superblock of the mount with device `dev` is read-only now (mountinfo's super
 // options), or an error if no such mount is listed.
 Result<bool> SuperblockReadOnly(dev_t dev);

@@ -243,6 +243,13 @@ int MountAgain(const Options& opts, const Status& busy, int notify_fd) {
     return Fail("cannot mount " + opts.device + " again at " + opts.mountpoint + ": " +
                 std::strerror(errno));
   }
+  // A bind of a shared mount joins its peer group; a kernel filesystem's second mount starts a
+  // peer group of its own (shared if its parent is shared): do the same (generic/409-411).
+  (void)mount(nullptr, opts.mountpoint.c_str(), nullptr, MS_PRIVATE, nullptr);
+  if (auto parent_shared = ParentMountShared(opts.mountpoint);
+      parent_shared.ok() && *parent_shared) {
+    (void)mount(nullptr, opts.mountpoint.c_str(), nullptr, MS_SHARED, nullptr);
+  }
   if (opts.read_only && !serving->read_only &&
       mount(nullptr, opts.mountpoint.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) !=
           0) {
