@@ -133,10 +133,12 @@ class [[nodiscard]] Result {
 #define UGFS2_CONCAT(a, b) UGFS2_CONCAT_INNER(a, b)
 
 // Returns from the current function if `expr` (a Status) is not OK.
-#define RETURN_IF_ERROR(expr)     \
-  do {                            \
-    ::ugfs2::Status _st = (expr); \
-    if (!_st.ok()) return _st;    \
+// (The temporary is named after the line, so a lambda inside `expr` may use the macro too.)
+#define RETURN_IF_ERROR(expr) RETURN_IF_ERROR_IMPL(UGFS2_CONCAT(_st_, __LINE__), expr)
+#define RETURN_IF_ERROR_IMPL(tmp, expr) \
+  do {                                  \
+    ::ugfs2::Status tmp = (expr);       \
+    if (!tmp.ok()) return tmp;          \
   } while (0)
 
 // ASSIGN_OR_RETURN(auto x, MakeX()); declares x from a Result or returns its Status.

@@ -159,6 +159,7 @@ bool Engine::PtrOk(uint64_t blk) {
 }
 
 Status Engine::CheckDataRun(uint64_t ino, uint64_t pblk, uint64_t n) {
+  std::lock_guard<std::mutex> al(alloc_mu_);
   for (uint64_t b = pblk; b < pblk + n; ++b) {
     Rgrp* rg = PtrOk(b) ? RgrpFor(b) : nullptr;
     uint8_t s = rg == nullptr ? uint8_t{format::kFree}
@@ -181,6 +182,7 @@ bool Engine::IsPendingFree(uint64_t blk) {
 }
 
 uint64_t Engine::TotalFree() const {
+  std::lock_guard<std::mutex> al(alloc_mu_);
   uint64_t f = 0;
   for (const auto& rg : rgrps_) f += rg.hdr.free;
   return f;
@@ -188,6 +190,40 @@ uint64_t Engine::TotalFree() const {
 
 Result<std::pair<uint64_t, uint32_t>> Engine::AllocBlocks(uint64_t goal, uint32_t want,
                                                           uint8_t state) {
+  std::lock_guard<std::mutex> al(alloc_mu_);
+  return AllocBlocksLocked(goal, want, state);
+}
+
+Result<std::pair<uint64_t, uint32_t>> Engine::AllocBlocksLocked(uint64_t goal, uint32_t want,
+                                                                uint8_t state) {
+  return FindFreeLocked(goal, want, state, /*take=*/true);
+}
+
+Result<uint64_t> Engine::PeekFreeBlock(uint64_t goal) {
+  std::lock_guard<std::mutex> al(alloc_mu_);
+  ASSIGN_OR_RETURN(auto run, FindFreeLocked(goal, 1, kFree, /*take=*/false));
+  return run.first;
+}
+
+Result<bool> Engine::AllocDinodeAt(uint64_t blk, uint64_t* generation) {
+  std::lock_guard<std::mutex> al(alloc_mu_);
+  Rgrp* rg = RgrpFor(blk);
+  if (rg == nullptr || rg->damaged) return Status::Corrupt("dinode outside usable rgrp");
+  if (GetBlockState(*rg, blk) != kFree || IsPendingFree(blk)) return false;  // taken meanwhile
+  SetBlockState(*rg, blk, kDinode);
+  rg->hdr.free--;
+  rg->hdr.dinodes++;
+  local_.free--;
+  local_.dinodes++;
+  uint64_t gen = rg->hdr.igeneration++;
+  if (gen == 0) gen = rg->hdr.igeneration++;
+  WriteRgrpHeader(*rg);
+  *generation = gen;
+  return true;
+}
+
+Result<std::pair<uint64_t, uint32_t>> Engine::FindFreeLocked(uint64_t goal, uint32_t want,
+                                                             uint8_t state, bool take) {
   if (rgrps_.empty()) return Status::NoSpace("no resource groups");
   want = std::max<uint32_t>(want, 1);
   size_t start = 0;
@@ -232,6 +268,7 @@ Result<std::pair<uint64_t, uint32_t>> Engine::AllocBlocks(uint64_t goal, uint32_
           o++;
           continue;
         }
+        if (!take) return std::make_pair(blk, uint32_t{1});
         // Found one: extend the run.
         uint32_t len = 1;
         while (len < want && o + len < n && GetBlockState(rg, blk + len) == kFree &&
@@ -254,17 +291,8 @@ Result<std::pair<uint64_t, uint32_t>> Engine::AllocBlocks(uint64_t goal, uint32_
   return Status::NoSpace("no free blocks left on the volume");
 }
 
-Result<uint64_t> Engine::AllocDinode(uint64_t goal, uint64_t* generation) {
-  ASSIGN_OR_RETURN(auto run, AllocBlocks(goal, 1, kDinode));
-  Rgrp* rg = RgrpFor(run.first);
-  uint64_t gen = rg->hdr.igeneration++;
-  if (gen == 0) gen = rg->hdr.igeneration++;
-  WriteRgrpHeader(*rg);
-  *generation = gen;
-  return run.first;
-}
-
 Status Engine::FreeBlocks(uint64_t start, uint32_t count) {
+  std::lock_guard<std::mutex> al(alloc_mu_);
   for (uint64_t blk = start; blk < start + count; ++blk) {
     Rgrp* rg = RgrpFor(blk);
     if (rg == nullptr || rg->damaged) {
@@ -287,6 +315,7 @@ Status Engine::FreeBlocks(uint64_t start, uint32_t count) {
 }
 
 Status Engine::FreeDinode(uint64_t blk) {
+  std::lock_guard<std::mutex> al(alloc_mu_);
   Rgrp* rg = RgrpFor(blk);
   if (rg == nullptr || rg->damaged) return Status::Corrupt("dinode outside usable rgrp");
   uint8_t s = GetBlockState(*rg, blk);
@@ -314,6 +343,7 @@ void Engine::NoteFreed(uint64_t blk) {
 }
 
 Status Engine::SetUnlinked(uint64_t blk) {
+  std::lock_guard<std::mutex> al(alloc_mu_);
   Rgrp* rg = RgrpFor(blk);
   if (rg == nullptr || rg->damaged) return Status::Corrupt("dinode outside usable rgrp");
   SetBlockState(*rg, blk, kUnlinked);
@@ -321,6 +351,7 @@ Status Engine::SetUnlinked(uint64_t blk) {
 }
 
 uint64_t Engine::PickDirGoal(uint64_t parent_goal) {
+  std::lock_guard<std::mutex> al(alloc_mu_);
   if (rgrps_.empty()) return parent_goal;
   uint64_t total = 0;
   for (const auto& rg : rgrps_) total += rg.damaged ? 0 : rg.hdr.free;

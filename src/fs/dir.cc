@@ -119,7 +119,7 @@ Result<uint64_t> Engine::DirTableGet(Inode& dir, uint32_t index) {
   } else {
     ASSIGN_OR_RETURN(uint64_t pblk, MapBlock(dir, off / geo_.jbsize));
     if (pblk == 0) return Status::Corrupt("hole in hash table of " + std::to_string(dir.no));
-    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(pblk));
+    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(pblk, dir.no));
     RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaJd, pblk));
     ptr = LoadBe64(b->bytes() + format::kMetaHeaderSize + off % geo_.jbsize);
   }
@@ -143,7 +143,7 @@ Status Engine::DirTableRead(Inode& dir, std::vector<uint64_t>* table) {
   for (uint64_t i = 0; i < n; i += per) {
     ASSIGN_OR_RETURN(uint64_t pblk, MapBlock(dir, i / per));
     if (pblk == 0) return Status::Corrupt("hole in hash table of " + std::to_string(dir.no));
-    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(pblk));
+    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(pblk, dir.no));
     RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaJd, pblk));
     for (uint64_t k = 0; k < per && i + k < n; ++k) {
       (*table)[i + k] = LoadBe64(b->bytes() + format::kMetaHeaderSize + k * 8);
@@ -170,7 +170,7 @@ Status Engine::DirTableWrite(Inode& dir, const std::vector<uint64_t>& table) {
   RETURN_IF_ERROR(AllocRange(dir, 0, nblocks, true, nullptr));
   for (uint64_t blk = 0; blk < nblocks; ++blk) {
     ASSIGN_OR_RETURN(uint64_t pblk, MapBlock(dir, blk));
-    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(pblk));
+    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(pblk, dir.no));
     uint8_t* p = b->bytes() + format::kMetaHeaderSize;
     std::memset(p, 0, geo_.jbsize);
     for (uint64_t k = 0; k < per && blk * per + k < table.size(); ++k) {
@@ -184,7 +184,7 @@ Status Engine::DirTableWrite(Inode& dir, const std::vector<uint64_t>& table) {
 
 Result<BufferRef> Engine::NewLeaf(Inode& dir, uint16_t depth, uint64_t goal) {
   ASSIGN_OR_RETURN(auto run, AllocBlocks(goal, 1, format::kUsed));
-  BufferRef b = cache_->GetNew(run.first);
+  BufferRef b = cache_->GetNew(run.first, dir.no);
   format::Leaf lf;
   lf.depth = depth;
   lf.inode = dir.no;
@@ -209,7 +209,7 @@ Status Engine::WalkLeafChains(
   while (i < table.size()) {
     uint64_t blk = table[i];
     if (!PtrOk(blk)) return BadLeaf(dir.no, blk, "bad leaf pointer");
-    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk));
+    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk, dir.no));
     RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaLf, blk));
     format::Leaf lf = format::Leaf::Decode(b->bytes());
     if (lf.depth > dir.di.depth) return BadLeaf(dir.no, blk, "leaf deeper than its table");
@@ -219,7 +219,7 @@ Status Engine::WalkLeafChains(
     for (uint64_t cur = blk; cur != 0;) {
       if (!PtrOk(cur)) return BadLeaf(dir.no, cur, "bad leaf chain pointer");
       RETURN_IF_ERROR(CheckChain(&seen, dir.no, cur));
-      ASSIGN_OR_RETURN(BufferRef cb, cache_->Get(cur));
+      ASSIGN_OR_RETURN(BufferRef cb, cache_->Get(cur, dir.no));
       RETURN_IF_ERROR(CheckMetaLogged(cb->bytes(), format::kMetaLf, cur));
       chain.push_back(cb);
       cur = format::Leaf::Decode(cb->bytes()).next;
@@ -272,7 +272,7 @@ Result<DirentLoc> Engine::DirFind(Inode& dir, std::string_view name, uint32_t ha
   while (blk != 0) {
     if (!PtrOk(blk)) return BadLeaf(dir.no, blk, "bad leaf chain");
     RETURN_IF_ERROR(CheckChain(&chain, dir.no, blk));
-    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk));
+    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk, dir.no));
     RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaLf, blk));
     ASSIGN_OR_RETURN(bool found, scan(b, format::kLeafSize, blk, &loc));
     if (found) return loc;
@@ -353,7 +353,7 @@ Status Engine::DirDouble(Inode& dir) {
 }
 
 Status Engine::DirSplitLeaf(Inode& dir, uint32_t index, uint64_t leaf_blk) {
-  ASSIGN_OR_RETURN(BufferRef ob, cache_->Get(leaf_blk));
+  ASSIGN_OR_RETURN(BufferRef ob, cache_->Get(leaf_blk, dir.no));
   format::Leaf olf = format::Leaf::Decode(ob->bytes());
   const uint32_t len = 1u << (dir.di.depth - olf.depth);
   const uint32_t half = len / 2;
@@ -446,7 +446,7 @@ Status Engine::DirAdd(Inode& dir, std::string_view name, const format::Inum& inu
     while (blk != 0) {
       if (!PtrOk(blk)) return BadLeaf(dir.no, blk, "bad leaf chain");
       RETURN_IF_ERROR(CheckChain(&chain, dir.no, blk));
-      ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk));
+      ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk, dir.no));
       RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaLf, blk));
       if (InsertInBlock(b->bytes(), geo_.bsize, format::kLeafSize, name, inum, hash, type, &st)) {
         format::Leaf lf = format::Leaf::Decode(b->bytes());
@@ -464,7 +464,7 @@ Status Engine::DirAdd(Inode& dir, std::string_view name, const format::Inum& inu
       last = blk;
       blk = format::Leaf::Decode(b->bytes()).next;
     }
-    ASSIGN_OR_RETURN(BufferRef hb, cache_->Get(head));
+    ASSIGN_OR_RETURN(BufferRef hb, cache_->Get(head, dir.no));
     format::Leaf hlf = format::Leaf::Decode(hb->bytes());
     if (hlf.depth < dir.di.depth) {
       RETURN_IF_ERROR(DirSplitLeaf(dir, idx, head));
@@ -472,7 +472,7 @@ Status Engine::DirAdd(Inode& dir, std::string_view name, const format::Inum& inu
       RETURN_IF_ERROR(DirDouble(dir));
     } else {
       ASSIGN_OR_RETURN(BufferRef nb, NewLeaf(dir, hlf.depth, last));
-      ASSIGN_OR_RETURN(BufferRef lb, cache_->Get(last));
+      ASSIGN_OR_RETURN(BufferRef lb, cache_->Get(last, dir.no));
       format::Leaf llf = format::Leaf::Decode(lb->bytes());
       llf.next = nb->blkno;
       llf.Encode(lb->bytes());

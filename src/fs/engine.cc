@@ -42,6 +42,7 @@ Engine::~Engine() {
   }
   flusher_cv_.notify_all();
   if (flusher_.joinable()) flusher_.join();
+  StopGlocks();
   // Without Unmount() nothing more is written: this is what a crash looks like.
 }
 
@@ -98,7 +99,9 @@ Status Engine::DoMount() {
   // Replay may have rewritten anything: start from a clean slate.
   {
     std::lock_guard<std::mutex> l(inodes_mu_);
-    for (auto& [no, ip] : inodes_) cache_->Unpin(ip->buf);
+    for (auto& [no, ip] : inodes_) {
+      if (ip->buf) cache_->Unpin(ip->buf);
+    }
     inodes_.clear();
   }
   master_.reset();
@@ -114,15 +117,18 @@ Status Engine::DoMount() {
 
   mounted_ = true;
   if (!read_only_) {
-    std::unique_lock<std::shared_mutex> lk(mu_);
-    RETURN_IF_ERROR(journal_->MarkMounted({local_.total, local_.free, local_.dinodes}));
-    RETURN_IF_ERROR(FoldStatfs());
-    RETURN_IF_ERROR(ReclaimUnlinked());
-    mod_seq_++;
-    lk.unlock();
+    // Nothing else runs yet: no glocks are needed for the mount-time changes.
+    {
+      std::unique_lock<std::shared_mutex> lk(log_mu_);
+      RETURN_IF_ERROR(journal_->MarkMounted({local_.total, local_.free, local_.dinodes}));
+      RETURN_IF_ERROR(FoldStatfs());
+      RETURN_IF_ERROR(ReclaimUnlinked());
+      mod_seq_++;
+    }
     RETURN_IF_ERROR(FlushLog());
     flusher_ = std::thread([this] { FlusherThread(); });
   }
+  StartGlocks();
   LOG_INFO("mounted " << Describe());
   return Status::Ok();
 }
@@ -226,7 +232,7 @@ Status Engine::ResetStatfs() {
     free += rg.hdr.free;
     dinodes += rg.hdr.dinodes;
   }
-  std::unique_lock<std::shared_mutex> lk(mu_);
+  std::unique_lock<std::shared_mutex> lk(log_mu_);
   uint8_t* m = statfs_->buf->bytes() + format::kDinodeSize;
   format::StatfsChange cur = format::StatfsChange::Decode(m);
   if (cur.total != total || cur.free != free || cur.dinodes != dinodes) {
@@ -255,6 +261,7 @@ Status Engine::ResetStatfs() {
 }
 
 Status Engine::FoldStatfs() {
+  std::lock_guard<std::mutex> al(alloc_mu_);
   if (local_.total == 0 && local_.free == 0 && local_.dinodes == 0 && local_on_disk_.total == 0 &&
       local_on_disk_.free == 0 && local_on_disk_.dinodes == 0) {
     return Status::Ok();
@@ -278,7 +285,10 @@ Status Engine::ReclaimUnlinked() {
   for (auto& rg : rgrps_) {
     if (rg.damaged) continue;
     for (uint64_t blk = rg.ri.data0; blk < rg.end(); ++blk) {
-      if (GetBlockState(rg, blk) != format::kUnlinked) continue;
+      {
+        std::lock_guard<std::mutex> al(alloc_mu_);
+        if (GetBlockState(rg, blk) != format::kUnlinked) continue;
+      }
       auto ip = GetInode(blk);
       if (!ip.ok()) {
         LOG_ERROR("unlinked inode " << blk << " unreadable: " << ip.status().message());
@@ -336,7 +346,8 @@ Status Engine::FlushLogUpTo(uint64_t upto) {
   journal::StatfsDelta local;
   uint64_t target;
   {
-    std::unique_lock<std::shared_mutex> lk(mu_);
+    std::unique_lock<std::shared_mutex> lk(log_mu_);  // no transaction is half done now
+    std::lock_guard<std::mutex> al(alloc_mu_);
     target = mod_seq_.load();  // everything up to here is in this batch (group commit)
     if (local_.total != local_on_disk_.total || local_.free != local_on_disk_.free ||
         local_.dinodes != local_on_disk_.dinodes) {
@@ -371,7 +382,7 @@ Status Engine::FlushLogUpTo(uint64_t upto) {
         if (!st.ok()) break;
         cache_->MarkWritten(s);
       }
-      meta_writes_ += snap.size();
+      meta_writes_ += snap.size();  // guarded by flush_mu_
     }
   }
   {
@@ -409,7 +420,7 @@ void Engine::FlusherThread() {
     l.unlock();
     if (mod_seq_.load() > flushed_seq_.load()) {
       {
-        std::unique_lock<std::shared_mutex> lk(mu_);
+        std::shared_lock<std::shared_mutex> trans(log_mu_);
         (void)FoldStatfs();
         mod_seq_++;
       }
@@ -437,16 +448,22 @@ Status Engine::SetReadOnly(bool read_only) {
                     "mount it read-write");
     }
     if (log_broken_) return Status::IoError("filesystem stopped after a log write error");
-    std::unique_lock<std::shared_mutex> lk(mu_);
-    RETURN_IF_ERROR(journal_->MarkMounted({local_.total, local_.free, local_.dinodes}));
+    std::unique_lock<std::shared_mutex> lk(log_mu_);
+    StatfsDelta local;
+    {
+      std::lock_guard<std::mutex> al(alloc_mu_);
+      local = local_;
+    }
+    RETURN_IF_ERROR(journal_->MarkMounted({local.total, local.free, local.dinodes}));
     read_only_ = false;
     LOG_INFO("remounted " << dev_->Describe() << " read-write");
     return Status::Ok();
   }
   // Read-only: the kernel refuses a remount while files are open for writing, so only stray
-  // metadata updates (atime, releases) can race; they check read_only_ under mu_.
+  // metadata updates (atime, releases) can race; they check read_only_ inside their
+  // transaction (OpScope::BeginTrans), which this exclusive section waits for.
   {
-    std::unique_lock<std::shared_mutex> lk(mu_);
+    std::unique_lock<std::shared_mutex> lk(log_mu_);
     read_only_ = true;
     RETURN_IF_ERROR(FoldStatfs());
     mod_seq_++;
@@ -475,10 +492,11 @@ Status Engine::Unmount() {
   }
   flusher_cv_.notify_all();
   if (flusher_.joinable()) flusher_.join();
+  StopGlocks();  // no more ticks or trims; every operation has finished (the caller drained them)
   Status result;
   if (!read_only_ && !log_broken_) {
     {
-      std::unique_lock<std::shared_mutex> lk(mu_);
+      std::unique_lock<std::shared_mutex> lk(log_mu_);
       // Inodes still open at unmount whose last link is gone.
       std::vector<InodeRef> orphans;
       {
@@ -538,7 +556,7 @@ Attr Engine::MakeAttr(const Inode& ip) const {
 }
 
 Result<StatFsInfo> Engine::StatFs() {
-  std::shared_lock<std::shared_mutex> lk(mu_);
+  std::lock_guard<std::mutex> al(alloc_mu_);
   StatFsInfo s;
   s.bsize = geo_.bsize;
   uint64_t total = 0, free = 0, dinodes = 0;
@@ -570,3 +588,4 @@ FsCounters Engine::Counters() const {
 }
 
 }  // namespace ugfs2::fs
+

@@ -5,15 +5,25 @@
 //   alloc.cc       resource groups, bitmaps, allocation policy, deferred frees
 //   inode.cc       in-core inodes, dinode I/O, metadata trees (map, grow, truncate, dealloc)
 //   dir.cc         stuffed and exhash directories
+//   glocks.cc      the glock hooks (sync, invalidate, refresh) and the demote control
+//   op_scope.h/.cc the per-operation scope: glocks in order, back-off, the transaction
 //   ops.cc         the FileSystem operations
 //
-// Locking: `mu_` is the big lock: operations that only read take it shared, everything that
-// modifies metadata takes it exclusive. Inside it, MetaCache and the inode table have their own
-// small mutexes (readers populate them concurrently). `flush_mu_` serializes log flushes; a
-// flush holds `mu_` exclusive only while it snapshots dirty buffers. Blocks freed in a batch stay
+// Locking (docs/locking.md §5): glocks are the only locks an operation takes on filesystem
+// objects. Every operation runs in an OpScope that takes its glocks (inode glocks SH to read, EX
+// to change; the rename glock first for renames between directories) in ascending glock order,
+// taking anything out of order with TRY and backing off; then, to modify, it enters the
+// transaction (`log_mu_` shared). A log flush takes `log_mu_` exclusive only while it snapshots
+// the dirty buffers. No glock is ever requested inside a transaction (a glock's sync hook flushes
+// the log). Small local mutexes, each a leaf below the transaction:
+//   alloc_mu_   rgrps (headers, bitmaps, hints), statfs deltas, the round-robin cursor
+//   pending_mu_ deferred frees, revokes, the newest commit's blocks
+//   inodes_mu_  the in-core inode table and open counts
+//   MetaCache::mu_, GlockRunner::mu_ (leaves)
+// Lock order: remount_mu_ -> glocks (rename, then inodes by number) -> flush_mu_ -> log_mu_ ->
+// alloc_mu_ -> pending_mu_ -> inodes_mu_ -> MetaCache::mu_. Blocks freed in a batch stay
 // unallocatable until that batch is committed (pending_free_), so a crash can never expose a
 // block's new contents to its previous owner or resurrect stale metadata over new data.
-// Lock order: flush_mu_ -> mu_ -> {inodes_mu_, pending_mu_, MetaCache::mu_}.
 #ifndef UGFS2_SRC_FS_ENGINE_H_
 #define UGFS2_SRC_FS_ENGINE_H_
 
@@ -33,6 +43,7 @@
 #include "format/ondisk.h"
 #include "fs/file_system.h"
 #include "fs/meta_cache.h"
+#include "glock/glock_runner.h"
 
 namespace ugfs2::journal {
 class Journal;
@@ -49,12 +60,16 @@ struct Rgrp {
   uint64_t end() const { return ri.data0 + ri.data; }
 };
 
+// An in-core inode. `buf`, `di`, `damaged` and `stale` belong to the inode's glock (read under
+// SH, changed under EX); `opens` is guarded by Engine::inodes_mu_; `last_mod` is atomic.
 struct Inode {
   InodeNo no = 0;
   BufferRef buf;  // the dinode block, pinned while the Inode is cached
   format::Dinode di;
   int opens = 0;
   bool damaged = false;
+  bool stale = false;                  // invalidated: re-read the dinode before use
+  std::atomic<uint64_t> last_mod{0};  // mod_seq_ of its newest change (the sync hook flushes that)
   bool is_dir() const { return (di.mode & 0170000) == 0040000; }
   bool is_reg() const { return (di.mode & 0170000) == 0100000; }
   bool is_lnk() const { return (di.mode & 0170000) == 0120000; }
@@ -78,6 +93,8 @@ struct StatfsDelta {
 
 // format::CheckMeta plus a log line naming the damaged block.
 Status CheckMetaLogged(const uint8_t* p, uint32_t type, uint64_t blkno);
+
+class OpScope;
 
 class Engine final : public FileSystem {
  public:
@@ -128,6 +145,10 @@ class Engine final : public FileSystem {
   Status SetReadOnly(bool read_only) override;
   Result<StatFsInfo> StatFs() override;
   FsCounters Counters() const override;
+  void SetKernelCache(KernelCache* kernel_cache) override { kernel_cache_ = kernel_cache; }
+  Status DemoteGlock(std::string_view name) override;
+  size_t DemoteAllGlocks() override;
+  std::string DumpGlocks() const override;
 
   // Flushes the log: everything modified so far becomes durable. Thread-safe.
   Status FlushLog();
@@ -137,16 +158,34 @@ class Engine final : public FileSystem {
 
  private:
   friend class EngineTestPeer;
+  friend class OpScope;
+  class Hooks;
+
+  // Runs `body` in a fresh OpScope; when the body reports an out-of-order glock it could not
+  // get (kLockConflict from OpScope::Lock), everything is released, the glocks it asked for are
+  // taken again in order, and the body runs again.
+  template <typename R, typename F>
+  R RunOp(F&& body);
+
+  // ---- glocks.cc
+  static constexpr size_t kGlockLruBudget = 65536;   // idle cached glocks kept
+  static constexpr int kGlockTrimIntervalMs = 1000;  // worker period without deadlines
+  void StartGlocks();
+  void StopGlocks();
+  void GlockWorker();  // ticks the glock table (hold times, retries) and trims its LRU
+  Status SyncInodeGlock(InodeNo no);
+  void InvalidateInodeGlock(InodeNo no);
+  Status RefreshInodeGlock(InodeNo no);
 
   // ---- engine.cc
   Status LoadSystemFiles();
   Status OpenJournal();
-  Status FoldStatfs();   // REQUIRES mu_ exclusive
+  Status FoldStatfs();   // REQUIRES a transaction or log_mu_ exclusive; takes alloc_mu_
   Status ResetStatfs();  // single-node mount: master = rgrp totals, deltas cleared
   Status AfterModify();  // after a modifying op, without locks: flush if the batch is large
   Status EnsureSpace(uint64_t blocks);  // before allocating: commit deferred frees if needed
   void FlusherThread();
-  Status ReclaimUnlinked();  // REQUIRES mu_ exclusive
+  Status ReclaimUnlinked();  // mount time, before any other thread runs
   Status CheckWritable() const;
   Attr MakeAttr(const Inode& ip) const;
   static Timespec Now();
@@ -158,12 +197,22 @@ class Engine final : public FileSystem {
   void SetBlockState(Rgrp& rg, uint64_t blk, uint8_t state);
   void WriteRgrpHeader(Rgrp& rg);
   // Allocates up to `want` contiguous blocks (at least 1) near `goal`. state: kUsed or kDinode.
+  // Allocator entry points take alloc_mu_ themselves; *Locked helpers and GetBlockState /
+  // SetBlockState / WriteRgrpHeader require it held.
   Result<std::pair<uint64_t, uint32_t>> AllocBlocks(uint64_t goal, uint32_t want, uint8_t state);
-  Result<uint64_t> AllocDinode(uint64_t goal, uint64_t* generation);
+  Result<std::pair<uint64_t, uint32_t>> AllocBlocksLocked(uint64_t goal, uint32_t want,
+                                                          uint8_t state);
+  // Finds (take=false: only reports) or takes a free run near `goal`; REQUIRES alloc_mu_.
+  Result<std::pair<uint64_t, uint32_t>> FindFreeLocked(uint64_t goal, uint32_t want,
+                                                       uint8_t state, bool take);
+  // A block that is free now near `goal` (a create locks its glock before allocating it).
+  Result<uint64_t> PeekFreeBlock(uint64_t goal);
+  // Allocates exactly `blk` as a dinode; false if it is no longer free.
+  Result<bool> AllocDinodeAt(uint64_t blk, uint64_t* generation);
   Status FreeBlocks(uint64_t start, uint32_t count);  // data/metadata blocks (USED)
   Status FreeDinode(uint64_t blk);
   Status SetUnlinked(uint64_t blk);
-  void NoteFreed(uint64_t blk);  // REQUIRES mu_ exclusive
+  void NoteFreed(uint64_t blk);  // REQUIRES alloc_mu_
   uint64_t PickDirGoal(uint64_t parent_goal);
   bool IsPendingFree(uint64_t blk);
   // A block pointer read from disk is plausible: inside the device, inside a resource group's
@@ -178,7 +227,8 @@ class Engine final : public FileSystem {
   Result<InodeRef> GetInode(InodeNo no);
   void DropInode(InodeNo no);
   void WriteDinode(Inode& ip);  // encode di into the buffer and mark it dirty
-  Result<InodeRef> NewInode(uint64_t goal, uint32_t mode, uint32_t uid, uint32_t gid,
+  // A new inode at `blk` (allocated with AllocDinodeAt, generation `gen`).
+  Result<InodeRef> NewInode(uint64_t blk, uint64_t gen, uint32_t mode, uint32_t uid, uint32_t gid,
                             uint32_t flags);
   // Metadata tree.
   Result<uint64_t> MapBlock(Inode& ip, uint64_t lblk);  // 0 = hole
@@ -227,14 +277,19 @@ class Engine final : public FileSystem {
   Result<InodeRef> LookupChild(Inode& dir, std::string_view name, DirentLoc* loc);
 
   // ---- ops.cc helpers
-  Result<InodeRef> CreateNode(InodeNo parent, std::string_view name, uint32_t mode, uint64_t rdev,
-                              std::string_view link_target, const Cred& cred);
+  // Takes parent EX in `s` and enters the transaction.
+  Result<InodeRef> CreateNode(OpScope& s, InodeNo parent, std::string_view name, uint32_t mode,
+                              uint64_t rdev, std::string_view link_target, const Cred& cred);
+  // Finds `name` in `dir` (whose glock the caller holds), takes the child's glock in `state`
+  // (kLockConflict: out of order and busy) and returns the child.
+  Result<InodeRef> LockChild(OpScope& s, Inode& dir, std::string_view name, glock::State state,
+                             DirentLoc* loc);
   Status CheckDirEmpty(Inode& dir, std::string_view name);  // kNotEmpty / kCorrupt
   Status DropLink(Inode& ip);  // nlink-- (or clear for dirs) and free/unlink at zero
   Status MaybeFree(Inode& ip);
   Status DoTruncate(Inode& ip, uint64_t size);
   void TouchMC(Inode& ip);  // mtime+ctime = now
-  // ---- extended attributes (xattr.cc); callers hold mu_ (exclusive to write) ----
+  // ---- extended attributes (xattr.cc); callers hold the inode's glock (EX to write) ----
   struct XattrRec {
     uint8_t type = 0;  // format::kEaUser ... kEaTrusted
     std::string name;  // without the namespace prefix
@@ -250,13 +305,15 @@ class Engine final : public FileSystem {
   Result<bool> InheritAcls(Inode& dir, uint32_t* mode, std::vector<XattrRec>* out);
   // After a chmod: the access ACL's owner/group-or-mask/other entries follow the new mode.
   Status ChmodAcl(Inode& ip);
-  // The atime policy's verdict for a read at `now` (caller holds mu_, shared or exclusive).
+  // The atime policy's verdict for a read at `now` (caller holds the inode's glock).
   bool AtimeNeedsUpdate(const Inode& ip, const Timespec& now) const;
-  // Sets atime = now if still due (takes mu_ exclusive; caller holds no lock).
+  // Sets atime = now if still due (takes the inode's glock EX; caller holds no glock).
   void TouchAtime(InodeNo ino);
   void TouchC(Inode& ip);
   Status ValidateName(std::string_view name) const;
-  Status IsAncestor(InodeNo maybe_ancestor, InodeNo dir, bool* result);
+  // Whether maybe_ancestor is `dir` or above it; takes each directory on the way SH. The caller
+  // holds the rename glock.
+  Status IsAncestor(OpScope& s, InodeNo maybe_ancestor, InodeNo dir, bool* result);
 
   std::unique_ptr<BlockDevice> dev_;
   MountOptions opts_;
@@ -264,9 +321,24 @@ class Engine final : public FileSystem {
   format::Geometry geo_;
   uint64_t dev_blocks_ = 0;
   std::unique_ptr<MetaCache> cache_;
+  KernelCache* kernel_cache_ = nullptr;
 
-  mutable std::shared_mutex mu_;  // the big lock
-  std::mutex flush_mu_;
+  // Glocks: the runner over the lock module (lock_nolock here) and the engine's hooks.
+  glock::NoLockModule lock_module_;
+  std::unique_ptr<Hooks> hooks_;
+  std::unique_ptr<glock::GlockRunner> glocks_;
+  std::thread glock_worker_;
+  std::mutex glock_worker_mu_;  // leaf; pairs with glock_worker_cv_
+  std::condition_variable glock_worker_cv_;
+  bool stop_glock_worker_ = false;  // guarded by glock_worker_mu_
+
+  // The transaction lock (gfs2's sd_log_flush_lock): shared by every modifying section, taken
+  // exclusive by a log flush while it snapshots. Lock order: glocks -> flush_mu_ -> log_mu_.
+  mutable std::shared_mutex log_mu_;
+  // rgrps_ (headers, bitmaps, hints), alloc_rr_, local_ and local_on_disk_. Lock order:
+  // log_mu_ -> alloc_mu_ -> pending_mu_.
+  mutable std::mutex alloc_mu_;
+  std::mutex flush_mu_;  // serializes log flushes; lock order: glocks -> flush_mu_ -> log_mu_
   // Group-commit batching: callers queued for flush_mu_, and what the last commit served.
   static constexpr uint64_t kMaxBatchWaitUs = 2000;
   std::mutex batch_mu_;
@@ -306,12 +378,33 @@ class Engine final : public FileSystem {
   std::atomic<uint64_t> mod_seq_{0};      // bumped by every modifying op
   std::atomic<uint64_t> flushed_seq_{0};  // everything <= this is durable
   std::atomic<uint64_t> log_flushes_{0}, fsyncs_{0}, data_reads_{0}, data_writes_{0};
+  std::atomic<uint64_t> invalidations_{0}, forced_demotes_{0};
   uint64_t meta_writes_ = 0;
 
   std::thread flusher_;
   std::mutex flusher_mu_;
   std::condition_variable flusher_cv_;
   bool stop_flusher_ = false;
+};
+
+// The glock hooks of the engine (glocks.cc): inode glocks sync, invalidate and refresh.
+class Engine::Hooks final : public glock::GlockHooks {
+ public:
+  explicit Hooks(Engine* e) : e_(e) {}
+  void Sync(const glock::GlockName& name, DoneFn done) override {
+    done(name.type == glock::GlockType::kInode ? e_->SyncInodeGlock(name.number) : Status::Ok());
+  }
+  void Invalidate(const glock::GlockName& name, std::function<void()> done) override {
+    if (name.type == glock::GlockType::kInode) e_->InvalidateInodeGlock(name.number);
+    done();
+  }
+  void Refresh(const glock::GlockName& name, DoneFn done) override {
+    done(name.type == glock::GlockType::kInode ? e_->RefreshInodeGlock(name.number)
+                                               : Status::Ok());
+  }
+
+ private:
+  Engine* const e_;
 };
 
 }  // namespace ugfs2::fs

@@ -24,10 +24,9 @@
 
 #include "block/block_device.h"
 #include "common/status.h"
+#include "fs/kernel_cache.h"
 
 namespace ugfs2 {
-
-using InodeNo = uint64_t;
 
 struct Timespec {
   int64_t sec = 0;
@@ -224,6 +223,19 @@ class FileSystem {
   // that started read-only cannot become writable (its device is opened read-only, shared).
   virtual Status SetReadOnly(bool read_only) = 0;
   virtual FsCounters Counters() const = 0;
+
+  // Glocks (docs/locking.md). The kernel-cache bridge told what to drop when a glock gives up
+  // what it covered; null = nothing caches above the core. Set once, before the first request;
+  // it must outlive the mount.
+  virtual void SetKernelCache(KernelCache* kernel_cache) = 0;
+  // Demotes one glock to UN exactly as a remote node's request would (sync, invalidate, and
+  // the kernel-cache bridge), once its holders leave. `name` is "TYPE/HEXNUMBER" as in the
+  // dump (e.g. "2/1b3a"). kNotFound if this node has no such glock, kInvalid for a bad name.
+  virtual Status DemoteGlock(std::string_view name) = 0;
+  // Demotes every glock this node holds (as above); returns how many were asked.
+  virtual size_t DemoteAllGlocks() = 0;
+  // This node's glocks and holders, in the style of gfs2's glocks file.
+  virtual std::string DumpGlocks() const = 0;
 };
 
 }  // namespace ugfs2

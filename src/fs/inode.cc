@@ -79,16 +79,21 @@ uint64_t Engine::MaxFileSize() const {
 }
 
 Result<InodeRef> Engine::GetInode(InodeNo no) {
+  InodeRef shell;  // an invalidated inode kept for its open count: re-read in place
   {
     std::lock_guard<std::mutex> l(inodes_mu_);
     auto it = inodes_.find(no);
-    if (it != inodes_.end()) return it->second;
+    if (it != inodes_.end()) {
+      if (!it->second->stale) return it->second;
+      shell = it->second;
+    }
   }
   if (no <= format::kSuperblockOffset / geo_.bsize || no >= dev_blocks_) {
     return Status(Code::kStale, "inode number " + std::to_string(no) + " out of range");
   }
   bool linked_state = false;  // DINODE in a trusted bitmap: the inode should have links
   if (Rgrp* rg = RgrpFor(no)) {
+    std::lock_guard<std::mutex> al(alloc_mu_);
     uint8_t s = rg->damaged ? uint8_t{format::kDinode} : GetBlockState(*rg, no);
     if (s != format::kDinode && s != format::kUnlinked) {
       return Status(Code::kStale, "inode " + std::to_string(no) + " no longer exists");
@@ -98,7 +103,7 @@ Result<InodeRef> Engine::GetInode(InodeNo no) {
     LOG_ERROR("inode number " << no << " is not inside any resource group");
     return Status::Corrupt("inode " + std::to_string(no) + " is outside every resource group");
   }
-  ASSIGN_OR_RETURN(BufferRef buf, cache_->Get(no));
+  ASSIGN_OR_RETURN(BufferRef buf, cache_->Get(no, no));
   auto ip = std::make_shared<Inode>();
   ip->no = no;
   ip->buf = buf;
@@ -135,12 +140,23 @@ Result<InodeRef> Engine::GetInode(InodeNo no) {
   }
   std::lock_guard<std::mutex> l(inodes_mu_);
   auto [it, inserted] = inodes_.emplace(no, ip);
-  if (!inserted) return it->second;
+  if (!inserted) {
+    Inode& cur = *it->second;
+    if (!cur.stale) return it->second;
+    // Refill the shell (same object: its open count and the references to it stay valid).
+    cur.buf = ip->buf;
+    cur.di = ip->di;
+    cur.damaged = ip->damaged;
+    cur.stale = false;
+    cache_->Pin(cur.buf);
+    return it->second;
+  }
+  (void)shell;
   cache_->Pin(buf);
   if (inodes_.size() > kInodeCacheSoftCap) {
     for (auto i = inodes_.begin(); i != inodes_.end() && inodes_.size() > kInodeCacheSoftCap / 2;) {
       if (i->second.use_count() == 1 && i->second->opens == 0 && i->first != no) {
-        cache_->Unpin(i->second->buf);
+        if (i->second->buf) cache_->Unpin(i->second->buf);
         i = inodes_.erase(i);
       } else {
         ++i;
@@ -154,7 +170,7 @@ void Engine::DropInode(InodeNo no) {
   std::lock_guard<std::mutex> l(inodes_mu_);
   auto it = inodes_.find(no);
   if (it == inodes_.end()) return;
-  cache_->Unpin(it->second->buf);
+  if (it->second->buf) cache_->Unpin(it->second->buf);
   inodes_.erase(it);
 }
 
@@ -163,11 +179,9 @@ void Engine::WriteDinode(Inode& ip) {
   cache_->MarkDirty(ip.buf);
 }
 
-Result<InodeRef> Engine::NewInode(uint64_t goal, uint32_t mode, uint32_t uid, uint32_t gid,
-                                  uint32_t flags) {
-  uint64_t gen = 0;
-  ASSIGN_OR_RETURN(uint64_t blk, AllocDinode(goal, &gen));
-  BufferRef buf = cache_->GetNew(blk);
+Result<InodeRef> Engine::NewInode(uint64_t blk, uint64_t gen, uint32_t mode, uint32_t uid,
+                                  uint32_t gid, uint32_t flags) {
+  BufferRef buf = cache_->GetNew(blk, blk);
   auto ip = std::make_shared<Inode>();
   ip->no = blk;
   ip->buf = buf;
@@ -242,7 +256,7 @@ Result<uint64_t> Engine::MapExtent(Inode& ip, uint64_t lblk, uint64_t max_len, u
       return uint64_t{0};
     }
     if (!PtrOk(ptr)) return BadPointer(ip, ptr);
-    ASSIGN_OR_RETURN(cur, cache_->Get(ptr));
+    ASSIGN_OR_RETURN(cur, cache_->Get(ptr, ip.no));
     RETURN_IF_ERROR(CheckMetaLogged(cur->bytes(), format::kMetaIn, ptr));
     base = format::kMetaHeaderSize;
     nptrs = geo_.inptrs;
@@ -272,7 +286,7 @@ Status Engine::Unstuff(Inode& ip) {
     blk = run.first;
     uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(ip.di.size, geo_.max_stuffed));
     if (jdata) {
-      BufferRef b = cache_->GetNew(blk);
+      BufferRef b = cache_->GetNew(blk, ip.no);
       format::WriteMeta(b->bytes(), format::kMetaJd);
       std::memcpy(b->bytes() + format::kMetaHeaderSize, area, std::min(n, geo_.jbsize));
     } else {
@@ -301,7 +315,7 @@ Status Engine::GrowHeight(Inode& ip, uint32_t height) {
     for (size_t i = 0; i < area_len && !any; i += 8) any = LoadBe64(area + i) != 0;
     if (any) {
       ASSIGN_OR_RETURN(auto run, AllocBlocks(ip.di.goal_meta, 1, format::kUsed));
-      BufferRef in = cache_->GetNew(run.first);
+      BufferRef in = cache_->GetNew(run.first, ip.no);
       format::WriteMeta(in->bytes(), format::kMetaIn);
       std::memcpy(in->bytes() + format::kMetaHeaderSize, area, area_len);
       std::memset(area, 0, geo_.bsize - format::kDinodeSize);
@@ -348,7 +362,7 @@ Status Engine::AllocRangeSteps(Inode& ip, uint64_t lblk, uint64_t count, bool jd
         if (ptr == 0) {
           ASSIGN_OR_RETURN(auto run, AllocBlocks(ip.di.goal_meta, 1, format::kUsed));
           ptr = run.first;
-          BufferRef in = cache_->GetNew(ptr);
+          BufferRef in = cache_->GetNew(ptr, ip.no);
           format::WriteMeta(in->bytes(), format::kMetaIn);
           StoreBe64(pp, ptr);
           if (cur == ip.buf) {
@@ -361,7 +375,7 @@ Status Engine::AllocRangeSteps(Inode& ip, uint64_t lblk, uint64_t count, bool jd
           cur = in;
         } else {
           if (!PtrOk(ptr)) return BadPointer(ip, ptr);
-          ASSIGN_OR_RETURN(cur, cache_->Get(ptr));
+          ASSIGN_OR_RETURN(cur, cache_->Get(ptr, ip.no));
           RETURN_IF_ERROR(CheckMetaLogged(cur->bytes(), format::kMetaIn, ptr));
         }
         base = format::kMetaHeaderSize;
@@ -393,7 +407,7 @@ Status Engine::AllocRangeSteps(Inode& ip, uint64_t lblk, uint64_t count, bool jd
         for (uint32_t k = 0; k < run.second; ++k) {
           StoreBe64(p + (i + k) * 8, run.first + k);
           if (jdata) {
-            BufferRef jd = cache_->GetNew(run.first + k);
+            BufferRef jd = cache_->GetNew(run.first + k, ip.no);
             format::WriteMeta(jd->bytes(), format::kMetaJd);
           }
         }
@@ -441,7 +455,7 @@ Status Engine::TruncateBlocks(Inode& ip, uint64_t first_free, uint64_t end_free)
         changed = true;
         continue;
       }
-      ASSIGN_OR_RETURN(BufferRef child, cache_->Get(ptr));
+      ASSIGN_OR_RETURN(BufferRef child, cache_->Get(ptr, ip.no));
       RETURN_IF_ERROR(CheckMetaLogged(child->bytes(), format::kMetaIn, ptr));
       bool child_empty = false;
       RETURN_IF_ERROR(
@@ -471,7 +485,7 @@ Status Engine::FreeEattr(Inode& ip) {
   if (ip.di.eattr == 0) return Status::Ok();
   auto free_ea_block = [&](uint64_t blk) -> Status {
     if (!PtrOk(blk)) return BadPointer(ip, blk);
-    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk));
+    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk, ip.no));
     RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaEa, blk));
     const uint8_t* p = b->bytes();
     uint32_t off = format::kMetaHeaderSize;
@@ -502,7 +516,7 @@ Status Engine::FreeEattr(Inode& ip) {
   if (ip.di.flags & format::kDifEaIndirect) {
     uint64_t ind = ip.di.eattr;
     if (!PtrOk(ind)) return BadPointer(ip, ind);
-    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(ind));
+    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(ind, ip.no));
     RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaIn, ind));
     std::vector<uint64_t> ptrs;
     for (uint32_t i = 0; i < geo_.inptrs; ++i) {

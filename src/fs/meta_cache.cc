@@ -2,11 +2,12 @@
 
 namespace ugfs2::fs {
 
-Result<BufferRef> MetaCache::Get(uint64_t blkno) {
+Result<BufferRef> MetaCache::Get(uint64_t blkno, uint64_t owner) {
   {
     std::lock_guard<std::mutex> l(mu_);
     auto it = map_.find(blkno);
     if (it != map_.end()) {
+      if (it->second->owner == kNoOwner) SetOwnerLocked(it->second.get(), owner);
       TouchLocked(it->second.get());
       return it->second;
     }
@@ -17,15 +18,17 @@ Result<BufferRef> MetaCache::Get(uint64_t blkno) {
   reads_++;
   auto [it, inserted] = map_.emplace(blkno, b);
   if (!inserted) {  // raced with another reader: use theirs
+    if (it->second->owner == kNoOwner) SetOwnerLocked(it->second.get(), owner);
     TouchLocked(it->second.get());
     return it->second;
   }
+  SetOwnerLocked(b.get(), owner);
   TouchLocked(b.get());
   EvictLocked();
   return b;
 }
 
-BufferRef MetaCache::GetNew(uint64_t blkno) {
+BufferRef MetaCache::GetNew(uint64_t blkno, uint64_t owner) {
   std::lock_guard<std::mutex> l(mu_);
   auto it = map_.find(blkno);
   BufferRef b;
@@ -36,6 +39,7 @@ BufferRef MetaCache::GetNew(uint64_t blkno) {
     b = std::make_shared<Buffer>(blkno, bsize_);
     map_.emplace(blkno, b);
   }
+  SetOwnerLocked(b.get(), owner);
   if (b->in_lru) {
     lru_.erase(b->lru);
     b->in_lru = false;
@@ -51,12 +55,15 @@ void MetaCache::MarkDirty(const BufferRef& b) {
   auto it = map_.find(b->blkno);
   if (it == map_.end()) {
     map_.emplace(b->blkno, b);
+    if (b->owner != kNoOwner) owned_[b->owner].insert(b->blkno);
   } else if (it->second != b) {
     Buffer* old = it->second.get();
     if (old->in_lru) lru_.erase(old->lru);
     old->in_lru = false;
     SetCleanLocked(old);
+    UnindexLocked(old);
     it->second = b;
+    if (b->owner != kNoOwner) owned_[b->owner].insert(b->blkno);
   }
   if (b->in_lru) {
     lru_.erase(b->lru);
@@ -84,13 +91,55 @@ bool MetaCache::Forget(uint64_t blkno) {
   std::lock_guard<std::mutex> l(mu_);
   auto it = map_.find(blkno);
   if (it == map_.end()) return false;
+  bool was_dirty = it->second->dirty;
+  EraseLocked(it);
+  return was_dirty;
+}
+
+size_t MetaCache::DropOwned(uint64_t owner, size_t* kept) {
+  std::lock_guard<std::mutex> l(mu_);
+  size_t dropped = 0, left = 0;
+  auto o = owned_.find(owner);
+  if (o != owned_.end()) {
+    std::vector<uint64_t> blknos(o->second.begin(), o->second.end());
+    for (uint64_t blk : blknos) {
+      auto it = map_.find(blk);
+      if (it == map_.end()) continue;
+      if (it->second->dirty || it->second->pins > 0) {
+        left++;
+        continue;
+      }
+      EraseLocked(it);
+      dropped++;
+    }
+  }
+  if (kept != nullptr) *kept = left;
+  return dropped;
+}
+
+void MetaCache::SetOwnerLocked(Buffer* b, uint64_t owner) {
+  if (b->owner == owner) return;
+  UnindexLocked(b);
+  b->owner = owner;
+  if (owner != kNoOwner) owned_[owner].insert(b->blkno);
+}
+
+void MetaCache::UnindexLocked(Buffer* b) {
+  if (b->owner == kNoOwner) return;
+  auto o = owned_.find(b->owner);
+  if (o != owned_.end()) {
+    o->second.erase(b->blkno);
+    if (o->second.empty()) owned_.erase(o);
+  }
+}
+
+void MetaCache::EraseLocked(std::unordered_map<uint64_t, BufferRef>::iterator it) {
   Buffer* b = it->second.get();
-  bool was_dirty = b->dirty;
   SetCleanLocked(b);
   if (b->in_lru) lru_.erase(b->lru);
   b->in_lru = false;
+  UnindexLocked(b);
   map_.erase(it);
-  return was_dirty;
 }
 
 std::vector<DirtySnapshot> MetaCache::SnapshotDirty() {
@@ -126,9 +175,9 @@ void MetaCache::DropClean() {
   for (auto it = map_.begin(); it != map_.end();) {
     Buffer* b = it->second.get();
     if (!b->dirty && b->pins == 0) {
-      if (b->in_lru) lru_.erase(b->lru);
-      b->in_lru = false;
-      it = map_.erase(it);
+      auto next = std::next(it);
+      EraseLocked(it);
+      it = next;
     } else {
       ++it;
     }
@@ -167,6 +216,7 @@ void MetaCache::EvictLocked() {
     auto it = map_.find(blk);
     if (it != map_.end()) {
       it->second->in_lru = false;
+      UnindexLocked(it->second.get());
       map_.erase(it);
     }
   }

@@ -6,9 +6,15 @@
 // the modification count it snapshotted). Dirty and pinned buffers are never evicted; clean ones
 // are evicted LRU when the cache exceeds its byte budget.
 //
+// Ownership: every buffer has an owner, the number of the glock that covers it (an inode glock:
+// its dinode, indirect blocks, directory leaves and hash table, EA blocks; kNoOwner for resource
+// group and system blocks). DropOwned(owner) forgets exactly the clean buffers of one owner, for
+// the glock's invalidate hook.
+//
 // Thread safety: all methods are safe to call concurrently. The *contents* of a buffer are
-// protected by the filesystem's big lock (readers shared, writers exclusive); the cache's own
-// mutex protects only the map, the LRU and the dirty bookkeeping.
+// protected by the glock of its owner (readers shared, writers exclusive; rgrp and system
+// buffers by the engine's allocator mutex); the cache's own mutex `mu_` protects only the map,
+// the LRU, the owner index and the dirty bookkeeping. It is a leaf lock.
 #ifndef UGFS2_SRC_FS_META_CACHE_H_
 #define UGFS2_SRC_FS_META_CACHE_H_
 
@@ -29,6 +35,7 @@ struct Buffer {
   explicit Buffer(uint64_t b, uint32_t bsize) : blkno(b), data(bsize, 0) {}
   uint64_t blkno;
   std::vector<uint8_t> data;
+  uint64_t owner = 0;  // guarded by MetaCache::mu_
   // Bookkeeping below is guarded by MetaCache::mu_.
   bool dirty = false;
   uint64_t mods = 0;  // bumped by every MarkDirty
@@ -45,15 +52,23 @@ struct DirtySnapshot {
   std::vector<uint8_t> image;
 };
 
+inline constexpr uint64_t kNoOwner = 0;
+
 class MetaCache {
  public:
   MetaCache(BlockDevice* dev, uint32_t bsize, uint64_t budget_bytes)
       : dev_(dev), bsize_(bsize), budget_blocks_(std::max<uint64_t>(budget_bytes / bsize, 1024)) {}
 
-  // Returns the buffer for blkno, reading it from the device if it is not cached.
-  Result<BufferRef> Get(uint64_t blkno);
-  // Returns a zeroed buffer for a newly allocated block without reading it. Marks it dirty.
-  BufferRef GetNew(uint64_t blkno);
+  // Returns the buffer for blkno, reading it from the device if it is not cached; a buffer read
+  // now (or owned by nobody so far) gets `owner`.
+  Result<BufferRef> Get(uint64_t blkno, uint64_t owner = kNoOwner);
+  // Returns a zeroed buffer for a newly allocated block without reading it. Marks it dirty and
+  // gives it to `owner`.
+  BufferRef GetNew(uint64_t blkno, uint64_t owner = kNoOwner);
+  // Forgets every clean, unpinned buffer of `owner`; returns how many. Dirty or pinned buffers of
+  // the owner stay (the caller synced first; a survivor is a bug it may log): their count goes to
+  // *kept if given.
+  size_t DropOwned(uint64_t owner, size_t* kept = nullptr);
   void MarkDirty(const BufferRef& b);
   void Pin(const BufferRef& b);
   void Unpin(const BufferRef& b);
@@ -74,6 +89,9 @@ class MetaCache {
   void SetDirtyLocked(Buffer* b);
   void SetCleanLocked(Buffer* b);
   void EvictLocked();
+  void SetOwnerLocked(Buffer* b, uint64_t owner);  // re-indexes b under `owner`
+  void UnindexLocked(Buffer* b);  // removes b from owned_ (b->owner stays)
+  void EraseLocked(std::unordered_map<uint64_t, BufferRef>::iterator it);
 
   BlockDevice* dev_;
   uint32_t bsize_;
@@ -82,6 +100,7 @@ class MetaCache {
   std::unordered_map<uint64_t, BufferRef> map_;
   std::list<uint64_t> lru_;            // front = most recent; only clean unpinned buffers
   std::unordered_set<Buffer*> dirty_;  // every buffer with dirty set; each is also in map_
+  std::unordered_map<uint64_t, std::unordered_set<uint64_t>> owned_;  // owner -> blknos in map_
   uint64_t reads_ = 0;
 };
 

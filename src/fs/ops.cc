@@ -1,7 +1,8 @@
-// The FileSystem operations of the engine. Each public operation takes the big lock (shared to
-// read, exclusive to modify), does its work through the helpers of inode.cc/dir.cc/alloc.cc, bumps
-// mod_seq_ when it changed anything, and leaves log flushing to FlushLog (fsync, periodic,
-// batch size, unmount).
+// The FileSystem operations of the engine. Each public operation runs in an OpScope (op_scope.h):
+// it takes its glocks (inode glocks SH to read, EX to change, in the order of docs/locking.md),
+// enters the transaction before its first change, does its work through the helpers of
+// inode.cc/dir.cc/alloc.cc, and leaves log flushing to FlushLog (fsync, periodic, batch size,
+// unmount, a glock's sync).
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
@@ -11,10 +12,13 @@
 #include "common/crc.h"
 #include "common/log.h"
 #include "fs/engine.h"
+#include "fs/op_scope.h"
 #include "journal/journal.h"
 
 namespace ugfs2::fs {
 namespace {
+
+using glock::State;
 
 uint16_t DtType(uint32_t mode) { return static_cast<uint16_t>((mode & S_IFMT) >> 12); }
 constexpr uint32_t kMaxLinks = 0xFFFFFFF0u;
@@ -57,11 +61,7 @@ Status Engine::AfterModify() {
 }
 
 Status Engine::EnsureSpace(uint64_t blocks) {
-  uint64_t free;
-  {
-    std::shared_lock<std::shared_mutex> lk(mu_);
-    free = TotalFree();
-  }
+  const uint64_t free = TotalFree();
   uint64_t pending;
   {
     std::lock_guard<std::mutex> l(pending_mu_);
@@ -71,7 +71,7 @@ Status Engine::EnsureSpace(uint64_t blocks) {
   return Status::Ok();
 }
 
-Status Engine::IsAncestor(InodeNo maybe_ancestor, InodeNo dir, bool* result) {
+Status Engine::IsAncestor(OpScope& s, InodeNo maybe_ancestor, InodeNo dir, bool* result) {
   *result = false;
   InodeNo cur = dir;
   for (int i = 0; i < 65536; ++i) {
@@ -80,32 +80,57 @@ Status Engine::IsAncestor(InodeNo maybe_ancestor, InodeNo dir, bool* result) {
       return Status::Ok();
     }
     if (cur == root()) return Status::Ok();
+    // The caller holds the rename glock, so the chain cannot change; each directory read on the
+    // way is held SH (out of order: tried, or the operation restarts with it in order).
+    RETURN_IF_ERROR(s.Shared(cur));
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(cur));
-    ASSIGN_OR_RETURN(InodeRef parent, LookupChild(*ip, "..", nullptr));
-    if (parent->no == cur) return Status::Ok();
-    cur = parent->no;
+    if (!ip->is_dir()) return Status::Corrupt("'..' chain reaches a non-directory");
+    const uint32_t hash = Gfs2DirentHash("..", 2);
+    ASSIGN_OR_RETURN(DirentLoc loc, DirFind(*ip, "..", hash));
+    if (loc.de.inum.addr == cur) return Status::Ok();
+    cur = loc.de.inum.addr;
   }
   return Status::Corrupt("directory '..' chain does not reach the root");
+}
+
+Result<InodeRef> Engine::LockChild(OpScope& s, Inode& dir, std::string_view name, State state,
+                                   DirentLoc* loc) {
+  if (!dir.is_dir()) return Status::NotDir("not a directory");
+  if (name.size() > format::kMaxNameLen) return Status::NameTooLong(std::string(name));
+  const uint32_t hash = Gfs2DirentHash(name.data(), name.size());
+  ASSIGN_OR_RETURN(DirentLoc l, DirFind(dir, name, hash));
+  RETURN_IF_ERROR(s.LockInode(l.de.inum.addr, state));
+  ASSIGN_OR_RETURN(InodeRef ip, GetInode(l.de.inum.addr));
+  if (ip->di.num.formal_ino != l.de.inum.formal_ino) {
+    LOG_ERROR("directory " << dir.no << " entry '" << name << "' points to a stale inode");
+    return Status::Corrupt("stale directory entry");
+  }
+  if (loc) *loc = l;
+  return ip;
 }
 
 // ---- read-only operations -------------------------------------------------------------------
 
 Result<Attr> Engine::Lookup(InodeNo parent, std::string_view name) {
-  std::shared_lock<std::shared_mutex> lk(mu_);
-  ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
   if (name.size() > format::kMaxNameLen) return Status::NameTooLong(std::string(name));
-  ASSIGN_OR_RETURN(InodeRef ip, LookupChild(*dir, name, nullptr));
-  return MakeAttr(*ip);
+  return RunOp<Result<Attr>>([&](OpScope& s) -> Result<Attr> {
+    RETURN_IF_ERROR(s.Shared(parent));
+    ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
+    ASSIGN_OR_RETURN(InodeRef ip, LockChild(s, *dir, name, State::kShared, nullptr));
+    return MakeAttr(*ip);
+  });
 }
 
 Result<Attr> Engine::GetAttr(InodeNo ino) {
-  std::shared_lock<std::shared_mutex> lk(mu_);
+  OpScope s(this);
+  RETURN_IF_ERROR(s.Shared(ino));
   ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
   return MakeAttr(*ip);
 }
 
 Result<std::string> Engine::ReadLink(InodeNo ino) {
-  std::shared_lock<std::shared_mutex> lk(mu_);
+  OpScope s(this);
+  RETURN_IF_ERROR(s.Shared(ino));
   ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
   if (!ip->is_lnk()) return Status::Invalid("not a symlink");
   if (ip->di.height != 0 || ip->di.size > geo_.max_stuffed) {
@@ -124,7 +149,8 @@ Result<size_t> Engine::Read(InodeNo ino, uint64_t off, std::span<uint8_t> buf) {
   size_t done = 0;
   bool touch = false;
   {
-    std::shared_lock<std::shared_mutex> lk(mu_);
+    OpScope s(this);
+    RETURN_IF_ERROR(s.Shared(ino));
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     if (ip->is_dir()) return Status::IsDir("is a directory");
     RETURN_IF_ERROR(ReadData(*ip, off, buf.data(), buf.size(), &done));
@@ -138,7 +164,8 @@ Status Engine::ReadDir(InodeNo dir, uint64_t cookie,
                        const std::function<bool(const DirEntry&)>& emit) {
   bool touch = false;
   {
-    std::shared_lock<std::shared_mutex> lk(mu_);
+    OpScope s(this);
+    RETURN_IF_ERROR(s.Shared(dir));
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(dir));
     if (!ip->is_dir()) return Status::NotDir("not a directory");
     RETURN_IF_ERROR(DirList(*ip, cookie, emit));
@@ -167,23 +194,26 @@ bool Engine::AtimeNeedsUpdate(const Inode& ip, const Timespec& now) const {
 }
 
 void Engine::TouchAtime(InodeNo ino) {
-  {
-    std::unique_lock<std::shared_mutex> lk(mu_);
-    auto ip = GetInode(ino);
-    if (!ip.ok()) return;
+  Status st = RunOp<Status>([&](OpScope& s) -> Status {
+    RETURN_IF_ERROR(s.Exclusive(ino));
+    ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     Timespec now = Now();
-    if (!AtimeNeedsUpdate(**ip, now)) return;  // someone else did it meanwhile
-    SetTime(&(*ip)->di.atime, &(*ip)->di.atime_nsec, now);
-    WriteDinode(**ip);
-    mod_seq_++;
-  }
+    if (!AtimeNeedsUpdate(*ip, now)) return Status::Ok();  // someone else did it meanwhile
+    RETURN_IF_ERROR(s.BeginTrans());
+    SetTime(&ip->di.atime, &ip->di.atime_nsec, now);
+    WriteDinode(*ip);
+    return Status::Ok();
+  });
+  if (st.ok()) st = AfterModify();
   // An atime update is best effort: a failure here must not fail the read that caused it.
-  if (Status st = AfterModify(); !st.ok())
+  if (!st.ok() && st.code() != Code::kReadOnly && st.code() != Code::kStale) {
     LOG_WARN("atime update of " << ino << ": " << st.ToString());
+  }
 }
 
 bool Engine::AtimeDue(InodeNo ino) {
-  std::shared_lock<std::shared_mutex> lk(mu_);
+  OpScope s(this);
+  if (!s.Shared(ino).ok()) return false;
   auto ip = GetInode(ino);
   return ip.ok() && AtimeNeedsUpdate(**ip, Now());
 }
@@ -194,7 +224,8 @@ void Engine::SetAtimePolicy(AtimeMode mode, bool nodiratime) {
 }
 
 Result<uint64_t> Engine::Lseek(InodeNo ino, uint64_t off, int whence) {
-  std::shared_lock<std::shared_mutex> lk(mu_);
+  OpScope s(this);
+  RETURN_IF_ERROR(s.Shared(ino));
   ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
   const uint64_t size = ip->di.size;
   if (whence != kSeekData && whence != kSeekHole) return Status::Invalid("bad whence");
@@ -216,9 +247,11 @@ Result<uint64_t> Engine::Lseek(InodeNo ino, uint64_t off, int whence) {
 
 // ---- namespace operations -------------------------------------------------------------------
 
-Result<InodeRef> Engine::CreateNode(InodeNo parent, std::string_view name, uint32_t mode,
-                                    uint64_t rdev, std::string_view link_target, const Cred& cred) {
+Result<InodeRef> Engine::CreateNode(OpScope& s, InodeNo parent, std::string_view name,
+                                    uint32_t mode, uint64_t rdev, std::string_view link_target,
+                                    const Cred& cred) {
   RETURN_IF_ERROR(ValidateName(name));
+  RETURN_IF_ERROR(s.Exclusive(parent));
   ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
   if (!dir->is_dir()) return Status::NotDir("parent is not a directory");
   if (dir->di.nlink == 0) return Status::NotFound("parent directory was removed");
@@ -248,7 +281,21 @@ Result<InodeRef> Engine::CreateNode(InodeNo parent, std::string_view name, uint3
   if (dir->di.flags & format::kDifSystem) flags |= format::kDifSystem;
   if (is_dir) flags |= format::kDifJdata;
   uint64_t goal = is_dir ? PickDirGoal(dir->no) : dir->no;
-  ASSIGN_OR_RETURN(InodeRef ip, NewInode(goal, mode, cred.uid, gid, flags));
+  // The new inode's glock is taken before its block is allocated (as gfs2 holds the new inode
+  // EX while it creates it): a glock of that address may still be cached from an inode freed
+  // there, and a demote of it must not run under the new inode. The block is chosen first,
+  // locked (kSkip: nothing to read), then allocated if still free; if another create took it
+  // meanwhile, nothing was changed yet and the operation starts over.
+  ASSIGN_OR_RETURN(uint64_t blk, PeekFreeBlock(goal));
+  RETURN_IF_ERROR(s.Lock({glock::GlockType::kInode, blk}, State::kExclusive, glock::kSkip));
+  RETURN_IF_ERROR(s.BeginTrans());
+  uint64_t gen = 0;
+  ASSIGN_OR_RETURN(bool got, AllocDinodeAt(blk, &gen));
+  if (!got) {
+    s.EndTrans();
+    return Status(Code::kLockConflict, "the chosen dinode block was taken meanwhile");
+  }
+  ASSIGN_OR_RETURN(InodeRef ip, NewInode(blk, gen, mode, cred.uid, gid, flags));
   if (is_dir) {
     ip->di.nlink = 2;
     RETURN_IF_ERROR(DirInit(*ip, ip->di.num, dir->di.num));
@@ -280,12 +327,10 @@ Result<Attr> Engine::Mknod(InodeNo parent, std::string_view name, uint32_t mode,
   if (type == 0) mode |= S_IFREG;
   if (type == S_IFDIR || type == S_IFLNK) return Status::Invalid("use mkdir/symlink");
   RETURN_IF_ERROR(EnsureSpace(2));
-  Result<Attr> r = [&]() -> Result<Attr> {
-    std::unique_lock<std::shared_mutex> lk(mu_);
-    ASSIGN_OR_RETURN(InodeRef ip, CreateNode(parent, name, mode, rdev, {}, cred));
-    mod_seq_++;
+  Result<Attr> r = RunOp<Result<Attr>>([&](OpScope& s) -> Result<Attr> {
+    ASSIGN_OR_RETURN(InodeRef ip, CreateNode(s, parent, name, mode, rdev, {}, cred));
     return MakeAttr(*ip);
-  }();
+  });
   RETURN_IF_ERROR(AfterModify());
   return r;
 }
@@ -293,12 +338,10 @@ Result<Attr> Engine::Mknod(InodeNo parent, std::string_view name, uint32_t mode,
 Result<Attr> Engine::Mkdir(InodeNo parent, std::string_view name, uint32_t mode, const Cred& cred) {
   RETURN_IF_ERROR(CheckWritable());
   RETURN_IF_ERROR(EnsureSpace(4));
-  Result<Attr> r = [&]() -> Result<Attr> {
-    std::unique_lock<std::shared_mutex> lk(mu_);
-    ASSIGN_OR_RETURN(InodeRef ip, CreateNode(parent, name, (mode & 07777) | S_IFDIR, 0, {}, cred));
-    mod_seq_++;
+  Result<Attr> r = RunOp<Result<Attr>>([&](OpScope& s) -> Result<Attr> {
+    ASSIGN_OR_RETURN(InodeRef ip, CreateNode(s, parent, name, (mode & 07777) | S_IFDIR, 0, {}, cred));
     return MakeAttr(*ip);
-  }();
+  });
   RETURN_IF_ERROR(AfterModify());
   return r;
 }
@@ -308,12 +351,10 @@ Result<Attr> Engine::Symlink(InodeNo parent, std::string_view name, std::string_
   RETURN_IF_ERROR(CheckWritable());
   if (target.empty()) return Status(Code::kNotFound, "empty symlink target");
   RETURN_IF_ERROR(EnsureSpace(2));
-  Result<Attr> r = [&]() -> Result<Attr> {
-    std::unique_lock<std::shared_mutex> lk(mu_);
-    ASSIGN_OR_RETURN(InodeRef ip, CreateNode(parent, name, S_IFLNK | 0777, 0, target, cred));
-    mod_seq_++;
+  Result<Attr> r = RunOp<Result<Attr>>([&](OpScope& s) -> Result<Attr> {
+    ASSIGN_OR_RETURN(InodeRef ip, CreateNode(s, parent, name, S_IFLNK | 0777, 0, target, cred));
     return MakeAttr(*ip);
-  }();
+  });
   RETURN_IF_ERROR(AfterModify());
   return r;
 }
@@ -321,8 +362,9 @@ Result<Attr> Engine::Symlink(InodeNo parent, std::string_view name, std::string_
 Result<Attr> Engine::Link(InodeNo ino, InodeNo new_parent, std::string_view new_name) {
   RETURN_IF_ERROR(CheckWritable());
   RETURN_IF_ERROR(ValidateName(new_name));
-  Result<Attr> r = [&]() -> Result<Attr> {
-    std::unique_lock<std::shared_mutex> lk(mu_);
+  Result<Attr> r = RunOp<Result<Attr>>([&](OpScope& s) -> Result<Attr> {
+    RETURN_IF_ERROR(s.Exclusive(std::min(ino, new_parent)));
+    RETURN_IF_ERROR(s.Exclusive(std::max(ino, new_parent)));
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     ASSIGN_OR_RETURN(InodeRef dir, GetInode(new_parent));
     if (!dir->is_dir()) return Status::NotDir("not a directory");
@@ -334,13 +376,13 @@ Result<Attr> Engine::Link(InodeNo ino, InodeNo new_parent, std::string_view new_
     auto existing = DirFind(*dir, new_name, hash);
     if (existing.ok()) return Status::Exists(std::string(new_name));
     if (!existing.status().IsNotFound()) return existing.status();
+    RETURN_IF_ERROR(s.BeginTrans());
     RETURN_IF_ERROR(DirAdd(*dir, new_name, ip->di.num, DtType(ip->di.mode)));
     ip->di.nlink++;
     TouchC(*ip);
     TouchMC(*dir);
-    mod_seq_++;
     return MakeAttr(*ip);
-  }();
+  });
   RETURN_IF_ERROR(AfterModify());
   return r;
 }
@@ -368,18 +410,18 @@ Status Engine::DropLink(Inode& ip) {
 
 Status Engine::Unlink(InodeNo parent, std::string_view name) {
   RETURN_IF_ERROR(CheckWritable());
-  {
-    std::unique_lock<std::shared_mutex> lk(mu_);
+  if (name == "." || name == "..") return Status::Invalid("cannot unlink . or ..");
+  RETURN_IF_ERROR(RunOp<Status>([&](OpScope& s) -> Status {
+    RETURN_IF_ERROR(s.Exclusive(parent));
     ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
     if (!dir->is_dir()) return Status::NotDir("not a directory");
-    if (name == "." || name == "..") return Status::Invalid("cannot unlink . or ..");
-    ASSIGN_OR_RETURN(InodeRef ip, LookupChild(*dir, name, nullptr));
+    ASSIGN_OR_RETURN(InodeRef ip, LockChild(s, *dir, name, State::kExclusive, nullptr));
     if (ip->is_dir()) return Status::IsDir("is a directory");
+    RETURN_IF_ERROR(s.BeginTrans());
     RETURN_IF_ERROR(DirRemove(*dir, name));
     TouchMC(*dir);
-    mod_seq_++;
-    RETURN_IF_ERROR(DropLink(*ip));
-  }
+    return DropLink(*ip);
+  }));
   return AfterModify();
 }
 
@@ -399,23 +441,23 @@ Status Engine::CheckDirEmpty(Inode& dir, std::string_view name) {
 
 Status Engine::Rmdir(InodeNo parent, std::string_view name) {
   RETURN_IF_ERROR(CheckWritable());
-  {
-    std::unique_lock<std::shared_mutex> lk(mu_);
+  if (name == ".") return Status::Invalid("cannot remove .");
+  if (name == "..") return Status::NotEmpty("cannot remove ..");
+  RETURN_IF_ERROR(RunOp<Status>([&](OpScope& s) -> Status {
+    RETURN_IF_ERROR(s.Exclusive(parent));
     ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
     if (!dir->is_dir()) return Status::NotDir("not a directory");
-    if (name == ".") return Status::Invalid("cannot remove .");
-    if (name == "..") return Status::NotEmpty("cannot remove ..");
-    ASSIGN_OR_RETURN(InodeRef ip, LookupChild(*dir, name, nullptr));
+    ASSIGN_OR_RETURN(InodeRef ip, LockChild(s, *dir, name, State::kExclusive, nullptr));
     if (!ip->is_dir()) return Status::NotDir("not a directory");
     if (ip->no == root()) return Status::Busy("cannot remove the root");
     if (ip->di.entries > 2) return Status::NotEmpty(std::string(name));
     RETURN_IF_ERROR(CheckDirEmpty(*ip, name));
+    RETURN_IF_ERROR(s.BeginTrans());
     RETURN_IF_ERROR(DirRemove(*dir, name));
     if (dir->di.nlink > 2) dir->di.nlink--;
     TouchMC(*dir);
-    mod_seq_++;
-    RETURN_IF_ERROR(DropLink(*ip));
-  }
+    return DropLink(*ip);
+  }));
   return AfterModify();
 }
 
@@ -431,35 +473,42 @@ Status Engine::Rename(InodeNo parent, std::string_view name, InodeNo new_parent,
   }
   RETURN_IF_ERROR(ValidateName(new_name));
   RETURN_IF_ERROR(EnsureSpace(4));
-  {
-    std::unique_lock<std::shared_mutex> lk(mu_);
+  const bool cross = parent != new_parent;
+  RETURN_IF_ERROR(RunOp<Status>([&](OpScope& s) -> Status {
+    // Only renames between directories change the tree's shape: they take the rename glock
+    // first, so the ancestry checks below see a tree nobody else is reshaping.
+    if (cross) {
+      RETURN_IF_ERROR(s.Lock({glock::GlockType::kNondisk, glock::kRenameLock}, State::kExclusive));
+    }
+    RETURN_IF_ERROR(s.Exclusive(std::min(parent, new_parent)));
+    RETURN_IF_ERROR(s.Exclusive(std::max(parent, new_parent)));
     ASSIGN_OR_RETURN(InodeRef sdir, GetInode(parent));
     ASSIGN_OR_RETURN(InodeRef ddir, GetInode(new_parent));
     if (!sdir->is_dir() || !ddir->is_dir()) return Status::NotDir("not a directory");
     if (ddir->di.nlink == 0) return Status::NotFound("target directory was removed");
-    ASSIGN_OR_RETURN(InodeRef src, LookupChild(*sdir, name, nullptr));
+    ASSIGN_OR_RETURN(InodeRef src, LockChild(s, *sdir, name, State::kExclusive, nullptr));
     InodeRef dst;
     {
-      auto d = LookupChild(*ddir, new_name, nullptr);
+      auto d = LockChild(s, *ddir, new_name, State::kExclusive, nullptr);
       if (d.ok()) {
         dst = *d;
       } else if (!d.status().IsNotFound()) {
         return d.status();
       }
     }
-    const bool cross = sdir->no != ddir->no;
     if (flags & kRenameExchange) {
       if (!dst) return Status::NotFound(std::string(new_name));
       if (src->no == dst->no) return Status::Ok();
       bool bad = false;
       if (src->is_dir() && cross) {
-        RETURN_IF_ERROR(IsAncestor(src->no, ddir->no, &bad));
+        RETURN_IF_ERROR(IsAncestor(s, src->no, ddir->no, &bad));
         if (bad) return Status::Invalid("cannot move a directory into itself");
       }
       if (dst->is_dir() && cross) {
-        RETURN_IF_ERROR(IsAncestor(dst->no, sdir->no, &bad));
+        RETURN_IF_ERROR(IsAncestor(s, dst->no, sdir->no, &bad));
         if (bad) return Status::Invalid("cannot move a directory into itself");
       }
+      RETURN_IF_ERROR(s.BeginTrans());
       RETURN_IF_ERROR(DirRetarget(*sdir, name, dst->di.num, DtType(dst->di.mode)));
       RETURN_IF_ERROR(DirRetarget(*ddir, new_name, src->di.num, DtType(src->di.mode)));
       if (cross) {
@@ -478,7 +527,6 @@ Status Engine::Rename(InodeNo parent, std::string_view name, InodeNo new_parent,
       TouchC(*dst);
       TouchMC(*sdir);
       if (cross) TouchMC(*ddir);
-      mod_seq_++;
       return Status::Ok();
     }
     if (dst && dst->no == src->no) return Status::Ok();  // two names of one inode: no-op
@@ -489,7 +537,7 @@ Status Engine::Rename(InodeNo parent, std::string_view name, InodeNo new_parent,
       if (dst) RETURN_IF_ERROR(CheckDirEmpty(*dst, new_name));
       if (cross) {
         bool bad = false;
-        RETURN_IF_ERROR(IsAncestor(src->no, ddir->no, &bad));
+        RETURN_IF_ERROR(IsAncestor(s, src->no, ddir->no, &bad));
         if (bad) return Status::Invalid("cannot move a directory into itself");
       }
       if (!dst && cross && ddir->di.nlink >= kMaxLinks) {
@@ -498,6 +546,7 @@ Status Engine::Rename(InodeNo parent, std::string_view name, InodeNo new_parent,
     } else if (dst && dst->is_dir()) {
       return Status::IsDir("target is a directory");
     }
+    RETURN_IF_ERROR(s.BeginTrans());
     if (dst) {
       RETURN_IF_ERROR(DirRetarget(*ddir, new_name, src->di.num, DtType(src->di.mode)));
     } else {
@@ -516,9 +565,8 @@ Status Engine::Rename(InodeNo parent, std::string_view name, InodeNo new_parent,
     TouchC(*src);
     TouchMC(*sdir);
     if (cross) TouchMC(*ddir);
-    mod_seq_++;
-    if (dst) RETURN_IF_ERROR(DropLink(*dst));
-  }
+    return dst ? DropLink(*dst) : Status::Ok();
+  }));
   return AfterModify();
 }
 
@@ -532,8 +580,9 @@ Status Engine::DoTruncate(Inode& ip, uint64_t size) {
 
 Result<Attr> Engine::SetAttr(InodeNo ino, const SetAttrRequest& req, const Cred& cred) {
   RETURN_IF_ERROR(CheckWritable());
-  Result<Attr> r = [&]() -> Result<Attr> {
-    std::unique_lock<std::shared_mutex> lk(mu_);
+  Result<Attr> r = RunOp<Result<Attr>>([&](OpScope& s) -> Result<Attr> {
+    RETURN_IF_ERROR(s.Exclusive(ino));
+    RETURN_IF_ERROR(s.BeginTrans());
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     auto& di = ip->di;
     if (req.mask & kSetSize) {
@@ -574,10 +623,9 @@ Result<Attr> Engine::SetAttr(InodeNo ino, const SetAttrRequest& req, const Cred&
     else
       SetTime(&di.ctime, &di.ctime_nsec, now);
     WriteDinode(*ip);
-    mod_seq_++;
     (void)cred;
     return MakeAttr(*ip);
-  }();
+  });
   RETURN_IF_ERROR(AfterModify());
   return r;
 }
@@ -585,12 +633,16 @@ Result<Attr> Engine::SetAttr(InodeNo ino, const SetAttrRequest& req, const Cred&
 Status Engine::Open(InodeNo ino, bool truncate, const Cred& cred) {
   if (truncate) RETURN_IF_ERROR(CheckWritable());
   {
-    std::unique_lock<std::shared_mutex> lk(mu_);
+    OpScope s(this);
+    RETURN_IF_ERROR(s.LockInode(ino, truncate ? State::kExclusive : State::kShared));
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
-    if (ip->di.nlink == 0 && ip->opens == 0) return Status(Code::kStale, "inode was removed");
+    {
+      std::lock_guard<std::mutex> l(inodes_mu_);
+      if (ip->di.nlink == 0 && ip->opens == 0) return Status(Code::kStale, "inode was removed");
+    }
     if (truncate && ip->is_reg() && ip->di.size > 0) {
+      RETURN_IF_ERROR(s.BeginTrans());
       RETURN_IF_ERROR(DoTruncate(*ip, 0));
-      mod_seq_++;
     }
     std::lock_guard<std::mutex> l(inodes_mu_);
     ip->opens++;
@@ -600,21 +652,37 @@ Status Engine::Open(InodeNo ino, bool truncate, const Cred& cred) {
 }
 
 Status Engine::Release(InodeNo ino) {
+  bool last = false;
   {
-    std::unique_lock<std::shared_mutex> lk(mu_);
+    OpScope s(this);
+    {
+      std::lock_guard<std::mutex> l(inodes_mu_);
+      if (inodes_.find(ino) == inodes_.end()) return Status::Ok();  // never opened here
+    }
+    RETURN_IF_ERROR(s.Shared(ino));  // di_nlink is the glock's (a stale shell is re-read)
+    std::lock_guard<std::mutex> l(inodes_mu_);
+    auto it = inodes_.find(ino);
+    if (it == inodes_.end()) return Status::Ok();
+    Inode& ip = *it->second;
+    if (ip.opens > 0) ip.opens--;
+    last = ip.opens == 0 && !ip.stale && ip.di.nlink == 0;
+  }
+  if (!last || read_only_ || log_broken_) return Status::Ok();
+  // The last close of an unlinked inode frees it, under its glock EX (re-checked: it may have
+  // been opened again by handle meanwhile, or freed by another releaser).
+  RETURN_IF_ERROR(RunOp<Status>([&](OpScope& s) -> Status {
+    RETURN_IF_ERROR(s.Exclusive(ino));
     InodeRef ip;
     {
       std::lock_guard<std::mutex> l(inodes_mu_);
       auto it = inodes_.find(ino);
-      if (it == inodes_.end()) return Status::Ok();
+      if (it == inodes_.end() || it->second->opens > 0) return Status::Ok();
       ip = it->second;
-      if (ip->opens > 0) ip->opens--;
-      if (ip->opens > 0 || ip->di.nlink > 0) return Status::Ok();
     }
-    if (read_only_ || log_broken_) return Status::Ok();
-    RETURN_IF_ERROR(Dealloc(*ip));
-    mod_seq_++;
-  }
+    if (ip->stale || ip->di.nlink > 0) return Status::Ok();
+    RETURN_IF_ERROR(s.BeginTrans());
+    return Dealloc(*ip);
+  }));
   return AfterModify();
 }
 
@@ -622,19 +690,19 @@ Result<size_t> Engine::Write(InodeNo ino, uint64_t off, std::span<const uint8_t>
                              bool kill_priv) {
   RETURN_IF_ERROR(CheckWritable());
   RETURN_IF_ERROR(EnsureSpace(data.size() / geo_.bsize + 8));
-  Result<size_t> r = [&]() -> Result<size_t> {
-    std::unique_lock<std::shared_mutex> lk(mu_);
+  Result<size_t> r = RunOp<Result<size_t>>([&](OpScope& s) -> Result<size_t> {
+    RETURN_IF_ERROR(s.Exclusive(ino));
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     if (ip->is_dir()) return Status::IsDir("is a directory");
     if (!ip->is_reg()) return Status::Invalid("not a regular file");
     if (off + data.size() > MaxFileSize() || off + data.size() < off) {
       return Status(Code::kTooBig, "file too large");
     }
+    RETURN_IF_ERROR(s.BeginTrans());
     Status st = WriteData(*ip, off, data.data(), data.size());
     if (!st.ok()) {
       // A partial allocation may have happened: keep metadata consistent and report it.
       WriteDinode(*ip);
-      mod_seq_++;
       return st;
     }
     if (kill_priv && (ip->di.mode & (S_ISUID | S_ISGID))) {
@@ -642,9 +710,8 @@ Result<size_t> Engine::Write(InodeNo ino, uint64_t off, std::span<const uint8_t>
       if (ip->di.mode & S_IXGRP) ip->di.mode &= ~S_ISGID;
     }
     TouchMC(*ip);
-    mod_seq_++;
     return data.size();
-  }();
+  });
   RETURN_IF_ERROR(AfterModify());
   return r;
 }
@@ -670,8 +737,9 @@ Status Engine::Fallocate(InodeNo ino, int mode, uint64_t off, uint64_t len) {
   if (end < off || end > MaxFileSize()) return Status(Code::kTooBig, "file too large");
   const uint64_t bs = geo_.bsize;
   if (!(mode & kFallocPunchHole)) RETURN_IF_ERROR(EnsureSpace(len / bs + 8));
-  {
-    std::unique_lock<std::shared_mutex> lk(mu_);
+  RETURN_IF_ERROR(RunOp<Status>([&](OpScope& s) -> Status {
+    RETURN_IF_ERROR(s.Exclusive(ino));
+    RETURN_IF_ERROR(s.BeginTrans());
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     if (!ip->is_reg())
       return ip->is_dir() ? Status::IsDir("is a directory")
@@ -725,10 +793,7 @@ Status Engine::Fallocate(InodeNo ino, int mode, uint64_t off, uint64_t len) {
             pos += n;
           }
         }
-        if (!alloc.ok()) {
-          mod_seq_++;
-          return alloc;
-        }
+        if (!alloc.ok()) return alloc;
         if (mode & kFallocZeroRange) {
           // Existing data in the range becomes zeros.
           uint64_t zend = std::min(end, di.size);
@@ -749,8 +814,8 @@ Status Engine::Fallocate(InodeNo ino, int mode, uint64_t off, uint64_t len) {
       if (!(mode & kFallocKeepSize) && end > di.size) di.size = end;
     }
     TouchMC(*ip);
-    mod_seq_++;
-  }
+    return Status::Ok();
+  }));
   return AfterModify();
 }
 

@@ -25,6 +25,7 @@
 #include "common/endian.h"
 #include "common/log.h"
 #include "fs/engine.h"
+#include "fs/op_scope.h"
 
 namespace ugfs2::fs {
 namespace {
@@ -187,7 +188,7 @@ Result<std::vector<Engine::XattrRec>> Engine::ReadXattrs(Inode& ip) {
   if (ip.di.flags & format::kDifEaIndirect) {
     uint64_t ind = ip.di.eattr;
     if (!PtrOk(ind)) return damaged(ind, "pointer out of range");
-    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(ind));
+    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(ind, ip.no));
     RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaIn, ind));
     for (uint32_t i = 0; i < geo_.inptrs; ++i) {
       uint64_t p = LoadBe64(b->bytes() + format::kMetaHeaderSize + i * 8);
@@ -199,7 +200,7 @@ Result<std::vector<Engine::XattrRec>> Engine::ReadXattrs(Inode& ip) {
   const uint32_t bs = geo_.bsize, jb = geo_.jbsize;
   for (uint64_t blk : ea_blocks) {
     if (!PtrOk(blk)) return damaged(blk, "pointer out of range");
-    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk));
+    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk, ip.no));
     RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaEa, blk));
     const uint8_t* p = b->bytes();
     uint32_t off = format::kMetaHeaderSize;
@@ -232,7 +233,7 @@ Result<std::vector<Engine::XattrRec>> Engine::ReadXattrs(Inode& ip) {
           for (uint32_t k = 0; k < nptrs; ++k) {
             uint64_t ed = LoadBe64(ptrs + 8 * k);
             if (!PtrOk(ed)) return damaged(ed, "value pointer out of range");
-            ASSIGN_OR_RETURN(BufferRef eb, cache_->Get(ed));
+            ASSIGN_OR_RETURN(BufferRef eb, cache_->Get(ed, ip.no));
             RETURN_IF_ERROR(CheckMetaLogged(eb->bytes(), format::kMetaEd, ed));
             uint32_t n = std::min(jb, data_len - k * jb);
             std::memcpy(r.value.data() + k * jb, eb->bytes() + format::kMetaHeaderSize, n);
@@ -300,7 +301,7 @@ Status Engine::WriteXattrs(Inode& ip, const std::vector<XattrRec>& recs) {
   auto alloc = [&]() -> Result<BufferRef> {
     ASSIGN_OR_RETURN(auto run, AllocBlocks(goal, 1, format::kUsed));
     ip.di.blocks++;
-    BufferRef b = cache_->GetNew(run.first);
+    BufferRef b = cache_->GetNew(run.first, ip.no);
     return b;
   };
   std::vector<uint64_t> ea_blknos;
@@ -391,8 +392,9 @@ Status Engine::SetXattr(InodeNo ino, std::string_view name, std::span<const uint
     return Status(Code::kRange, "attribute too large for this block size");
   }
   RETURN_IF_ERROR(EnsureSpace(value.size() / geo_.jbsize + 4));
-  {
-    std::unique_lock<std::shared_mutex> lk(mu_);
+  RETURN_IF_ERROR(RunOp<Status>([&](OpScope& s) -> Status {
+    RETURN_IF_ERROR(s.Exclusive(ino));
+    RETURN_IF_ERROR(s.BeginTrans());
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     std::vector<uint8_t> stored(value.begin(), value.end());
     bool remove_instead = false;
@@ -441,14 +443,15 @@ Status Engine::SetXattr(InodeNo ino, std::string_view name, std::span<const uint
       ip->di.mode = new_mode;
       WriteDinode(*ip);
     }
-    mod_seq_++;
-  }
+    return Status::Ok();
+  }));
   return AfterModify();
 }
 
 Result<size_t> Engine::GetXattr(InodeNo ino, std::string_view name, std::span<uint8_t> buf) {
   ASSIGN_OR_RETURN(auto key, SplitXattrName(name));
-  std::shared_lock<std::shared_mutex> lk(mu_);
+  OpScope s(this);
+  RETURN_IF_ERROR(s.Shared(ino));
   ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
   if (ip->di.eattr == 0) return Status(Code::kNoData, "no such attribute");
   ASSIGN_OR_RETURN(std::vector<XattrRec> recs, ReadXattrs(*ip));
@@ -463,7 +466,8 @@ Result<size_t> Engine::GetXattr(InodeNo ino, std::string_view name, std::span<ui
 }
 
 Result<size_t> Engine::ListXattr(InodeNo ino, std::span<char> buf, const Cred& cred) {
-  std::shared_lock<std::shared_mutex> lk(mu_);
+  OpScope s(this);
+  RETURN_IF_ERROR(s.Shared(ino));
   ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
   ASSIGN_OR_RETURN(std::vector<XattrRec> recs, ReadXattrs(*ip));
   std::string names;
@@ -485,8 +489,8 @@ Result<size_t> Engine::ListXattr(InodeNo ino, std::span<char> buf, const Cred& c
 Status Engine::RemoveXattr(InodeNo ino, std::string_view name) {
   RETURN_IF_ERROR(CheckWritable());
   ASSIGN_OR_RETURN(auto key, SplitXattrName(name));
-  {
-    std::unique_lock<std::shared_mutex> lk(mu_);
+  RETURN_IF_ERROR(RunOp<Status>([&](OpScope& s) -> Status {
+    RETURN_IF_ERROR(s.Exclusive(ino));
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     ASSIGN_OR_RETURN(std::vector<XattrRec> recs, ReadXattrs(*ip));
     auto it = std::find_if(recs.begin(), recs.end(), [&](const XattrRec& r) {
@@ -494,9 +498,9 @@ Status Engine::RemoveXattr(InodeNo ino, std::string_view name) {
     });
     if (it == recs.end()) return Status(Code::kNoData, "no such attribute");
     recs.erase(it);
-    RETURN_IF_ERROR(WriteXattrs(*ip, recs));
-    mod_seq_++;
-  }
+    RETURN_IF_ERROR(s.BeginTrans());
+    return WriteXattrs(*ip, recs);
+  }));
   return AfterModify();
 }
 

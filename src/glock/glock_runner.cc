@@ -240,3 +240,22 @@ void GlockRunner::OnRefreshDone(const GlockName& name, const Status& st) {
 }
 
 }  // namespace ugfs2::glock
+
+namespace ugfs2::glock {
+
+std::vector<GlockName> GlockRunner::Names() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return table_.Names();
+}
+
+size_t GlockRunner::LruSize() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return table_.lru_size();
+}
+
+size_t GlockRunner::GlockCount() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return table_.glock_count();
+}
+
+}  // namespace ugfs2::glock

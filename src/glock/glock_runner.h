@@ -104,6 +104,10 @@ class GlockRunner {
   void SetRecoveryBlocked(bool blocked);
   std::optional<Time> NextDeadline() const;
   std::string Dump() const;
+  // Every glock the table knows, and how many sit idle on the LRU.
+  std::vector<GlockName> Names() const;
+  size_t LruSize() const;
+  size_t GlockCount() const;
 
  private:
   struct Outcome {

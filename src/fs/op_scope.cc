@@ -1,0 +1,92 @@
+#include "fs/op_scope.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+
+namespace ugfs2::fs {
+
+using glock::GlockName;
+using glock::State;
+
+bool OpScope::Holds(const GlockName& name, State state) const {
+  for (const auto& h : held_) {
+    if (h.name == name && glock::Covers(h.state, state)) return true;
+  }
+  return false;
+}
+
+Status OpScope::Acquire(const GlockName& name, State state, uint32_t flags) {
+  ASSIGN_OR_RETURN(glock::HolderId id, e_->glocks_->Acquire(name, state, flags));
+  held_.push_back({name, state, id});
+  return Status::Ok();
+}
+
+Status OpScope::Lock(const GlockName& name, State state, uint32_t flags) {
+  if (in_trans()) {
+    LOG_ERROR("glock " << name.ToString() << " requested inside a transaction");
+    return Status(Code::kDeadlock, "glock requested inside a transaction");
+  }
+  if (Holds(name, state)) return Status::Ok();
+  Want& w = wanted_[name];
+  if (w.state == State::kUnlocked || state == State::kExclusive) w.state = state;
+  w.flags = flags;
+  bool in_order = true;
+  bool held_weaker = false;
+  for (const auto& h : held_) {
+    if (h.name == name) held_weaker = true;  // SH held, EX wanted: only a restart can upgrade
+    if (!(h.name < name)) in_order = false;
+  }
+  if (held_weaker) return Status(Code::kLockConflict, "glock upgrade: " + name.ToString());
+  if (in_order) return Acquire(name, state, flags);
+  Status st = Acquire(name, state, flags | glock::kTry);
+  if (st.code() == Code::kLockConflict) {
+    return Status(Code::kLockConflict, "glock " + name.ToString() + " busy (out of order)");
+  }
+  return st;
+}
+
+Status OpScope::BeginTrans() {
+  if (in_trans()) return Status::Ok();
+  trans_ = std::shared_lock<std::shared_mutex>(e_->log_mu_);
+  Status st = e_->CheckWritable();
+  if (!st.ok()) trans_.unlock();
+  return st;
+}
+
+void OpScope::EndTrans() {
+  if (!in_trans()) return;
+  const uint64_t seq = ++e_->mod_seq_;
+  {
+    std::lock_guard<std::mutex> l(e_->inodes_mu_);
+    for (const auto& h : held_) {
+      if (h.name.type != glock::GlockType::kInode || h.state != State::kExclusive) continue;
+      auto it = e_->inodes_.find(h.name.number);
+      if (it != e_->inodes_.end()) it->second->last_mod = seq;
+    }
+  }
+  for (const auto& ip : modified_) ip->last_mod = seq;
+  modified_.clear();
+  trans_.unlock();
+}
+
+void OpScope::ReleaseAll() {
+  EndTrans();
+  while (!held_.empty()) {
+    Held h = held_.back();
+    held_.pop_back();
+    Status st = e_->glocks_->Release(h.id);
+    if (!st.ok()) LOG_ERROR("releasing glock " << h.name.ToString() << ": " << st.ToString());
+  }
+}
+
+Status OpScope::Restart() {
+  ReleaseAll();
+  if (++restarts_ % 1000 == 0) {
+    LOG_WARN("operation restarted " << restarts_ << " times for glocks out of order");
+  }
+  for (const auto& [name, w] : wanted_) RETURN_IF_ERROR(Acquire(name, w.state, w.flags));
+  return Status::Ok();
+}
+
+}  // namespace ugfs2::fs
