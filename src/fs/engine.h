@@ -114,6 +114,8 @@ class Engine final : public FileSystem {
                      const Cred& cred) override;
   Result<Attr> Mkdir(InodeNo parent, std::string_view name, uint32_t mode,
                      const Cred& cred) override;
+  Result<Attr> Create(InodeNo parent, std::string_view name, uint32_t mode, bool exclusive,
+                      bool truncate, const Cred& cred) override;
   Result<Attr> Symlink(InodeNo parent, std::string_view name, std::string_view target,
                        const Cred& cred) override;
   Result<Attr> Link(InodeNo ino, InodeNo new_parent, std::string_view new_name) override;

@@ -335,6 +335,38 @@ Result<Attr> Engine::Mknod(InodeNo parent, std::string_view name, uint32_t mode,
   return r;
 }
 
+Result<Attr> Engine::Create(InodeNo parent, std::string_view name, uint32_t mode,
+                            bool exclusive, bool truncate, const Cred& cred) {
+  RETURN_IF_ERROR(CheckWritable());
+  RETURN_IF_ERROR(EnsureSpace(2));
+  Result<Attr> r = RunOp<Result<Attr>>([&](OpScope& s) -> Result<Attr> {
+    RETURN_IF_ERROR(s.Exclusive(parent));
+    ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
+    if (!dir->is_dir()) return Status::NotDir("parent is not a directory");
+    RETURN_IF_ERROR(ValidateName(name));
+    InodeRef ip;
+    auto existing = LockChild(s, *dir, name, State::kExclusive, nullptr);
+    if (existing.ok()) {
+      ip = *existing;
+      if (exclusive) return Status::Exists(std::string(name));
+      if (ip->is_dir()) return Status::IsDir(std::string(name));
+      if (truncate && ip->is_reg() && ip->di.size > 0) {
+        RETURN_IF_ERROR(s.BeginTrans());
+        RETURN_IF_ERROR(DoTruncate(*ip, 0));
+      }
+    } else if (existing.status().IsNotFound()) {
+      ASSIGN_OR_RETURN(ip, CreateNode(s, parent, name, (mode & 07777) | S_IFREG, 0, {}, cred));
+    } else {
+      return existing.status();
+    }
+    std::lock_guard<std::mutex> l(inodes_mu_);
+    ip->opens++;
+    return MakeAttr(*ip);
+  });
+  RETURN_IF_ERROR(AfterModify());
+  return r;
+}
+
 Result<Attr> Engine::Mkdir(InodeNo parent, std::string_view name, uint32_t mode, const Cred& cred) {
   RETURN_IF_ERROR(CheckWritable());
   RETURN_IF_ERROR(EnsureSpace(4));

@@ -393,3 +393,46 @@ TEST(EngineTest, RefusesForeignAndDamagedVolumes) {
 
 }  // namespace
 }  // namespace ugfs2
+
+namespace ugfs2 {
+namespace {
+
+TEST(EngineTest, CreateIsOneOperation) {
+  testing::TempDir dir;
+  std::string img = testing::MakeImage(dir, "v.img", 64, 4096);
+  auto fs = testing::MountImage(img);
+  ASSERT_TRUE(fs);
+  const Cred cred = testing::RootCred();
+  auto a = fs->Create(fs->root(), "f", 0640, false, false, cred);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->mode, 0100640u);
+  ASSERT_TRUE(fs->Write(a->ino, 0, testing::Pattern(5000, 1), false).ok());
+  // Opened by Create: an unlink keeps it readable until the Release.
+  ASSERT_TRUE(fs->Unlink(fs->root(), "f").ok());
+  std::vector<uint8_t> buf(5000);
+  ASSERT_EQ(*fs->Read(a->ino, 0, buf), 5000u);
+  ASSERT_TRUE(fs->Release(a->ino).ok());
+  EXPECT_EQ(fs->GetAttr(a->ino).status().code(), Code::kStale);
+  // Existing names: opened (and truncated if asked); O_EXCL and directories refused.
+  auto b = fs->Create(fs->root(), "g", 0644, false, false, cred);
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE(fs->Write(b->ino, 0, testing::Pattern(100, 2), false).ok());
+  auto again = fs->Create(fs->root(), "g", 0600, false, false, cred);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->ino, b->ino);
+  EXPECT_EQ(again->size, 100u);
+  auto trunc = fs->Create(fs->root(), "g", 0600, false, true, cred);
+  ASSERT_TRUE(trunc.ok());
+  EXPECT_EQ(trunc->size, 0u);
+  EXPECT_EQ(fs->Create(fs->root(), "g", 0600, true, false, cred).status().code(), Code::kExists);
+  ASSERT_TRUE(fs->Mkdir(fs->root(), "d", 0755, cred).ok());
+  EXPECT_EQ(fs->Create(fs->root(), "d", 0600, false, false, cred).status().code(), Code::kIsDir);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(fs->Release(b->ino).ok());
+  ASSERT_TRUE(fs->Unmount().ok());
+  fs.reset();
+  std::string report;
+  EXPECT_TRUE(testing::FsckClean(img, &report)) << report;
+}
+
+}  // namespace
+}  // namespace ugfs2
