@@ -123,7 +123,7 @@ Result<uint64_t> Engine::DirTableGet(Inode& dir, uint32_t index) {
     RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaJd, pblk));
     ptr = LoadBe64(b->bytes() + format::kMetaHeaderSize + off % geo_.jbsize);
   }
-  if (!PtrOk(ptr)) {
+  if (!alloc_->PtrOk(ptr)) {
     LOG_ERROR("directory " << dir.no << ": bad leaf pointer " << ptr << " at index " << index);
     return Status::Corrupt("bad leaf pointer in directory " + std::to_string(dir.no));
   }
@@ -183,7 +183,7 @@ Status Engine::DirTableWrite(Inode& dir, const std::vector<uint64_t>& table) {
 }
 
 Result<BufferRef> Engine::NewLeaf(Inode& dir, uint16_t depth, uint64_t goal) {
-  ASSIGN_OR_RETURN(auto run, AllocBlocks(goal, 1, format::kUsed));
+  ASSIGN_OR_RETURN(auto run, alloc_->AllocBlocks(goal, 1, format::kUsed));
   BufferRef b = cache_->GetNew(run.first, dir.no);
   format::Leaf lf;
   lf.depth = depth;
@@ -208,25 +208,35 @@ Status Engine::WalkLeafChains(
   std::vector<BufferRef> chain;
   while (i < table.size()) {
     uint64_t blk = table[i];
-    if (!PtrOk(blk)) return BadLeaf(dir.no, blk, "bad leaf pointer");
+    if (!alloc_->PtrOk(blk)) return BadLeaf(dir.no, blk, "bad leaf pointer");
     ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk, dir.no));
     RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaLf, blk));
     format::Leaf lf = format::Leaf::Decode(b->bytes());
     if (lf.depth > dir.di.depth) return BadLeaf(dir.no, blk, "leaf deeper than its table");
     uint64_t span = uint64_t{1} << (dir.di.depth - lf.depth);
     chain.clear();
-    std::unordered_set<uint64_t> seen;
-    for (uint64_t cur = blk; cur != 0;) {
-      if (!PtrOk(cur)) return BadLeaf(dir.no, cur, "bad leaf chain pointer");
-      RETURN_IF_ERROR(CheckChain(&seen, dir.no, cur));
-      ASSIGN_OR_RETURN(BufferRef cb, cache_->Get(cur, dir.no));
-      RETURN_IF_ERROR(CheckMetaLogged(cb->bytes(), format::kMetaLf, cur));
+    RETURN_IF_ERROR(WalkChain(dir, blk, [&](const BufferRef& cb) -> Result<bool> {
       chain.push_back(cb);
-      cur = format::Leaf::Decode(cb->bytes()).next;
-    }
+      return true;
+    }));
     ASSIGN_OR_RETURN(bool more, fn(chain));
     if (!more) return Status::Ok();
     i = (i / span + 1) * span;  // the next leaf's first slot
+  }
+  return Status::Ok();
+}
+
+Status Engine::WalkChain(Inode& dir, uint64_t head,
+                         const std::function<Result<bool>(const BufferRef&)>& fn) {
+  std::unordered_set<uint64_t> seen;
+  for (uint64_t cur = head; cur != 0;) {
+    if (!alloc_->PtrOk(cur)) return BadLeaf(dir.no, cur, "bad leaf chain pointer");
+    RETURN_IF_ERROR(CheckChain(&seen, dir.no, cur));
+    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(cur, dir.no));
+    RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaLf, cur));
+    ASSIGN_OR_RETURN(bool more, fn(b));
+    if (!more) return Status::Ok();
+    cur = format::Leaf::Decode(b->bytes()).next;
   }
   return Status::Ok();
 }
@@ -267,17 +277,13 @@ Result<DirentLoc> Engine::DirFind(Inode& dir, std::string_view name, uint32_t ha
     return Status::NotFound(std::string(name));
   }
   uint32_t idx = dir.di.depth == 0 ? 0 : hash >> (32 - dir.di.depth);
-  ASSIGN_OR_RETURN(uint64_t blk, DirTableGet(dir, idx));
-  std::unordered_set<uint64_t> chain;
-  while (blk != 0) {
-    if (!PtrOk(blk)) return BadLeaf(dir.no, blk, "bad leaf chain");
-    RETURN_IF_ERROR(CheckChain(&chain, dir.no, blk));
-    ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk, dir.no));
-    RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaLf, blk));
-    ASSIGN_OR_RETURN(bool found, scan(b, format::kLeafSize, blk, &loc));
-    if (found) return loc;
-    blk = format::Leaf::Decode(b->bytes()).next;
-  }
+  ASSIGN_OR_RETURN(uint64_t head, DirTableGet(dir, idx));
+  bool found = false;
+  RETURN_IF_ERROR(WalkChain(dir, head, [&](const BufferRef& b) -> Result<bool> {
+    ASSIGN_OR_RETURN(found, scan(b, format::kLeafSize, b->blkno, &loc));
+    return !found;
+  }));
+  if (found) return loc;
   return Status::NotFound(std::string(name));
 }
 
@@ -441,13 +447,9 @@ Status Engine::DirAdd(Inode& dir, std::string_view name, const format::Inum& inu
   for (int attempt = 0; attempt < 64; ++attempt) {
     uint32_t idx = dir.di.depth == 0 ? 0 : hash >> (32 - dir.di.depth);
     ASSIGN_OR_RETURN(uint64_t head, DirTableGet(dir, idx));
-    uint64_t blk = head, last = head;
-    std::unordered_set<uint64_t> chain;
-    while (blk != 0) {
-      if (!PtrOk(blk)) return BadLeaf(dir.no, blk, "bad leaf chain");
-      RETURN_IF_ERROR(CheckChain(&chain, dir.no, blk));
-      ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk, dir.no));
-      RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaLf, blk));
+    uint64_t last = head;
+    bool inserted = false;
+    RETURN_IF_ERROR(WalkChain(dir, head, [&](const BufferRef& b) -> Result<bool> {
       if (InsertInBlock(b->bytes(), geo_.bsize, format::kLeafSize, name, inum, hash, type, &st)) {
         format::Leaf lf = format::Leaf::Decode(b->bytes());
         lf.entries++;
@@ -456,13 +458,17 @@ Status Engine::DirAdd(Inode& dir, std::string_view name, const format::Inum& inu
         lf.nsec = now.nsec;
         lf.Encode(b->bytes());
         cache_->MarkDirty(b);
-        dir.di.entries++;
-        WriteDinode(dir);
-        return Status::Ok();
+        inserted = true;
+        return false;
       }
       RETURN_IF_ERROR(st);
-      last = blk;
-      blk = format::Leaf::Decode(b->bytes()).next;
+      last = b->blkno;
+      return true;
+    }));
+    if (inserted) {
+      dir.di.entries++;
+      WriteDinode(dir);
+      return Status::Ok();
     }
     ASSIGN_OR_RETURN(BufferRef hb, cache_->Get(head, dir.no));
     format::Leaf hlf = format::Leaf::Decode(hb->bytes());

@@ -94,8 +94,11 @@ Status Engine::DoMount() {
   read_only_ = opts_.read_only;
   SetAtimePolicy(opts_.atime, opts_.nodiratime);
   cache_ = std::make_unique<MetaCache>(dev_.get(), sb_.bsize, opts_.meta_cache_bytes);
+  alloc_ = std::make_unique<Allocator>(cache_.get(), geo_, dev_blocks_);
+  log_ = std::make_unique<LogManager>(dev_.get(), cache_.get(), alloc_.get(), geo_.bsize);
 
   RETURN_IF_ERROR(OpenJournal());
+  alloc_->SetJournalRuns(journal_runs_);
   // Replay may have rewritten anything: start from a clean slate.
   {
     std::lock_guard<std::mutex> l(inodes_mu_);
@@ -119,11 +122,13 @@ Status Engine::DoMount() {
   if (!read_only_) {
     // Nothing else runs yet: no glocks are needed for the mount-time changes.
     {
-      std::unique_lock<std::shared_mutex> lk(log_mu_);
-      RETURN_IF_ERROR(journal_->MarkMounted({local_.total, local_.free, local_.dinodes}));
+      std::unique_lock<std::shared_mutex> lk(log_->trans_mutex());
+      StatfsDelta local;
+      alloc_->WithStatfs([&](StatfsDelta& l, StatfsDelta&) { local = l; });
+      RETURN_IF_ERROR(log_->journal()->MarkMounted({local.total, local.free, local.dinodes}));
       RETURN_IF_ERROR(FoldStatfs());
       RETURN_IF_ERROR(ReclaimUnlinked());
-      mod_seq_++;
+      log_->Bump();
     }
     RETURN_IF_ERROR(FlushLog());
     flusher_ = std::thread([this] { FlusherThread(); });
@@ -151,6 +156,7 @@ Status Engine::OpenJournal() {
                    MustLookup(this, *per_node, "statfs_change" + std::to_string(jid_), lookup));
   ASSIGN_OR_RETURN(InodeRef qc,
                    MustLookup(this, *per_node, "quota_change" + std::to_string(jid_), lookup));
+  std::unique_ptr<journal::Journal> own;
   // A single-node mount is the only user of the volume: recover every dirty journal (another
   // node's too, as gfs2's first mounter does), then open our own.
   for (uint32_t j = 0;; ++j) {
@@ -186,13 +192,27 @@ Status Engine::OpenJournal() {
       LOG_INFO(name << " replayed: " << rs.blocks_replayed << " blocks from " << rs.region_blocks
                     << " log blocks, " << rs.revokes << " revokes");
     }
-    if (j == jid_) journal_ = std::make_unique<journal::Journal>(std::move(jrn));
+    if (j == jid_) own = std::make_unique<journal::Journal>(std::move(jrn));
   }
   std::sort(journal_runs_.begin(), journal_runs_.end());
   (void)jip;
   (void)sc;
   (void)qc;
-  if (!journal_) return Status::Invalid(jname + " not found");
+  if (!own) return Status::Invalid(jname + " not found");
+  // At each commit's snapshot: this node's statfs delta goes into its statfs_change file.
+  log_->Attach(std::move(own), [this] {
+    journal::StatfsDelta local;
+    alloc_->WithStatfs([&](StatfsDelta& l, StatfsDelta& on_disk) {
+      if (l.total != on_disk.total || l.free != on_disk.free || l.dinodes != on_disk.dinodes) {
+        format::StatfsChange{l.total, l.free, l.dinodes}.Encode(local_statfs_->buf->bytes() +
+                                                                format::kDinodeSize);
+        cache_->MarkDirty(local_statfs_->buf);
+        on_disk = l;
+      }
+      local = {l.total, l.free, l.dinodes};
+    });
+    return local;
+  });
   return Status::Ok();
 }
 
@@ -216,23 +236,35 @@ Status Engine::LoadSystemFiles() {
   }
   format::StatfsChange lc =
       format::StatfsChange::Decode(local_statfs_->buf->bytes() + format::kDinodeSize);
-  local_ = {lc.total, lc.free, lc.dinodes};
-  local_on_disk_ = local_;
+  alloc_->WithStatfs([&](StatfsDelta& local, StatfsDelta& on_disk) {
+    local = {lc.total, lc.free, lc.dinodes};
+    on_disk = local;
+  });
   return Status::Ok();
+}
+
+Status Engine::LoadRgrps() {
+  const uint64_t size = rindex_->di.size;
+  // A bigger rindex than the device could hold is damage (Allocator::Load checks the rest).
+  if (size == 0 || size / format::kRindexSize > dev_->Size() / (1 << 20) + 64) {
+    return Status::Corrupt("rindex size " + std::to_string(size) +
+                           " is not a plausible multiple of 96: volume damaged");
+  }
+  std::vector<uint8_t> raw(size);
+  size_t done = 0;
+  RETURN_IF_ERROR(ReadData(*rindex_, 0, raw.data(), raw.size(), &done));
+  if (done != size) return Status::Corrupt("short rindex read");
+  return alloc_->Load(raw, dev_->Size());
 }
 
 Status Engine::ResetStatfs() {
   // Only this node uses the volume: the rgrp headers are exact, so the master statfs becomes their
   // sum and every node's unfolded delta (ours and any crashed node's) is cleared. This also
   // undoes the double counting left when fsck.gfs2 fixed the master but kept the deltas.
-  int64_t total = 0, free = 0, dinodes = 0;
-  for (const auto& rg : rgrps_) {
-    if (rg.damaged) return Status::Ok();  // counts unknown: leave statfs alone
-    total += rg.ri.data;
-    free += rg.hdr.free;
-    dinodes += rg.hdr.dinodes;
-  }
-  std::unique_lock<std::shared_mutex> lk(log_mu_);
+  const Allocator::Totals sum = alloc_->Sum();
+  if (sum.damaged) return Status::Ok();  // counts unknown: leave statfs alone
+  const int64_t total = sum.total, free = sum.free, dinodes = sum.dinodes;
+  std::unique_lock<std::shared_mutex> lk(log_->trans_mutex());
   uint8_t* m = statfs_->buf->bytes() + format::kDinodeSize;
   format::StatfsChange cur = format::StatfsChange::Decode(m);
   if (cur.total != total || cur.free != free || cur.dinodes != dinodes) {
@@ -254,161 +286,56 @@ Status Engine::ResetStatfs() {
       cache_->MarkDirty(ip->buf);
     }
   }
-  local_ = {};
-  local_on_disk_ = {};
-  mod_seq_++;
+  alloc_->WithStatfs([](StatfsDelta& local, StatfsDelta& on_disk) { local = on_disk = {}; });
+  log_->Bump();
   return Status::Ok();
 }
 
 Status Engine::FoldStatfs() {
-  std::lock_guard<std::mutex> al(alloc_mu_);
-  if (local_.total == 0 && local_.free == 0 && local_.dinodes == 0 && local_on_disk_.total == 0 &&
-      local_on_disk_.free == 0 && local_on_disk_.dinodes == 0) {
-    return Status::Ok();
-  }
-  uint8_t* m = statfs_->buf->bytes() + format::kDinodeSize;
-  format::StatfsChange master = format::StatfsChange::Decode(m);
-  master.total += local_.total;
-  master.free += local_.free;
-  master.dinodes += local_.dinodes;
-  master.Encode(m);
-  cache_->MarkDirty(statfs_->buf);
-  local_ = {};
-  format::StatfsChange{}.Encode(local_statfs_->buf->bytes() + format::kDinodeSize);
-  cache_->MarkDirty(local_statfs_->buf);
-  local_on_disk_ = {};
+  alloc_->WithStatfs([&](StatfsDelta& local, StatfsDelta& on_disk) {
+    if (local.total == 0 && local.free == 0 && local.dinodes == 0 && on_disk.total == 0 &&
+        on_disk.free == 0 && on_disk.dinodes == 0) {
+      return;
+    }
+    uint8_t* m = statfs_->buf->bytes() + format::kDinodeSize;
+    format::StatfsChange master = format::StatfsChange::Decode(m);
+    master.total += local.total;
+    master.free += local.free;
+    master.dinodes += local.dinodes;
+    master.Encode(m);
+    cache_->MarkDirty(statfs_->buf);
+    local = {};
+    format::StatfsChange{}.Encode(local_statfs_->buf->bytes() + format::kDinodeSize);
+    cache_->MarkDirty(local_statfs_->buf);
+    on_disk = {};
+  });
   return Status::Ok();
 }
 
 Status Engine::ReclaimUnlinked() {
   size_t n = 0;
-  for (auto& rg : rgrps_) {
-    if (rg.damaged) continue;
-    for (uint64_t blk = rg.ri.data0; blk < rg.end(); ++blk) {
-      {
-        std::lock_guard<std::mutex> al(alloc_mu_);
-        if (GetBlockState(rg, blk) != format::kUnlinked) continue;
-      }
-      auto ip = GetInode(blk);
-      if (!ip.ok()) {
-        LOG_ERROR("unlinked inode " << blk << " unreadable: " << ip.status().message());
-        continue;
-      }
-      if ((*ip)->di.nlink != 0) {
-        LOG_WARN("inode " << blk << " marked unlinked but has links; keeping it");
-        continue;
-      }
-      RETURN_IF_ERROR(Dealloc(**ip));
-      n++;
+  for (uint64_t blk : alloc_->UnlinkedDinodes()) {
+    auto ip = GetInode(blk);
+    if (!ip.ok()) {
+      LOG_ERROR("unlinked inode " << blk << " unreadable: " << ip.status().message());
+      continue;
     }
+    if ((*ip)->di.nlink != 0) {
+      LOG_WARN("inode " << blk << " marked unlinked but has links; keeping it");
+      continue;
+    }
+    RETURN_IF_ERROR(Dealloc(**ip));
+    n++;
   }
   if (n) LOG_INFO("reclaimed " << n << " unlinked inodes left by an earlier mount");
   return Status::Ok();
 }
 
-Status Engine::FlushLog() { return FlushLogUpTo(mod_seq_.load()); }
+Status Engine::FlushLog() { return FlushLogUpTo(log_->mod_seq()); }
 
 Status Engine::FlushLogUpTo(uint64_t upto) {
-  if (!journal_ || (read_only_ && !ro_draining_)) return Status::Ok();
-  if (flushed_seq_.load() >= upto) return Status::Ok();
-  {
-    std::lock_guard<std::mutex> bl(batch_mu_);
-    flush_waiters_++;
-  }
-  batch_cv_.notify_all();
-  std::unique_lock<std::mutex> fl(flush_mu_);
-  {
-    std::lock_guard<std::mutex> bl(batch_mu_);
-    flush_waiters_--;
-  }
-  // Group commit: the flush we waited for may already have covered everything we need.
-  if (flushed_seq_.load() >= upto) return Status::Ok();
-  if (log_broken_) return Status::IoError("log is broken after an earlier I/O error");
-  // Batching (as jbd2 does): when the last commits served several callers at once, give the
-  // others a moment to finish the operation they are in and join this commit, bounded by half a
-  // commit time; the wait ends early once twice as many callers as last time are queued.
-  const uint32_t last_batch = last_batch_.load();
-  if (last_batch > 1) {
-    auto hold =
-        std::chrono::microseconds(std::min<uint64_t>(last_commit_us_.load() / 2, kMaxBatchWaitUs));
-    std::unique_lock<std::mutex> bl(batch_mu_);
-    batch_cv_.wait_for(bl, hold,
-                       [&] { return static_cast<uint32_t>(flush_waiters_) + 1 >= 2 * last_batch; });
-  }
-  const auto commit_start = std::chrono::steady_clock::now();
-  uint32_t batch;
-  {
-    std::lock_guard<std::mutex> bl(batch_mu_);
-    batch = static_cast<uint32_t>(flush_waiters_) + 1;
-  }
-  std::vector<DirtySnapshot> snap;
-  std::vector<uint64_t> revokes;
-  journal::StatfsDelta local;
-  uint64_t target;
-  {
-    std::unique_lock<std::shared_mutex> lk(log_mu_);  // no transaction is half done now
-    std::lock_guard<std::mutex> al(alloc_mu_);
-    target = mod_seq_.load();  // everything up to here is in this batch (group commit)
-    if (local_.total != local_on_disk_.total || local_.free != local_on_disk_.free ||
-        local_.dinodes != local_on_disk_.dinodes) {
-      format::StatfsChange{local_.total, local_.free, local_.dinodes}.Encode(
-          local_statfs_->buf->bytes() + format::kDinodeSize);
-      cache_->MarkDirty(local_statfs_->buf);
-      local_on_disk_ = local_;
-    }
-    local = {local_.total, local_.free, local_.dinodes};
-    snap = cache_->SnapshotDirty();
-    std::lock_guard<std::mutex> pl(pending_mu_);
-    revokes = std::move(revokes_);
-    revokes_.clear();
-    committing_free_ = std::move(pending_free_);
-    pending_free_.clear();
-  }
-  Status st;
-  if (snap.empty() && revokes.empty()) {
-    st = dev_->Flush();  // data-only changes
-  } else {
-    std::sort(snap.begin(), snap.end(), [](const DirtySnapshot& a, const DirtySnapshot& b) {
-      return a.buf->blkno < b.buf->blkno;
-    });
-    std::vector<journal::LogBlock> blocks;
-    blocks.reserve(snap.size());
-    for (const auto& s : snap) blocks.push_back({s.buf->blkno, s.image.data()});
-    st = journal_->Commit(blocks, revokes, local);
-    if (st.ok()) {
-      // The log is durable: write the blocks in place (made durable by the next commit's flush).
-      for (const auto& s : snap) {
-        st = dev_->WriteAt(s.buf->blkno * geo_.bsize, s.image.data(), geo_.bsize);
-        if (!st.ok()) break;
-        cache_->MarkWritten(s);
-      }
-      meta_writes_ += snap.size();  // guarded by flush_mu_
-    }
-  }
-  {
-    std::lock_guard<std::mutex> pl(pending_mu_);
-    if (st.ok()) {
-      committing_free_.clear();
-      last_commit_blocks_.clear();
-      for (const auto& s : snap) last_commit_blocks_.insert(s.buf->blkno);
-    } else {
-      // Freed blocks stay unusable: the commit that freed them may not be durable.
-      pending_free_.insert(committing_free_.begin(), committing_free_.end());
-      committing_free_.clear();
-    }
-  }
-  if (!st.ok()) {
-    log_broken_ = true;
-    LOG_ERROR("log flush failed: " << st.ToString() << "; refusing further writes");
-    return st;
-  }
-  log_flushes_++;
-  flushed_seq_ = std::max(flushed_seq_.load(), target);
-  last_batch_ = batch;
-  last_commit_us_ = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                              std::chrono::steady_clock::now() - commit_start)
-                                              .count());
-  return Status::Ok();
+  if (read_only_ && !ro_draining_) return Status::Ok();
+  return log_->FlushUpTo(upto);
 }
 
 void Engine::FlusherThread() {
@@ -418,11 +345,11 @@ void Engine::FlusherThread() {
     flusher_cv_.wait_for(l, interval, [this] { return stop_flusher_; });
     if (stop_flusher_) break;
     l.unlock();
-    if (mod_seq_.load() > flushed_seq_.load()) {
+    if (log_->mod_seq() > log_->flushed_seq()) {
       {
-        std::shared_lock<std::shared_mutex> trans(log_mu_);
+        std::shared_lock<std::shared_mutex> trans(log_->trans_mutex());
         (void)FoldStatfs();
-        mod_seq_++;
+        log_->Bump();
       }
       Status st = FlushLog();
       if (!st.ok()) LOG_ERROR("periodic log flush: " << st.ToString());
@@ -433,7 +360,7 @@ void Engine::FlusherThread() {
 
 Status Engine::CheckWritable() const {
   if (read_only_) return Status(Code::kReadOnly, "mounted read-only");
-  if (log_broken_) return Status::IoError("filesystem stopped after a log write error");
+  if (log_->broken()) return Status::IoError("filesystem stopped after a log write error");
   return Status::Ok();
 }
 
@@ -447,14 +374,11 @@ Status Engine::SetReadOnly(bool read_only) {
                     "mounted read-only from the start (device opened read-only): unmount and "
                     "mount it read-write");
     }
-    if (log_broken_) return Status::IoError("filesystem stopped after a log write error");
-    std::unique_lock<std::shared_mutex> lk(log_mu_);
+    if (log_->broken()) return Status::IoError("filesystem stopped after a log write error");
+    std::unique_lock<std::shared_mutex> lk(log_->trans_mutex());
     StatfsDelta local;
-    {
-      std::lock_guard<std::mutex> al(alloc_mu_);
-      local = local_;
-    }
-    RETURN_IF_ERROR(journal_->MarkMounted({local.total, local.free, local.dinodes}));
+    alloc_->WithStatfs([&](StatfsDelta& l, StatfsDelta&) { local = l; });
+    RETURN_IF_ERROR(log_->journal()->MarkMounted({local.total, local.free, local.dinodes}));
     read_only_ = false;
     LOG_INFO("remounted " << dev_->Describe() << " read-write");
     return Status::Ok();
@@ -463,20 +387,20 @@ Status Engine::SetReadOnly(bool read_only) {
   // metadata updates (atime, releases) can race; they check read_only_ inside their
   // transaction (OpScope::BeginTrans), which this exclusive section waits for.
   {
-    std::unique_lock<std::shared_mutex> lk(log_mu_);
+    std::unique_lock<std::shared_mutex> lk(log_->trans_mutex());
     read_only_ = true;
     RETURN_IF_ERROR(FoldStatfs());
-    mod_seq_++;
+    log_->Bump();
   }
   // FlushLog skips read-only mounts unless it is this last commit.
   ro_draining_ = true;
   Status st = FlushLog();
   ro_draining_ = false;
   if (st.ok()) st = dev_->Flush();
-  if (st.ok()) st = journal_->WriteUnmountHeader({});
+  if (st.ok()) st = log_->journal()->WriteUnmountHeader({});
   if (st.ok()) st = dev_->Flush();
   if (!st.ok()) {
-    log_broken_ = true;
+    log_->MarkBroken();
     LOG_ERROR("remount read-only of " << dev_->Describe() << " failed: " << st.ToString());
     return st;
   }
@@ -494,9 +418,9 @@ Status Engine::Unmount() {
   if (flusher_.joinable()) flusher_.join();
   StopGlocks();  // no more ticks or trims; every operation has finished (the caller drained them)
   Status result;
-  if (!read_only_ && !log_broken_) {
+  if (!read_only_ && !log_->broken()) {
     {
-      std::unique_lock<std::shared_mutex> lk(log_mu_);
+      std::unique_lock<std::shared_mutex> lk(log_->trans_mutex());
       // Inodes still open at unmount whose last link is gone.
       std::vector<InodeRef> orphans;
       {
@@ -510,13 +434,13 @@ Status Engine::Unmount() {
         if (!st.ok()) LOG_ERROR("deallocating inode " << ip->no << ": " << st.ToString());
       }
       result = FoldStatfs();
-      mod_seq_++;
+      log_->Bump();
     }
     if (result.ok()) result = FlushLog();
     // Everything is in place once the in-place writes are durable.
     if (result.ok()) result = dev_->Flush();
     if (result.ok()) {
-      result = journal_->WriteUnmountHeader({});
+      result = log_->journal()->WriteUnmountHeader({});
     }
   }
   if (result.ok()) result = dev_->Flush();
@@ -556,31 +480,24 @@ Attr Engine::MakeAttr(const Inode& ip) const {
 }
 
 Result<StatFsInfo> Engine::StatFs() {
-  std::lock_guard<std::mutex> al(alloc_mu_);
+  const Allocator::Totals t = alloc_->Sum();
   StatFsInfo s;
   s.bsize = geo_.bsize;
-  uint64_t total = 0, free = 0, dinodes = 0;
-  for (const auto& rg : rgrps_) {
-    total += rg.ri.data;
-    if (rg.damaged) continue;
-    free += rg.hdr.free;
-    dinodes += rg.hdr.dinodes;
-  }
-  s.blocks = total;
-  s.bfree = free;
-  s.bavail = free;
-  s.files = dinodes + free;
-  s.ffree = free;
+  s.blocks = static_cast<uint64_t>(t.total);
+  s.bfree = static_cast<uint64_t>(t.free);
+  s.bavail = s.bfree;
+  s.files = static_cast<uint64_t>(t.dinodes + t.free);
+  s.ffree = s.bfree;
   s.namemax = format::kMaxNameLen;
   return s;
 }
 
 FsCounters Engine::Counters() const {
   FsCounters c;
-  c.log_flushes = log_flushes_;
+  c.log_flushes = log_ ? log_->flushes() : 0;
   c.fsyncs = fsyncs_;
   c.meta_reads = cache_ ? cache_->reads() : 0;
-  c.meta_writes = meta_writes_;
+  c.meta_writes = log_ ? log_->meta_writes() : 0;
   c.data_reads = data_reads_;
   c.data_writes = data_writes_;
   c.cached_meta_blocks = cache_ ? cache_->size() : 0;
@@ -588,4 +505,3 @@ FsCounters Engine::Counters() const {
 }
 
 }  // namespace ugfs2::fs
-

@@ -1,29 +1,28 @@
 // Engine: the single-node GFS2 engine behind FileSystem. Internal header (src/fs only).
 //
 // Structure (one file per concern):
-//   engine.cc      mount/unmount, system files, log flush, statfs, counters
-//   alloc.cc       resource groups, bitmaps, allocation policy, deferred frees
+//   engine.cc      mount/unmount, system files, statfs, remount, counters
+//   log_manager.*  the LogManager: transaction lock, mod sequence, group-committed log flush
+//   allocator.*    the Allocator: resource groups, bitmaps, allocation policy, deferred frees
 //   inode.cc       in-core inodes, dinode I/O, metadata trees (map, grow, truncate, dealloc)
 //   dir.cc         stuffed and exhash directories
 //   glocks.cc      the glock hooks (sync, invalidate, refresh) and the demote control
-//   op_scope.h/.cc the per-operation scope: glocks in order, back-off, the transaction
+//   op_scope.*     the per-operation scope: glocks in order, back-off, the transaction
 //   ops.cc         the FileSystem operations
 //
 // Locking (docs/locking.md §5): glocks are the only locks an operation takes on filesystem
 // objects. Every operation runs in an OpScope that takes its glocks (inode glocks SH to read, EX
 // to change; the rename glock first for renames between directories) in ascending glock order,
 // taking anything out of order with TRY and backing off; then, to modify, it enters the
-// transaction (`log_mu_` shared). A log flush takes `log_mu_` exclusive only while it snapshots
-// the dirty buffers. No glock is ever requested inside a transaction (a glock's sync hook flushes
-// the log). Small local mutexes, each a leaf below the transaction:
-//   alloc_mu_   rgrps (headers, bitmaps, hints), statfs deltas, the round-robin cursor
-//   pending_mu_ deferred frees, revokes, the newest commit's blocks
-//   inodes_mu_  the in-core inode table and open counts
-//   MetaCache::mu_, GlockRunner::mu_ (leaves)
-// Lock order: remount_mu_ -> glocks (rename, then inodes by number) -> flush_mu_ -> log_mu_ ->
-// alloc_mu_ -> pending_mu_ -> inodes_mu_ -> MetaCache::mu_. Blocks freed in a batch stay
-// unallocatable until that batch is committed (pending_free_), so a crash can never expose a
-// block's new contents to its previous owner or resurrect stale metadata over new data.
+// transaction (the LogManager's trans_mutex() shared). A log flush takes it exclusive only while it
+// snapshots the dirty buffers. No glock is ever requested inside a transaction (a glock's sync hook
+// flushes the log). Small local mutexes, each a leaf below the transaction:
+//   Allocator::mu_, Allocator::pending_mu_   rgrps, statfs deltas; deferred frees, revokes
+//   inodes_mu_                                the in-core inode table and open counts
+//   MetaCache::mu_, GlockRunner::mu_          (leaves)
+// Lock order: remount_mu_ -> glocks (rename, then inodes by number) -> LogManager::flush_mu_ ->
+// LogManager::trans_mu_ (the transaction) -> Allocator::mu_ -> Allocator::pending_mu_ -> inodes_mu_
+// -> MetaCache::mu_.
 #ifndef UGFS2_SRC_FS_ENGINE_H_
 #define UGFS2_SRC_FS_ENGINE_H_
 
@@ -41,7 +40,9 @@
 
 #include "block/block_device.h"
 #include "format/ondisk.h"
+#include "fs/allocator.h"
 #include "fs/file_system.h"
+#include "fs/log_manager.h"
 #include "fs/meta_cache.h"
 #include "glock/glock_runner.h"
 
@@ -51,15 +52,6 @@ class Journal;
 
 namespace ugfs2::fs {
 
-struct Rgrp {
-  format::Rindex ri;
-  format::Rgrp hdr;
-  std::vector<BufferRef> bufs;  // header block + bitmap blocks, pinned
-  uint32_t hint = 0;            // next data offset to search from
-  bool damaged = false;
-  uint64_t end() const { return ri.data0 + ri.data; }
-};
-
 // An in-core inode. `buf`, `di`, `damaged` and `stale` belong to the inode's glock (read under
 // SH, changed under EX); `opens` is guarded by Engine::inodes_mu_; `last_mod` is atomic.
 struct Inode {
@@ -68,7 +60,7 @@ struct Inode {
   format::Dinode di;
   int opens = 0;
   bool damaged = false;
-  bool stale = false;                  // invalidated: re-read the dinode before use
+  bool stale = false;                 // invalidated: re-read the dinode before use
   std::atomic<uint64_t> last_mod{0};  // mod_seq_ of its newest change (the sync hook flushes that)
   bool is_dir() const { return (di.mode & 0170000) == 0040000; }
   bool is_reg() const { return (di.mode & 0170000) == 0100000; }
@@ -85,10 +77,6 @@ struct DirentLoc {
   uint32_t block_start = 0;  // 232 (stuffed dinode) or 104 (leaf)
   format::Dirent de;
   uint64_t leaf_blk = 0;  // 0 for a stuffed directory
-};
-
-struct StatfsDelta {
-  int64_t total = 0, free = 0, dinodes = 0;
 };
 
 // format::CheckMeta plus a log line naming the damaged block.
@@ -182,7 +170,7 @@ class Engine final : public FileSystem {
   // ---- engine.cc
   Status LoadSystemFiles();
   Status OpenJournal();
-  Status FoldStatfs();   // REQUIRES a transaction or log_mu_ exclusive; takes alloc_mu_
+  Status FoldStatfs();   // REQUIRES a transaction (or the transaction lock exclusive)
   Status ResetStatfs();  // single-node mount: master = rgrp totals, deltas cleared
   Status AfterModify();  // after a modifying op, without locks: flush if the batch is large
   Status EnsureSpace(uint64_t blocks);  // before allocating: commit deferred frees if needed
@@ -192,38 +180,9 @@ class Engine final : public FileSystem {
   Attr MakeAttr(const Inode& ip) const;
   static Timespec Now();
 
-  // ---- alloc.cc
+  // ---- allocator.cc is the Allocator; the engine reads the rindex for it
   Status LoadRgrps();
-  Rgrp* RgrpFor(uint64_t blk);
-  uint8_t GetBlockState(Rgrp& rg, uint64_t blk) const;
-  void SetBlockState(Rgrp& rg, uint64_t blk, uint8_t state);
-  void WriteRgrpHeader(Rgrp& rg);
-  // Allocates up to `want` contiguous blocks (at least 1) near `goal`. state: kUsed or kDinode.
-  // Allocator entry points take alloc_mu_ themselves; *Locked helpers and GetBlockState /
-  // SetBlockState / WriteRgrpHeader require it held.
-  Result<std::pair<uint64_t, uint32_t>> AllocBlocks(uint64_t goal, uint32_t want, uint8_t state);
-  Result<std::pair<uint64_t, uint32_t>> AllocBlocksLocked(uint64_t goal, uint32_t want,
-                                                          uint8_t state);
-  // Finds (take=false: only reports) or takes a free run near `goal`; REQUIRES alloc_mu_.
-  Result<std::pair<uint64_t, uint32_t>> FindFreeLocked(uint64_t goal, uint32_t want,
-                                                       uint8_t state, bool take);
-  // A block that is free now near `goal` (a create locks its glock before allocating it).
-  Result<uint64_t> PeekFreeBlock(uint64_t goal);
-  // Allocates exactly `blk` as a dinode; false if it is no longer free.
-  Result<bool> AllocDinodeAt(uint64_t blk, uint64_t* generation);
-  Status FreeBlocks(uint64_t start, uint32_t count);  // data/metadata blocks (USED)
-  Status FreeDinode(uint64_t blk);
-  Status SetUnlinked(uint64_t blk);
-  void NoteFreed(uint64_t blk);  // REQUIRES alloc_mu_
-  uint64_t PickDirGoal(uint64_t parent_goal);
-  bool IsPendingFree(uint64_t blk);
-  // A block pointer read from disk is plausible: inside the device, inside a resource group's
-  // data (once rgrps are loaded) and not one of the journals' blocks.
-  bool PtrOk(uint64_t blk);
-  // Before writing file data in place: every block of the run is USED in the bitmap (a damaged
-  // pointer must not make us overwrite a dinode or a free block). kCorrupt + log line otherwise.
-  Status CheckDataRun(uint64_t ino, uint64_t pblk, uint64_t n);
-  uint64_t TotalFree() const;
+  uint64_t TotalFree() const { return alloc_->TotalFree(); }
 
   // ---- inode.cc
   Result<InodeRef> GetInode(InodeNo no);
@@ -253,6 +212,10 @@ class Engine final : public FileSystem {
   Status FreeEattr(Inode& ip);
   Status ZeroDataRange(uint64_t pblk, uint32_t off, uint32_t len);
   Status SetSize(Inode& ip, uint64_t size);
+  // The one walk over a file's mapping: visits [off, off + len) in runs, fn(pos, at, n) with
+  // pos the offset into the range, at the device byte address (0 for a hole), n the bytes.
+  Status WalkExtents(Inode& ip, uint64_t off, uint64_t len,
+                     const std::function<Status(uint64_t pos, uint64_t at, uint64_t n)>& fn);
   Status ReadData(Inode& ip, uint64_t off, uint8_t* out, size_t len, size_t* done);
   Status WriteData(Inode& ip, uint64_t off, const uint8_t* data, size_t len);
   uint64_t MaxFileSize() const;
@@ -271,6 +234,10 @@ class Engine final : public FileSystem {
   Status DirSplitLeaf(Inode& dir, uint32_t index, uint64_t leaf_blk);
   Status DirDouble(Inode& dir);
   Result<BufferRef> NewLeaf(Inode& dir, uint16_t depth, uint64_t goal);
+  // The one walk over a leaf chain from `head`: checks each pointer, loop and header, and calls
+  // fn on each leaf until it returns false.
+  Status WalkChain(Inode& dir, uint64_t head,
+                   const std::function<Result<bool>(const BufferRef&)>& fn);
   Status ForEachLeaf(Inode& dir, const std::function<Status(uint64_t)>& fn);
   // Visits each distinct leaf chain of an exhash directory in hash order, from table slot
   // `first_index`, until fn returns false.
@@ -334,54 +301,31 @@ class Engine final : public FileSystem {
   std::condition_variable glock_worker_cv_;
   bool stop_glock_worker_ = false;  // guarded by glock_worker_mu_
 
-  // The transaction lock (gfs2's sd_log_flush_lock): shared by every modifying section, taken
-  // exclusive by a log flush while it snapshots. Lock order: glocks -> flush_mu_ -> log_mu_.
-  mutable std::shared_mutex log_mu_;
-  // rgrps_ (headers, bitmaps, hints), alloc_rr_, local_ and local_on_disk_. Lock order:
-  // log_mu_ -> alloc_mu_ -> pending_mu_.
-  mutable std::mutex alloc_mu_;
-  std::mutex flush_mu_;  // serializes log flushes; lock order: glocks -> flush_mu_ -> log_mu_
-  // Group-commit batching: callers queued for flush_mu_, and what the last commit served.
-  static constexpr uint64_t kMaxBatchWaitUs = 2000;
-  std::mutex batch_mu_;
-  std::condition_variable batch_cv_;
-  int flush_waiters_ = 0;  // guarded by batch_mu_
-  std::atomic<uint32_t> last_batch_{1};
-  std::atomic<uint64_t> last_commit_us_{0};
-
+  // Resource groups, deferred frees, statfs deltas (its own mutexes: leaves below the transaction
+  // lock).
+  std::unique_ptr<Allocator> alloc_;
+  // The log: transaction lock, mod sequence, group-committed flushes, the journal.
+  std::unique_ptr<LogManager> log_;
   // System inodes.
   InodeRef master_, jindex_, per_node_, statfs_, rindex_, quota_, inum_, local_statfs_,
       journal_inode_;
   uint32_t jid_ = 0;
-  std::unique_ptr<journal::Journal> journal_;
-  std::unordered_set<uint64_t> last_commit_blocks_;  // newest commit's blocks; pending_mu_
-  std::vector<uint64_t> revokes_;                    // for the next commit; pending_mu_
 
   std::vector<std::pair<uint64_t, uint64_t>> journal_runs_;  // all journals, sorted [start, end)
-  std::vector<Rgrp> rgrps_;                                  // sorted by address
-  size_t alloc_rr_ = 0;  // round-robin cursor for spreading directories
-  std::mutex pending_mu_;
-  std::unordered_set<uint64_t> pending_free_;     // freed in the current batch
-  std::unordered_set<uint64_t> committing_free_;  // freed in the batch being committed
 
   std::mutex inodes_mu_;
   std::unordered_map<InodeNo, InodeRef> inodes_;
 
-  StatfsDelta local_;  // not yet written to statfs_change<jid>
-  StatfsDelta local_on_disk_;
   bool mounted_ = false;
   std::atomic<bool> read_only_{false};
   std::atomic<bool> ro_draining_{false};  // SetReadOnly(true) commits the last changes
-  std::mutex remount_mu_;  // serializes SetReadOnly; lock order: remount_mu_ -> flush_mu_ -> mu_
+  std::mutex
+      remount_mu_;  // serializes SetReadOnly; lock order: remount_mu_ -> glocks -> LogManager
   std::atomic<int> atime_mode_{static_cast<int>(AtimeMode::kRelatime)};
   std::atomic<bool> nodiratime_{false};
-  std::atomic<bool> log_broken_{false};  // a flush failed: refuse further writes
 
-  std::atomic<uint64_t> mod_seq_{0};      // bumped by every modifying op
-  std::atomic<uint64_t> flushed_seq_{0};  // everything <= this is durable
-  std::atomic<uint64_t> log_flushes_{0}, fsyncs_{0}, data_reads_{0}, data_writes_{0};
+  std::atomic<uint64_t> fsyncs_{0}, data_reads_{0}, data_writes_{0};
   std::atomic<uint64_t> invalidations_{0}, forced_demotes_{0};
-  uint64_t meta_writes_ = 0;
 
   std::thread flusher_;
   std::mutex flusher_mu_;
@@ -401,8 +345,7 @@ class Engine::Hooks final : public glock::GlockHooks {
     done();
   }
   void Refresh(const glock::GlockName& name, DoneFn done) override {
-    done(name.type == glock::GlockType::kInode ? e_->RefreshInodeGlock(name.number)
-                                               : Status::Ok());
+    done(name.type == glock::GlockType::kInode ? e_->RefreshInodeGlock(name.number) : Status::Ok());
   }
 
  private:

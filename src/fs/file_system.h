@@ -169,8 +169,8 @@ class FileSystem {
   // open(2) with O_CREAT, as one operation: creates the regular file `name` (permission bits of
   // `mode`) and opens it (as Open). If `name` exists: kExists with `exclusive` (O_EXCL), kIsDir
   // for a directory, otherwise the existing file is opened (and emptied with `truncate`).
-  virtual Result<Attr> Create(InodeNo parent, std::string_view name, uint32_t mode,
-                              bool exclusive, bool truncate, const Cred& cred) = 0;
+  virtual Result<Attr> Create(InodeNo parent, std::string_view name, uint32_t mode, bool exclusive,
+                              bool truncate, const Cred& cred) = 0;
   virtual Result<Attr> Symlink(InodeNo parent, std::string_view name, std::string_view target,
                                const Cred& cred) = 0;
   virtual Result<Attr> Link(InodeNo ino, InodeNo new_parent, std::string_view new_name) = 0;

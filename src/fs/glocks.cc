@@ -65,9 +65,9 @@ Status Engine::SyncInodeGlock(InodeNo no) {
     std::lock_guard<std::mutex> l(inodes_mu_);
     auto it = inodes_.find(no);
     // Not cached: its newest change is unknown here (the inode was evicted): flush everything.
-    upto = it != inodes_.end() ? it->second->last_mod.load() : mod_seq_.load();
+    upto = it != inodes_.end() ? it->second->last_mod.load() : log_->mod_seq();
   }
-  if (upto == 0 || flushed_seq_.load() >= upto) return Status::Ok();
+  if (upto == 0 || log_->flushed_seq() >= upto) return Status::Ok();
   return FlushLogUpTo(upto);
 }
 

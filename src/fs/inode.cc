@@ -91,18 +91,16 @@ Result<InodeRef> Engine::GetInode(InodeNo no) {
   if (no <= format::kSuperblockOffset / geo_.bsize || no >= dev_blocks_) {
     return Status(Code::kStale, "inode number " + std::to_string(no) + " out of range");
   }
-  bool linked_state = false;  // DINODE in a trusted bitmap: the inode should have links
-  if (Rgrp* rg = RgrpFor(no)) {
-    std::lock_guard<std::mutex> al(alloc_mu_);
-    uint8_t s = rg->damaged ? uint8_t{format::kDinode} : GetBlockState(*rg, no);
-    if (s != format::kDinode && s != format::kUnlinked) {
-      return Status(Code::kStale, "inode " + std::to_string(no) + " no longer exists");
-    }
-    linked_state = !rg->damaged && s == format::kDinode;
-  } else if (!rgrps_.empty()) {
+  // DINODE in a trusted bitmap: the inode should have links.
+  const Allocator::DinodeState state = alloc_->StateOfDinode(no);
+  if (state == Allocator::DinodeState::kGone) {
+    return Status(Code::kStale, "inode " + std::to_string(no) + " no longer exists");
+  }
+  if (state == Allocator::DinodeState::kOutside) {
     LOG_ERROR("inode number " << no << " is not inside any resource group");
     return Status::Corrupt("inode " + std::to_string(no) + " is outside every resource group");
   }
+  const bool linked_state = state == Allocator::DinodeState::kLinked;
   ASSIGN_OR_RETURN(BufferRef buf, cache_->Get(no, no));
   auto ip = std::make_shared<Inode>();
   ip->no = no;
@@ -255,7 +253,7 @@ Result<uint64_t> Engine::MapExtent(Inode& ip, uint64_t lblk, uint64_t max_len, u
       *len = std::min<uint64_t>(max_len, span - within);
       return uint64_t{0};
     }
-    if (!PtrOk(ptr)) return BadPointer(ip, ptr);
+    if (!alloc_->PtrOk(ptr)) return BadPointer(ip, ptr);
     ASSIGN_OR_RETURN(cur, cache_->Get(ptr, ip.no));
     RETURN_IF_ERROR(CheckMetaLogged(cur->bytes(), format::kMetaIn, ptr));
     base = format::kMetaHeaderSize;
@@ -264,11 +262,11 @@ Result<uint64_t> Engine::MapExtent(Inode& ip, uint64_t lblk, uint64_t max_len, u
   const uint8_t* p = cur->bytes() + base;
   uint32_t i = path.idx[h - 1];
   uint64_t first = LoadBe64(p + i * 8);
-  if (first != 0 && !PtrOk(first)) return BadPointer(ip, first);
+  if (first != 0 && !alloc_->PtrOk(first)) return BadPointer(ip, first);
   uint64_t n = 1;
   while (n < max_len && i + n < nptrs) {
     uint64_t next = LoadBe64(p + (i + n) * 8);
-    if (first == 0 ? next != 0 : (next != first + n || !PtrOk(next))) break;
+    if (first == 0 ? next != 0 : (next != first + n || !alloc_->PtrOk(next))) break;
     n++;
   }
   *len = n;
@@ -282,7 +280,7 @@ Status Engine::Unstuff(Inode& ip) {
   bool has_data = ip.di.size > 0;
   uint64_t blk = 0;
   if (has_data) {
-    ASSIGN_OR_RETURN(auto run, AllocBlocks(ip.di.goal_data, 1, format::kUsed));
+    ASSIGN_OR_RETURN(auto run, alloc_->AllocBlocks(ip.di.goal_data, 1, format::kUsed));
     blk = run.first;
     uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(ip.di.size, geo_.max_stuffed));
     if (jdata) {
@@ -314,7 +312,7 @@ Status Engine::GrowHeight(Inode& ip, uint32_t height) {
     bool any = false;
     for (size_t i = 0; i < area_len && !any; i += 8) any = LoadBe64(area + i) != 0;
     if (any) {
-      ASSIGN_OR_RETURN(auto run, AllocBlocks(ip.di.goal_meta, 1, format::kUsed));
+      ASSIGN_OR_RETURN(auto run, alloc_->AllocBlocks(ip.di.goal_meta, 1, format::kUsed));
       BufferRef in = cache_->GetNew(run.first, ip.no);
       format::WriteMeta(in->bytes(), format::kMetaIn);
       std::memcpy(in->bytes() + format::kMetaHeaderSize, area, area_len);
@@ -360,7 +358,7 @@ Status Engine::AllocRangeSteps(Inode& ip, uint64_t lblk, uint64_t count, bool jd
         uint8_t* pp = cur->bytes() + base + path.idx[lvl] * 8;
         uint64_t ptr = LoadBe64(pp);
         if (ptr == 0) {
-          ASSIGN_OR_RETURN(auto run, AllocBlocks(ip.di.goal_meta, 1, format::kUsed));
+          ASSIGN_OR_RETURN(auto run, alloc_->AllocBlocks(ip.di.goal_meta, 1, format::kUsed));
           ptr = run.first;
           BufferRef in = cache_->GetNew(ptr, ip.no);
           format::WriteMeta(in->bytes(), format::kMetaIn);
@@ -374,7 +372,7 @@ Status Engine::AllocRangeSteps(Inode& ip, uint64_t lblk, uint64_t count, bool jd
           ip.di.goal_meta = ptr;
           cur = in;
         } else {
-          if (!PtrOk(ptr)) return BadPointer(ip, ptr);
+          if (!alloc_->PtrOk(ptr)) return BadPointer(ip, ptr);
           ASSIGN_OR_RETURN(cur, cache_->Get(ptr, ip.no));
           RETURN_IF_ERROR(CheckMetaLogged(cur->bytes(), format::kMetaIn, ptr));
         }
@@ -398,7 +396,7 @@ Status Engine::AllocRangeSteps(Inode& ip, uint64_t lblk, uint64_t count, bool jd
         uint32_t holes = 1;
         while (i + holes < nptrs && l + holes < end && LoadBe64(p + (i + holes) * 8) == 0) holes++;
         uint64_t goal = ip.di.goal_data;
-        auto got = AllocBlocks(goal, holes, format::kUsed);
+        auto got = alloc_->AllocBlocks(goal, holes, format::kUsed);
         if (!got.ok()) {
           if (modified && cur != ip.buf) cache_->MarkDirty(cur);
           return got.status();
@@ -428,7 +426,7 @@ Status Engine::AllocRangeSteps(Inode& ip, uint64_t lblk, uint64_t count, bool jd
 Status Engine::TruncateBlocks(Inode& ip, uint64_t first_free, uint64_t end_free) {
   const uint32_t h = ip.di.height;
   if (h == 0) return Status::Ok();
-  FreeRuns runs(this, [this](uint64_t s, uint32_t n) { return FreeBlocks(s, n); });
+  FreeRuns runs(this, [this](uint64_t s, uint32_t n) { return alloc_->FreeBlocks(s, n); });
   uint64_t freed = 0;
   // Frees everything under `ptr` at level `lvl` (whose first logical block is `base`).
   std::function<Status(BufferRef, uint32_t, uint32_t, uint32_t, uint64_t, bool*)> walk;
@@ -447,7 +445,7 @@ Status Engine::TruncateBlocks(Inode& ip, uint64_t first_free, uint64_t end_free)
         empty = false;
         continue;
       }
-      if (!PtrOk(ptr)) return BadPointer(ip, ptr);
+      if (!alloc_->PtrOk(ptr)) return BadPointer(ip, ptr);
       if (lvl + 1 == h) {  // data pointer (fully inside the range: spans are 1 here)
         RETURN_IF_ERROR(runs.Add(ptr));
         freed++;
@@ -484,7 +482,7 @@ Status Engine::TruncateBlocks(Inode& ip, uint64_t first_free, uint64_t end_free)
 Status Engine::FreeEattr(Inode& ip) {
   if (ip.di.eattr == 0) return Status::Ok();
   auto free_ea_block = [&](uint64_t blk) -> Status {
-    if (!PtrOk(blk)) return BadPointer(ip, blk);
+    if (!alloc_->PtrOk(blk)) return BadPointer(ip, blk);
     ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk, ip.no));
     RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaEa, blk));
     const uint8_t* p = b->bytes();
@@ -502,20 +500,20 @@ Status Engine::FreeEattr(Inode& ip) {
         if (poff + (k + 1) * 8 > off + rec_len) return Status::Corrupt("bad xattr pointers");
         uint64_t ed = LoadBe64(p + poff + k * 8);
         if (ed != 0) {
-          RETURN_IF_ERROR(FreeBlocks(ed, 1));
+          RETURN_IF_ERROR(alloc_->FreeBlocks(ed, 1));
           ip.di.blocks--;
         }
       }
       if (flags & 0x01) break;
       off += rec_len;
     }
-    RETURN_IF_ERROR(FreeBlocks(blk, 1));
+    RETURN_IF_ERROR(alloc_->FreeBlocks(blk, 1));
     ip.di.blocks--;
     return Status::Ok();
   };
   if (ip.di.flags & format::kDifEaIndirect) {
     uint64_t ind = ip.di.eattr;
-    if (!PtrOk(ind)) return BadPointer(ip, ind);
+    if (!alloc_->PtrOk(ind)) return BadPointer(ip, ind);
     ASSIGN_OR_RETURN(BufferRef b, cache_->Get(ind, ip.no));
     RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaIn, ind));
     std::vector<uint64_t> ptrs;
@@ -524,7 +522,7 @@ Status Engine::FreeEattr(Inode& ip) {
       if (p) ptrs.push_back(p);
     }
     for (uint64_t p : ptrs) RETURN_IF_ERROR(free_ea_block(p));
-    RETURN_IF_ERROR(FreeBlocks(ind, 1));
+    RETURN_IF_ERROR(alloc_->FreeBlocks(ind, 1));
     ip.di.blocks--;
   } else {
     RETURN_IF_ERROR(free_ea_block(ip.di.eattr));
@@ -549,7 +547,7 @@ Status Engine::Dealloc(Inode& ip) {
       return Status::Ok();
     }));
     for (uint64_t blk : leaves) {
-      RETURN_IF_ERROR(FreeBlocks(blk, 1));
+      RETURN_IF_ERROR(alloc_->FreeBlocks(blk, 1));
       if (ip.di.blocks > 1) ip.di.blocks--;
     }
   }
@@ -558,14 +556,14 @@ Status Engine::Dealloc(Inode& ip) {
   if (ip.di.blocks != 1) {
     LOG_WARN("inode " << ip.no << " had " << ip.di.blocks << " blocks left at deallocation");
   }
-  RETURN_IF_ERROR(FreeDinode(ip.no));
+  RETURN_IF_ERROR(alloc_->FreeDinode(ip.no));
   DropInode(ip.no);
   return Status::Ok();
 }
 
 Status Engine::ZeroDataRange(uint64_t pblk, uint32_t off, uint32_t len) {
   if (len == 0) return Status::Ok();
-  RETURN_IF_ERROR(CheckDataRun(0, pblk, 1));
+  RETURN_IF_ERROR(alloc_->CheckDataRun(0, pblk, 1));
   std::vector<uint8_t> zeros(len, 0);
   data_writes_++;
   return dev_->WriteAt(pblk * geo_.bsize + off, zeros.data(), len);
@@ -611,25 +609,30 @@ Status Engine::ReadData(Inode& ip, uint64_t off, uint8_t* out, size_t len, size_
     *done = len;
     return Status::Ok();
   }
-  const uint64_t bs = geo_.bsize;
-  size_t pos = 0;
-  while (pos < len) {
-    uint64_t cur = off + pos;
-    uint64_t lblk = cur / bs;
-    uint64_t max_blocks = (cur % bs + (len - pos) + bs - 1) / bs;
-    uint64_t run = 0;
-    ASSIGN_OR_RETURN(uint64_t pblk, MapExtent(ip, lblk, max_blocks, &run));
-    uint64_t run_bytes = run * bs - cur % bs;
-    size_t n = static_cast<size_t>(std::min<uint64_t>(run_bytes, len - pos));
-    if (pblk == 0) {
+  RETURN_IF_ERROR(WalkExtents(ip, off, len, [&](uint64_t pos, uint64_t at, uint64_t n) {
+    if (at == 0) {
       std::memset(out + pos, 0, n);
-    } else {
-      data_reads_++;
-      RETURN_IF_ERROR(dev_->ReadAt(pblk * bs + cur % bs, out + pos, n));
+      return Status::Ok();
     }
+    data_reads_++;
+    return dev_->ReadAt(at, out + pos, n);
+  }));
+  *done = len;
+  return Status::Ok();
+}
+
+Status Engine::WalkExtents(Inode& ip, uint64_t off, uint64_t len,
+                           const std::function<Status(uint64_t pos, uint64_t at, uint64_t n)>& fn) {
+  const uint64_t bs = geo_.bsize;
+  for (uint64_t pos = 0; pos < len;) {
+    const uint64_t cur = off + pos;
+    const uint64_t max_blocks = (cur % bs + (len - pos) + bs - 1) / bs;
+    uint64_t run = 0;
+    ASSIGN_OR_RETURN(uint64_t pblk, MapExtent(ip, cur / bs, max_blocks, &run));
+    const uint64_t n = std::min<uint64_t>(run * bs - cur % bs, len - pos);
+    RETURN_IF_ERROR(fn(pos, pblk == 0 ? 0 : pblk * bs + cur % bs, n));
     pos += n;
   }
-  *done = len;
   return Status::Ok();
 }
 
@@ -662,20 +665,12 @@ Status Engine::WriteData(Inode& ip, uint64_t off, const uint8_t* data, size_t le
                                     static_cast<uint32_t>(bs - zb % bs)));
     }
   }
-  size_t pos = 0;
-  while (pos < len) {
-    uint64_t cur = off + pos;
-    uint64_t lblk = cur / bs;
-    uint64_t max_blocks = (cur % bs + (len - pos) + bs - 1) / bs;
-    uint64_t run = 0;
-    ASSIGN_OR_RETURN(uint64_t pblk, MapExtent(ip, lblk, max_blocks, &run));
-    if (pblk == 0) return Status::Corrupt("block vanished during write");
-    RETURN_IF_ERROR(CheckDataRun(ip.no, pblk, run));
-    size_t n = static_cast<size_t>(std::min<uint64_t>(run * bs - cur % bs, len - pos));
+  RETURN_IF_ERROR(WalkExtents(ip, off, len, [&](uint64_t pos, uint64_t at, uint64_t n) {
+    if (at == 0) return Status::Corrupt("block vanished during write");
+    RETURN_IF_ERROR(alloc_->CheckDataRun(ip.no, at / bs, (at % bs + n + bs - 1) / bs));
     data_writes_++;
-    RETURN_IF_ERROR(dev_->WriteAt(pblk * bs + cur % bs, data + pos, n));
-    pos += n;
-  }
+    return dev_->WriteAt(at, data + pos, n);
+  }));
   if (end > di.size) di.size = end;
   WriteDinode(ip);
   return Status::Ok();

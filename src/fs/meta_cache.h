@@ -90,7 +90,7 @@ class MetaCache {
   void SetCleanLocked(Buffer* b);
   void EvictLocked();
   void SetOwnerLocked(Buffer* b, uint64_t owner);  // re-indexes b under `owner`
-  void UnindexLocked(Buffer* b);  // removes b from owned_ (b->owner stays)
+  void UnindexLocked(Buffer* b);                   // removes b from owned_ (b->owner stays)
   void EraseLocked(std::unordered_map<uint64_t, BufferRef>::iterator it);
 
   BlockDevice* dev_;

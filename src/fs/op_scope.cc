@@ -48,7 +48,7 @@ Status OpScope::Lock(const GlockName& name, State state, uint32_t flags) {
 
 Status OpScope::BeginTrans() {
   if (in_trans()) return Status::Ok();
-  trans_ = std::shared_lock<std::shared_mutex>(e_->log_mu_);
+  trans_ = std::shared_lock<std::shared_mutex>(e_->log_->trans_mutex());
   Status st = e_->CheckWritable();
   if (!st.ok()) trans_.unlock();
   return st;
@@ -56,7 +56,7 @@ Status OpScope::BeginTrans() {
 
 void OpScope::EndTrans() {
   if (!in_trans()) return;
-  const uint64_t seq = ++e_->mod_seq_;
+  const uint64_t seq = e_->log_->Bump();
   {
     std::lock_guard<std::mutex> l(e_->inodes_mu_);
     for (const auto& h : held_) {

@@ -73,13 +73,13 @@ class OpScope {
   Status Acquire(const glock::GlockName& name, glock::State state, uint32_t flags);
 
   Engine* const e_;
-  std::vector<Held> held_;                          // in acquisition order
+  std::vector<Held> held_;  // in acquisition order
   struct Want {
     glock::State state = glock::State::kUnlocked;
     uint32_t flags = 0;
   };
-  std::map<glock::GlockName, Want> wanted_;  // everything asked for (strongest state)
-  std::shared_lock<std::shared_mutex> trans_;        // on e_->log_mu_
+  std::map<glock::GlockName, Want> wanted_;    // everything asked for (strongest state)
+  std::shared_lock<std::shared_mutex> trans_;  // on e_->log_mu_
   std::vector<InodeRef> modified_;
   int restarts_ = 0;
 };

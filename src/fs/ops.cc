@@ -55,18 +55,14 @@ Status Engine::ValidateName(std::string_view name) const {
 }
 
 Status Engine::AfterModify() {
-  if (!journal_ || read_only_) return Status::Ok();
-  if (cache_->DirtyCount() > journal_->MaxBlocksPerCommit() / 2) return FlushLog();
+  if (!log_->journal() || read_only_) return Status::Ok();
+  if (cache_->DirtyCount() > log_->journal()->MaxBlocksPerCommit() / 2) return FlushLog();
   return Status::Ok();
 }
 
 Status Engine::EnsureSpace(uint64_t blocks) {
   const uint64_t free = TotalFree();
-  uint64_t pending;
-  {
-    std::lock_guard<std::mutex> l(pending_mu_);
-    pending = pending_free_.size() + committing_free_.size();
-  }
+  const uint64_t pending = alloc_->DeferredFrees();
   if (pending > 0 && free < pending + blocks + 64) return FlushLog();
   return Status::Ok();
 }
@@ -176,7 +172,7 @@ Status Engine::ReadDir(InodeNo dir, uint64_t cookie,
 }
 
 bool Engine::AtimeNeedsUpdate(const Inode& ip, const Timespec& now) const {
-  if (read_only_ || log_broken_) return false;
+  if (read_only_ || log_->broken()) return false;
   const auto mode = static_cast<AtimeMode>(atime_mode_.load());
   if (mode == AtimeMode::kNoatime || (ip.di.flags & format::kDifNoatime)) return false;
   if (ip.is_dir() && nodiratime_) return false;
@@ -280,17 +276,17 @@ Result<InodeRef> Engine::CreateNode(OpScope& s, InodeNo parent, std::string_view
   uint32_t flags = dir->di.flags & (format::kDifInheritJdata | format::kDifInheritDirectio);
   if (dir->di.flags & format::kDifSystem) flags |= format::kDifSystem;
   if (is_dir) flags |= format::kDifJdata;
-  uint64_t goal = is_dir ? PickDirGoal(dir->no) : dir->no;
+  uint64_t goal = is_dir ? alloc_->PickDirGoal(dir->no) : dir->no;
   // The new inode's glock is taken before its block is allocated (as gfs2 holds the new inode
   // EX while it creates it): a glock of that address may still be cached from an inode freed
   // there, and a demote of it must not run under the new inode. The block is chosen first,
   // locked (kSkip: nothing to read), then allocated if still free; if another create took it
   // meanwhile, nothing was changed yet and the operation starts over.
-  ASSIGN_OR_RETURN(uint64_t blk, PeekFreeBlock(goal));
+  ASSIGN_OR_RETURN(uint64_t blk, alloc_->PeekFreeBlock(goal));
   RETURN_IF_ERROR(s.Lock({glock::GlockType::kInode, blk}, State::kExclusive, glock::kSkip));
   RETURN_IF_ERROR(s.BeginTrans());
   uint64_t gen = 0;
-  ASSIGN_OR_RETURN(bool got, AllocDinodeAt(blk, &gen));
+  ASSIGN_OR_RETURN(bool got, alloc_->AllocDinodeAt(blk, &gen));
   if (!got) {
     s.EndTrans();
     return Status(Code::kLockConflict, "the chosen dinode block was taken meanwhile");
@@ -335,8 +331,8 @@ Result<Attr> Engine::Mknod(InodeNo parent, std::string_view name, uint32_t mode,
   return r;
 }
 
-Result<Attr> Engine::Create(InodeNo parent, std::string_view name, uint32_t mode,
-                            bool exclusive, bool truncate, const Cred& cred) {
+Result<Attr> Engine::Create(InodeNo parent, std::string_view name, uint32_t mode, bool exclusive,
+                            bool truncate, const Cred& cred) {
   RETURN_IF_ERROR(CheckWritable());
   RETURN_IF_ERROR(EnsureSpace(2));
   Result<Attr> r = RunOp<Result<Attr>>([&](OpScope& s) -> Result<Attr> {
@@ -371,7 +367,8 @@ Result<Attr> Engine::Mkdir(InodeNo parent, std::string_view name, uint32_t mode,
   RETURN_IF_ERROR(CheckWritable());
   RETURN_IF_ERROR(EnsureSpace(4));
   Result<Attr> r = RunOp<Result<Attr>>([&](OpScope& s) -> Result<Attr> {
-    ASSIGN_OR_RETURN(InodeRef ip, CreateNode(s, parent, name, (mode & 07777) | S_IFDIR, 0, {}, cred));
+    ASSIGN_OR_RETURN(InodeRef ip,
+                     CreateNode(s, parent, name, (mode & 07777) | S_IFDIR, 0, {}, cred));
     return MakeAttr(*ip);
   });
   RETURN_IF_ERROR(AfterModify());
@@ -426,7 +423,7 @@ Status Engine::MaybeFree(Inode& ip) {
     std::lock_guard<std::mutex> l(inodes_mu_);
     opens = ip.opens;
   }
-  if (opens > 0) return SetUnlinked(ip.no);  // freed at the last Release (or unmount)
+  if (opens > 0) return alloc_->SetUnlinked(ip.no);  // freed at the last Release (or unmount)
   return Dealloc(ip);
 }
 
@@ -699,7 +696,7 @@ Status Engine::Release(InodeNo ino) {
     if (ip.opens > 0) ip.opens--;
     last = ip.opens == 0 && !ip.stale && ip.di.nlink == 0;
   }
-  if (!last || read_only_ || log_broken_) return Status::Ok();
+  if (!last || read_only_ || log_->broken()) return Status::Ok();
   // The last close of an unlinked inode frees it, under its glock EX (re-checked: it may have
   // been opened again by handle meanwhile, or freed by another releaser).
   RETURN_IF_ERROR(RunOp<Status>([&](OpScope& s) -> Status {
@@ -828,18 +825,17 @@ Status Engine::Fallocate(InodeNo ino, int mode, uint64_t off, uint64_t len) {
         if (!alloc.ok()) return alloc;
         if (mode & kFallocZeroRange) {
           // Existing data in the range becomes zeros.
-          uint64_t zend = std::min(end, di.size);
-          for (uint64_t a = off; a < zend;) {
-            uint64_t lb = a / bs;
-            uint64_t run = 0;
-            ASSIGN_OR_RETURN(uint64_t p, MapExtent(*ip, lb, (zend - a + bs - 1) / bs + 1, &run));
-            uint64_t n = std::min(zend, (lb + run) * bs) - a;
-            for (uint64_t z = 0; p && z < n;) {
-              size_t k = static_cast<size_t>(std::min<uint64_t>(zeros.size(), n - z));
-              RETURN_IF_ERROR(dev_->WriteAt(p * bs + a % bs + z, zeros.data(), k));
-              z += k;
-            }
-            a += n;
+          const uint64_t zend = std::min(end, di.size);
+          if (off < zend) {
+            RETURN_IF_ERROR(
+                WalkExtents(*ip, off, zend - off, [&](uint64_t, uint64_t at, uint64_t n) -> Status {
+                  for (uint64_t z = 0; at != 0 && z < n;) {
+                    size_t k = static_cast<size_t>(std::min<uint64_t>(zeros.size(), n - z));
+                    RETURN_IF_ERROR(dev_->WriteAt(at + z, zeros.data(), k));
+                    z += k;
+                  }
+                  return Status::Ok();
+                }));
           }
         }
       }

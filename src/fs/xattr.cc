@@ -187,7 +187,7 @@ Result<std::vector<Engine::XattrRec>> Engine::ReadXattrs(Inode& ip) {
   std::vector<uint64_t> ea_blocks;
   if (ip.di.flags & format::kDifEaIndirect) {
     uint64_t ind = ip.di.eattr;
-    if (!PtrOk(ind)) return damaged(ind, "pointer out of range");
+    if (!alloc_->PtrOk(ind)) return damaged(ind, "pointer out of range");
     ASSIGN_OR_RETURN(BufferRef b, cache_->Get(ind, ip.no));
     RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaIn, ind));
     for (uint32_t i = 0; i < geo_.inptrs; ++i) {
@@ -199,7 +199,7 @@ Result<std::vector<Engine::XattrRec>> Engine::ReadXattrs(Inode& ip) {
   }
   const uint32_t bs = geo_.bsize, jb = geo_.jbsize;
   for (uint64_t blk : ea_blocks) {
-    if (!PtrOk(blk)) return damaged(blk, "pointer out of range");
+    if (!alloc_->PtrOk(blk)) return damaged(blk, "pointer out of range");
     ASSIGN_OR_RETURN(BufferRef b, cache_->Get(blk, ip.no));
     RETURN_IF_ERROR(CheckMetaLogged(b->bytes(), format::kMetaEa, blk));
     const uint8_t* p = b->bytes();
@@ -232,7 +232,7 @@ Result<std::vector<Engine::XattrRec>> Engine::ReadXattrs(Inode& ip) {
           const uint8_t* ptrs = name + Align8(name_len);
           for (uint32_t k = 0; k < nptrs; ++k) {
             uint64_t ed = LoadBe64(ptrs + 8 * k);
-            if (!PtrOk(ed)) return damaged(ed, "value pointer out of range");
+            if (!alloc_->PtrOk(ed)) return damaged(ed, "value pointer out of range");
             ASSIGN_OR_RETURN(BufferRef eb, cache_->Get(ed, ip.no));
             RETURN_IF_ERROR(CheckMetaLogged(eb->bytes(), format::kMetaEd, ed));
             uint32_t n = std::min(jb, data_len - k * jb);
@@ -283,11 +283,7 @@ Status Engine::WriteXattrs(Inode& ip, const std::vector<XattrRec>& recs) {
   if (!recs.empty()) need += blocks.size() + (blocks.size() > 1 ? 1 : 0);
   // The old blocks stay unallocatable until this change commits, so the new layout must fit in
   // what is free now: check before anything is freed, so that ENOSPC loses no attribute.
-  uint64_t pending;
-  {
-    std::lock_guard<std::mutex> l(pending_mu_);
-    pending = pending_free_.size() + committing_free_.size();
-  }
+  const uint64_t pending = alloc_->DeferredFrees();
   const uint64_t free = TotalFree();
   if (need > 0 && (free < pending || free - pending < need)) {
     return Status::NoSpace("no room for the extended attributes");
@@ -299,7 +295,7 @@ Status Engine::WriteXattrs(Inode& ip, const std::vector<XattrRec>& recs) {
   }
   const uint64_t goal = ip.di.goal_meta ? ip.di.goal_meta : ip.no;
   auto alloc = [&]() -> Result<BufferRef> {
-    ASSIGN_OR_RETURN(auto run, AllocBlocks(goal, 1, format::kUsed));
+    ASSIGN_OR_RETURN(auto run, alloc_->AllocBlocks(goal, 1, format::kUsed));
     ip.di.blocks++;
     BufferRef b = cache_->GetNew(run.first, ip.no);
     return b;

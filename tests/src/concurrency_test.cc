@@ -116,7 +116,6 @@ TEST(ConcurrencyTest, ThreadsOnSharedAndPrivateDirectories) {
   EXPECT_TRUE(FsckClean(img, &report)) << report;
 }
 
-
 // Operations on many inodes at once with every glock demoted again and again underneath (what
 // remote requests do): creates, writes, reads, renames within and between directories (the
 // rename glock, out-of-order child glocks and back-off), mkdir/rmdir, unlinks and fsyncs. No

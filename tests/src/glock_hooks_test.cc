@@ -27,10 +27,10 @@ using testing::RootCred;
 using testing::TempDir;
 
 constexpr uint32_t kBs = 4096;
-constexpr uint32_t kDinodeSize = 232;      // sizeof(struct gfs2_dinode)
-constexpr uint32_t kMetaHeaderSize = 24;   // sizeof(struct gfs2_meta_header)
-constexpr uint32_t kDiUid = 44;            // di_uid
-constexpr uint32_t kDiSize = 56;           // di_size
+constexpr uint32_t kDinodeSize = 232;     // sizeof(struct gfs2_dinode)
+constexpr uint32_t kMetaHeaderSize = 24;  // sizeof(struct gfs2_meta_header)
+constexpr uint32_t kDiUid = 44;           // di_uid
+constexpr uint32_t kDiSize = 56;          // di_size
 
 class RecordingKernelCache final : public KernelCache {
  public:

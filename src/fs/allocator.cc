@@ -1,16 +1,11 @@
-// Resource groups: loading and validating rindex + rgrp headers + bitmaps, block allocation with
-// a locality policy, and deferred frees.
-//
-// Policy: a file's blocks are allocated near a goal (its last allocated block, else its dinode);
-// dinodes of new files go near their parent directory; new directories are spread round-robin
-// over resource groups with more than average free space (an Orlov-like rule), which also keeps
-// different nodes in different rgrps once the cluster lands (each node will prefer its own).
+#include "fs/allocator.h"
+
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "common/endian.h"
 #include "common/log.h"
-#include "fs/engine.h"
 
 namespace ugfs2::fs {
 
@@ -19,19 +14,16 @@ using format::kFree;
 using format::kUnlinked;
 using format::kUsed;
 
-Status Engine::LoadRgrps() {
-  uint64_t size = rindex_->di.size;
+Status Allocator::Load(const std::vector<uint8_t>& raw, uint64_t dev_size) {
+  std::lock_guard<std::mutex> l(mu_);
+  const uint64_t size = raw.size();
   // Resource groups are at least 1 MiB in practice (mkfs.gfs2 makes >= 32 MiB): a bigger rindex
   // is damage, and must not drive the allocation below.
   if (size % format::kRindexSize != 0 || size == 0 ||
-      size / format::kRindexSize > dev_->Size() / (1 << 20) + 64) {
+      size / format::kRindexSize > dev_size / (1 << 20) + 64) {
     return Status::Corrupt("rindex size " + std::to_string(size) +
                            " is not a plausible multiple of 96: volume damaged");
   }
-  std::vector<uint8_t> raw(size);
-  size_t done = 0;
-  RETURN_IF_ERROR(ReadData(*rindex_, 0, raw.data(), raw.size(), &done));
-  if (done != size) return Status::Corrupt("short rindex read");
   uint64_t n = size / format::kRindexSize;
   rgrps_.clear();
   rgrps_.reserve(n);
@@ -94,7 +86,11 @@ Status Engine::LoadRgrps() {
   return Status::Ok();
 }
 
-Rgrp* Engine::RgrpFor(uint64_t blk) {
+Rgrp* Allocator::RgrpFor(uint64_t blk) {
+  return const_cast<Rgrp*>(std::as_const(*this).RgrpFor(blk));
+}
+
+const Rgrp* Allocator::RgrpFor(uint64_t blk) const {
   auto it = std::upper_bound(rgrps_.begin(), rgrps_.end(), blk,
                              [](uint64_t b, const Rgrp& rg) { return b < rg.ri.addr; });
   if (it == rgrps_.begin()) return nullptr;
@@ -105,7 +101,7 @@ Rgrp* Engine::RgrpFor(uint64_t blk) {
 
 namespace {
 // Locates the bitmap byte for data offset `o`.
-inline uint8_t* BitmapByte(Rgrp& rg, uint64_t o, uint32_t bsize) {
+inline uint8_t* BitmapByte(const Rgrp& rg, uint64_t o, uint32_t bsize) {
   uint64_t byte = o / 4;
   uint64_t first = bsize - format::kRgrpSize;
   if (byte < first) return rg.bufs[0]->bytes() + format::kRgrpSize + byte;
@@ -121,12 +117,12 @@ inline size_t BitmapBufIndex(uint64_t o, uint32_t bsize) {
 }
 }  // namespace
 
-uint8_t Engine::GetBlockState(Rgrp& rg, uint64_t blk) const {
+uint8_t Allocator::GetBlockState(const Rgrp& rg, uint64_t blk) const {
   uint64_t o = blk - rg.ri.data0;
   return (*BitmapByte(rg, o, geo_.bsize) >> ((o % 4) * 2)) & 3;
 }
 
-void Engine::SetBlockState(Rgrp& rg, uint64_t blk, uint8_t state) {
+void Allocator::SetBlockState(Rgrp& rg, uint64_t blk, uint8_t state) {
   uint64_t o = blk - rg.ri.data0;
   uint8_t* p = BitmapByte(rg, o, geo_.bsize);
   unsigned shift = (o % 4) * 2;
@@ -134,7 +130,7 @@ void Engine::SetBlockState(Rgrp& rg, uint64_t blk, uint8_t state) {
   cache_->MarkDirty(rg.bufs[BitmapBufIndex(o, geo_.bsize)]);
 }
 
-void Engine::WriteRgrpHeader(Rgrp& rg) {
+void Allocator::WriteRgrpHeader(Rgrp& rg) {
   rg.hdr.skip = 0;
   // rg_skip: distance to the next rgrp header (0 for the last).
   for (size_t i = 0; i + 1 < rgrps_.size(); ++i) {
@@ -148,7 +144,7 @@ void Engine::WriteRgrpHeader(Rgrp& rg) {
   cache_->MarkDirty(rg.bufs[0]);
 }
 
-bool Engine::PtrOk(uint64_t blk) {
+bool Allocator::PtrOk(uint64_t blk) const {
   if (blk == 0 || blk >= dev_blocks_) return false;
   if (!rgrps_.empty() && RgrpFor(blk) == nullptr) return false;
   auto it = std::upper_bound(
@@ -158,8 +154,8 @@ bool Engine::PtrOk(uint64_t blk) {
   return true;
 }
 
-Status Engine::CheckDataRun(uint64_t ino, uint64_t pblk, uint64_t n) {
-  std::lock_guard<std::mutex> al(alloc_mu_);
+Status Allocator::CheckDataRun(uint64_t ino, uint64_t pblk, uint64_t n) {
+  std::lock_guard<std::mutex> l(mu_);
   for (uint64_t b = pblk; b < pblk + n; ++b) {
     Rgrp* rg = PtrOk(b) ? RgrpFor(b) : nullptr;
     uint8_t s = rg == nullptr ? uint8_t{format::kFree}
@@ -176,37 +172,32 @@ Status Engine::CheckDataRun(uint64_t ino, uint64_t pblk, uint64_t n) {
   return Status::Ok();
 }
 
-bool Engine::IsPendingFree(uint64_t blk) {
+bool Allocator::IsPendingFree(uint64_t blk) const {
   std::lock_guard<std::mutex> l(pending_mu_);
   return pending_free_.count(blk) != 0 || committing_free_.count(blk) != 0;
 }
 
-uint64_t Engine::TotalFree() const {
-  std::lock_guard<std::mutex> al(alloc_mu_);
+uint64_t Allocator::TotalFree() const {
+  std::lock_guard<std::mutex> l(mu_);
   uint64_t f = 0;
   for (const auto& rg : rgrps_) f += rg.hdr.free;
   return f;
 }
 
-Result<std::pair<uint64_t, uint32_t>> Engine::AllocBlocks(uint64_t goal, uint32_t want,
-                                                          uint8_t state) {
-  std::lock_guard<std::mutex> al(alloc_mu_);
-  return AllocBlocksLocked(goal, want, state);
-}
-
-Result<std::pair<uint64_t, uint32_t>> Engine::AllocBlocksLocked(uint64_t goal, uint32_t want,
-                                                                uint8_t state) {
+Result<std::pair<uint64_t, uint32_t>> Allocator::AllocBlocks(uint64_t goal, uint32_t want,
+                                                             uint8_t state) {
+  std::lock_guard<std::mutex> l(mu_);
   return FindFreeLocked(goal, want, state, /*take=*/true);
 }
 
-Result<uint64_t> Engine::PeekFreeBlock(uint64_t goal) {
-  std::lock_guard<std::mutex> al(alloc_mu_);
+Result<uint64_t> Allocator::PeekFreeBlock(uint64_t goal) {
+  std::lock_guard<std::mutex> l(mu_);
   ASSIGN_OR_RETURN(auto run, FindFreeLocked(goal, 1, kFree, /*take=*/false));
   return run.first;
 }
 
-Result<bool> Engine::AllocDinodeAt(uint64_t blk, uint64_t* generation) {
-  std::lock_guard<std::mutex> al(alloc_mu_);
+Result<bool> Allocator::AllocDinodeAt(uint64_t blk, uint64_t* generation) {
+  std::lock_guard<std::mutex> l(mu_);
   Rgrp* rg = RgrpFor(blk);
   if (rg == nullptr || rg->damaged) return Status::Corrupt("dinode outside usable rgrp");
   if (GetBlockState(*rg, blk) != kFree || IsPendingFree(blk)) return false;  // taken meanwhile
@@ -222,8 +213,8 @@ Result<bool> Engine::AllocDinodeAt(uint64_t blk, uint64_t* generation) {
   return true;
 }
 
-Result<std::pair<uint64_t, uint32_t>> Engine::FindFreeLocked(uint64_t goal, uint32_t want,
-                                                             uint8_t state, bool take) {
+Result<std::pair<uint64_t, uint32_t>> Allocator::FindFreeLocked(uint64_t goal, uint32_t want,
+                                                                uint8_t state, bool take) {
   if (rgrps_.empty()) return Status::NoSpace("no resource groups");
   want = std::max<uint32_t>(want, 1);
   size_t start = 0;
@@ -291,8 +282,8 @@ Result<std::pair<uint64_t, uint32_t>> Engine::FindFreeLocked(uint64_t goal, uint
   return Status::NoSpace("no free blocks left on the volume");
 }
 
-Status Engine::FreeBlocks(uint64_t start, uint32_t count) {
-  std::lock_guard<std::mutex> al(alloc_mu_);
+Status Allocator::FreeBlocks(uint64_t start, uint32_t count) {
+  std::lock_guard<std::mutex> l(mu_);
   for (uint64_t blk = start; blk < start + count; ++blk) {
     Rgrp* rg = RgrpFor(blk);
     if (rg == nullptr || rg->damaged) {
@@ -314,8 +305,8 @@ Status Engine::FreeBlocks(uint64_t start, uint32_t count) {
   return Status::Ok();
 }
 
-Status Engine::FreeDinode(uint64_t blk) {
-  std::lock_guard<std::mutex> al(alloc_mu_);
+Status Allocator::FreeDinode(uint64_t blk) {
+  std::lock_guard<std::mutex> l(mu_);
   Rgrp* rg = RgrpFor(blk);
   if (rg == nullptr || rg->damaged) return Status::Corrupt("dinode outside usable rgrp");
   uint8_t s = GetBlockState(*rg, blk);
@@ -333,7 +324,7 @@ Status Engine::FreeDinode(uint64_t blk) {
   return Status::Ok();
 }
 
-void Engine::NoteFreed(uint64_t blk) {
+void Allocator::NoteFreed(uint64_t blk) {
   // A freed block is not reusable before the commit that frees it is durable; if its old image
   // may still be replayed from the log, the next commit revokes it.
   bool dirty = cache_->Forget(blk);
@@ -342,16 +333,16 @@ void Engine::NoteFreed(uint64_t blk) {
   pending_free_.insert(blk);
 }
 
-Status Engine::SetUnlinked(uint64_t blk) {
-  std::lock_guard<std::mutex> al(alloc_mu_);
+Status Allocator::SetUnlinked(uint64_t blk) {
+  std::lock_guard<std::mutex> l(mu_);
   Rgrp* rg = RgrpFor(blk);
   if (rg == nullptr || rg->damaged) return Status::Corrupt("dinode outside usable rgrp");
   SetBlockState(*rg, blk, kUnlinked);
   return Status::Ok();
 }
 
-uint64_t Engine::PickDirGoal(uint64_t parent_goal) {
-  std::lock_guard<std::mutex> al(alloc_mu_);
+uint64_t Allocator::PickDirGoal(uint64_t parent_goal) {
+  std::lock_guard<std::mutex> l(mu_);
   if (rgrps_.empty()) return parent_goal;
   uint64_t total = 0;
   for (const auto& rg : rgrps_) total += rg.damaged ? 0 : rg.hdr.free;
@@ -365,6 +356,86 @@ uint64_t Engine::PickDirGoal(uint64_t parent_goal) {
     }
   }
   return parent_goal;
+}
+
+void Allocator::SetJournalRuns(std::vector<std::pair<uint64_t, uint64_t>> runs) {
+  std::sort(runs.begin(), runs.end());
+  journal_runs_ = std::move(runs);
+}
+
+std::vector<uint64_t> Allocator::UnlinkedDinodes() {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<uint64_t> out;
+  for (const auto& rg : rgrps_) {
+    if (rg.damaged) continue;
+    for (uint64_t blk = rg.ri.data0; blk < rg.end(); ++blk) {
+      if (GetBlockState(rg, blk) == kUnlinked) out.push_back(blk);
+    }
+  }
+  return out;
+}
+
+Allocator::DinodeState Allocator::StateOfDinode(uint64_t blk) {
+  std::lock_guard<std::mutex> l(mu_);
+  const Rgrp* rg = RgrpFor(blk);
+  if (rg == nullptr) return rgrps_.empty() ? DinodeState::kUntrusted : DinodeState::kOutside;
+  if (rg->damaged) return DinodeState::kUntrusted;
+  switch (GetBlockState(*rg, blk)) {
+    case kDinode:
+      return DinodeState::kLinked;
+    case kUnlinked:
+      return DinodeState::kUnlinked;
+    default:
+      return DinodeState::kGone;
+  }
+}
+
+size_t Allocator::DeferredFrees() const {
+  std::lock_guard<std::mutex> l(pending_mu_);
+  return pending_free_.size() + committing_free_.size();
+}
+
+Allocator::Totals Allocator::Sum() const {
+  std::lock_guard<std::mutex> l(mu_);
+  Totals t;
+  for (const auto& rg : rgrps_) {
+    t.total += rg.ri.data;
+    if (rg.damaged) {
+      t.damaged = true;
+      continue;
+    }
+    t.free += rg.hdr.free;
+    t.dinodes += rg.hdr.dinodes;
+  }
+  return t;
+}
+
+void Allocator::WithStatfs(
+    const std::function<void(StatfsDelta& local, StatfsDelta& on_disk)>& fn) {
+  std::lock_guard<std::mutex> l(mu_);
+  fn(local_, local_on_disk_);
+}
+
+std::vector<uint64_t> Allocator::BeginCommit() {
+  std::lock_guard<std::mutex> l(pending_mu_);
+  std::vector<uint64_t> revokes = std::move(revokes_);
+  revokes_.clear();
+  committing_free_ = std::move(pending_free_);
+  pending_free_.clear();
+  return revokes;
+}
+
+void Allocator::EndCommit(bool ok, const std::vector<uint64_t>& blocks) {
+  std::lock_guard<std::mutex> l(pending_mu_);
+  if (ok) {
+    committing_free_.clear();
+    last_commit_blocks_.clear();
+    last_commit_blocks_.insert(blocks.begin(), blocks.end());
+  } else {
+    // Freed blocks stay unusable: the commit that freed them may not be durable.
+    pending_free_.insert(committing_free_.begin(), committing_free_.end());
+    committing_free_.clear();
+  }
 }
 
 }  // namespace ugfs2::fs

@@ -1,0 +1,137 @@
+// Allocator: the resource groups of one mount — their headers and bitmaps, block allocation with
+// a locality policy, deferred frees and the revokes they need, and this node's statfs deltas.
+// Internal header (src/fs only).
+//
+// Policy: a file's blocks are allocated near a goal (its last allocated block, else its dinode);
+// dinodes of new files go near their parent directory; new directories are spread round-robin
+// over resource groups with more than average free space (an Orlov-like rule), which also keeps
+// different nodes in different rgrps once several nodes mount.
+//
+// Deferred frees: a block freed in the current log batch is not reused before the commit that
+// frees it is durable (pending, then committing); if its old image may still be replayed from
+// the log, the next commit revokes it. BeginCommit/EndCommit bracket a log flush.
+//
+// Thread safety: every public method is thread-safe. `mu_` guards the rgrps (headers, bitmap
+// buffers' contents, hints), the round-robin cursor and the statfs deltas; `pending_mu_` the
+// deferred frees, revokes and the newest commit's blocks. Both are leaves below the engine's
+// transaction lock. Lock order: mu_ -> pending_mu_ -> MetaCache::mu_.
+#ifndef UGFS2_SRC_FS_ALLOCATOR_H_
+#define UGFS2_SRC_FS_ALLOCATOR_H_
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "format/ondisk.h"
+#include "fs/meta_cache.h"
+
+namespace ugfs2::fs {
+
+struct Rgrp {
+  format::Rindex ri;
+  format::Rgrp hdr;
+  std::vector<BufferRef> bufs;  // header block + bitmap blocks, pinned
+  uint32_t hint = 0;            // next data offset to search from
+  bool damaged = false;
+  uint64_t end() const { return ri.data0 + ri.data; }
+};
+
+// This node's statfs change not yet folded into the master statfs file.
+struct StatfsDelta {
+  int64_t total = 0, free = 0, dinodes = 0;
+};
+
+class Allocator {
+ public:
+  Allocator(MetaCache* cache, const format::Geometry& geo, uint64_t dev_blocks)
+      : cache_(cache), geo_(geo), dev_blocks_(dev_blocks) {}
+  Allocator(const Allocator&) = delete;
+  Allocator& operator=(const Allocator&) = delete;
+
+  // ---- mount
+  // Loads and checks every rgrp the rindex (its whole contents) lists; damaged ones are kept but
+  // never allocated from. kCorrupt if the rindex itself is implausible.
+  Status Load(const std::vector<uint8_t>& rindex, uint64_t dev_size);
+  // The journals' extents (sorted [start, end)): no pointer may lead into them.
+  void SetJournalRuns(std::vector<std::pair<uint64_t, uint64_t>> runs);
+  // Dinodes marked unlinked (left by an earlier mount that went away).
+  std::vector<uint64_t> UnlinkedDinodes();
+  bool empty() const { return rgrps_.empty(); }
+
+  // ---- pointers read from disk
+  // Plausible: inside the device, inside some rgrp's data, not in a journal.
+  bool PtrOk(uint64_t blk) const;
+  // Before writing file data in place: every block of the run is USED (kCorrupt + log line).
+  Status CheckDataRun(uint64_t ino, uint64_t pblk, uint64_t n);
+  enum class DinodeState { kLinked, kUnlinked, kUntrusted, kGone, kOutside };
+  // What the bitmap says of `blk` as a dinode (kUntrusted: its rgrp is damaged; kOutside: not in
+  // any rgrp).
+  DinodeState StateOfDinode(uint64_t blk);
+
+  // ---- allocation (state: format::kUsed or kDinode)
+  Result<std::pair<uint64_t, uint32_t>> AllocBlocks(uint64_t goal, uint32_t want, uint8_t state);
+  // A block free now near `goal` (a create locks its glock before allocating it).
+  Result<uint64_t> PeekFreeBlock(uint64_t goal);
+  // Allocates exactly `blk` as a dinode with the rgrp's next generation; false if it is taken.
+  Result<bool> AllocDinodeAt(uint64_t blk, uint64_t* generation);
+  Status FreeBlocks(uint64_t start, uint32_t count);  // data/metadata blocks (USED)
+  Status FreeDinode(uint64_t blk);
+  Status SetUnlinked(uint64_t blk);
+  uint64_t PickDirGoal(uint64_t parent_goal);
+
+  // ---- space
+  uint64_t TotalFree() const;
+  size_t DeferredFrees() const;  // freed blocks waiting for their commit
+  struct Totals {
+    int64_t total = 0, free = 0, dinodes = 0;
+    bool damaged = false;  // some rgrp is damaged: its counts are not in free/dinodes
+  };
+  Totals Sum() const;
+  // Runs `fn` on this node's statfs delta and the part of it already written to its
+  // statfs_change file, under mu_ (fn must not call back into the allocator).
+  void WithStatfs(const std::function<void(StatfsDelta& local, StatfsDelta& on_disk)>& fn);
+
+  // ---- log flush
+  // At the snapshot of a flush: returns the revokes for this commit; this batch's frees become
+  // the committing ones.
+  std::vector<uint64_t> BeginCommit();
+  // After the commit: on success the committing frees become reusable and `blocks` are the
+  // newest commit's; on failure the frees stay unusable.
+  void EndCommit(bool ok, const std::vector<uint64_t>& blocks);
+
+ private:
+  Rgrp* RgrpFor(uint64_t blk);
+  const Rgrp* RgrpFor(uint64_t blk) const;
+  uint8_t GetBlockState(const Rgrp& rg, uint64_t blk) const;  // REQUIRES mu_
+  void SetBlockState(Rgrp& rg, uint64_t blk, uint8_t state);  // REQUIRES mu_
+  void WriteRgrpHeader(Rgrp& rg);                             // REQUIRES mu_
+  Result<std::pair<uint64_t, uint32_t>> FindFreeLocked(uint64_t goal, uint32_t want, uint8_t state,
+                                                       bool take);
+  void NoteFreed(uint64_t blk);  // REQUIRES mu_
+  bool IsPendingFree(uint64_t blk) const;
+
+  MetaCache* const cache_;
+  const format::Geometry geo_;
+  const uint64_t dev_blocks_;
+  std::vector<std::pair<uint64_t, uint64_t>> journal_runs_;  // set once at mount
+
+  mutable std::mutex mu_;      // lock order: mu_ -> pending_mu_ -> MetaCache::mu_
+  std::vector<Rgrp> rgrps_;    // sorted by address; the vector itself is fixed after Load
+  size_t alloc_rr_ = 0;        // round-robin cursor for spreading directories
+  StatfsDelta local_;          // not yet folded into the master statfs
+  StatfsDelta local_on_disk_;  // the part of local_ written to statfs_change<jid>
+
+  mutable std::mutex pending_mu_;                    // leaf
+  std::unordered_set<uint64_t> pending_free_;        // freed in the current batch
+  std::unordered_set<uint64_t> committing_free_;     // freed in the batch being committed
+  std::unordered_set<uint64_t> last_commit_blocks_;  // the newest commit's blocks
+  std::vector<uint64_t> revokes_;                    // for the next commit
+};
+
+}  // namespace ugfs2::fs
+
+#endif  // UGFS2_SRC_FS_ALLOCATOR_H_
