@@ -1,6 +1,8 @@
 #include "cache_invalidator.h"
 
 #include <cerrno>
+#include <cstdint>
+#include <optional>
 
 namespace ugfs2::fusefs {
 namespace {
@@ -24,15 +26,16 @@ CacheInvalidator::~CacheInvalidator() {
 }
 
 Status CacheInvalidator::Issue(const Item& item) {
-  InodeNo target = item.ino;
-  if (!inodes_->Known(target) && target != inodes_->root()) {
+  // The node id of the generation the kernel was last given (a stale node id of an older
+  // generation of the same address gets nothing: its dinode is gone).
+  std::optional<KernelIno> kino = inodes_->KnownKernelIno(item.ino);
+  if (!kino) {
     std::lock_guard<std::mutex> l(mu_);
     ++skipped_;
     return Status::Ok();
   }
-  KernelIno kino = inodes_->ToKernel(target);
-  int rc = item.entry ? backend_->InvalEntry(kino, item.name)
-                      : backend_->InvalInode(kino, item.off, item.len);
+  int rc = item.entry ? backend_->InvalEntry(*kino, item.name)
+                      : backend_->InvalInode(*kino, item.off, item.len);
   {
     std::lock_guard<std::mutex> l(mu_);
     ++issued_;
@@ -54,22 +57,43 @@ Status CacheInvalidator::InvalidateEntryNow(InodeNo parent, std::string_view nam
   return Issue(Item{true, parent, 0, 0, std::string(name)});
 }
 
-void CacheInvalidator::PostInvalidateInode(InodeNo ino, int64_t off, int64_t len) {
+CacheInvalidator::Key CacheInvalidator::KeyOf(const Item& item) {
+  return Key(item.entry, item.ino, item.off, item.len, item.name);
+}
+
+bool CacheInvalidator::CoveredLocked(const Item& item) const {
+  if (queued_.count(KeyOf(item)) != 0) return true;
+  if (item.entry) return false;
+  // A whole-file data invalidation of the inode drops everything an inode item can.
+  if (queued_.count(Key(false, item.ino, 0, 0, std::string())) != 0) return true;
+  if (item.off >= 0) return false;
+  // Attributes only: any data invalidation (off >= 0) of the inode drops them too.
+  auto it = queued_.lower_bound(Key(false, item.ino, 0, INT64_MIN, std::string()));
+  return it != queued_.end() && !std::get<0>(*it) && std::get<1>(*it) == item.ino;
+}
+
+void CacheInvalidator::Post(Item item) {
   {
     std::lock_guard<std::mutex> l(mu_);
-    queue_.push_back(Item{false, ino, off, len, {}});
+    if (CoveredLocked(item)) {
+      // The covering item is queued, so it is issued after this call: nothing is lost, and a
+      // Drain after this call waits for it.
+      ++coalesced_;
+      return;
+    }
     ++posted_;
+    queued_.insert(KeyOf(item));
+    queue_.push_back(std::move(item));
   }
   cv_.notify_all();
 }
 
+void CacheInvalidator::PostInvalidateInode(InodeNo ino, int64_t off, int64_t len) {
+  Post(Item{false, ino, off, len, {}});
+}
+
 void CacheInvalidator::PostInvalidateEntry(InodeNo parent, std::string_view name) {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    queue_.push_back(Item{true, parent, 0, 0, std::string(name)});
-    ++posted_;
-  }
-  cv_.notify_all();
+  Post(Item{true, parent, 0, 0, std::string(name)});
 }
 
 void CacheInvalidator::Drain() {
@@ -88,6 +112,11 @@ uint64_t CacheInvalidator::skipped() const {
   return skipped_;
 }
 
+uint64_t CacheInvalidator::coalesced() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return coalesced_;
+}
+
 void CacheInvalidator::Run() {
   std::unique_lock<std::mutex> l(mu_);
   while (true) {
@@ -95,6 +124,9 @@ void CacheInvalidator::Run() {
     if (queue_.empty()) return;  // stop_ and drained
     Item item = std::move(queue_.front());
     queue_.pop_front();
+    // From here on a new post of the same notification is queued again: this one may already
+    // be reading the kernel's state it is meant to drop.
+    queued_.erase(KeyOf(item));
     l.unlock();
     (void)Issue(item);  // failures are not actionable here; the next access refreshes anyway
     l.lock();

@@ -10,9 +10,17 @@
 //    thread, never on a FUSE worker (N1).
 //  * Inodes the kernel does not reference (lookup count 0 in the InodeTable) are skipped: the
 //    kernel would answer ENOENT. ENOENT from the kernel (evicted meanwhile) counts as success.
+//    InodeNo -> node id goes through the InodeTable (KnownKernelIno: the generation the kernel
+//    was last given), so callers pass dinode addresses.
 // Rules the CALLER must keep (not checkable here): hold no lock that a READ/WRITE handler of the
 // inode needs while an inode invalidation runs (launder WRITEs must be served, N2), and no
 // lock a LOOKUP/CREATE in the parent needs while an entry invalidation runs (N5).
+//
+// Posted work is coalesced: a Post* that an item still waiting in the queue already covers (the
+// same notification, or for an inode a whole-file data invalidation, which also drops the
+// attributes; or any data invalidation, for an attribute-only one) is dropped, since the queued
+// item is issued after it anyway. So the queue holds at most one item per distinct
+// notification, however often the core asks (a loop of `ugfs2-tool demote all`).
 //
 // Thread safety: all methods are thread-safe. The backend is called from the caller's thread
 // (…Now) or from the invalidator's worker thread (Post…), never with an internal lock held.
@@ -23,9 +31,11 @@
 #include <cstdint>
 #include <deque>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <tuple>
 
 #include "common/status.h"
 #include "inode_table.h"
@@ -70,8 +80,9 @@ class CacheInvalidator {
   // Waits until everything posted before this call has been issued.
   void Drain();
 
-  uint64_t issued() const;   // notifications sent to the backend
-  uint64_t skipped() const;  // skipped: inode/parent unknown to the kernel
+  uint64_t issued() const;     // notifications sent to the backend
+  uint64_t skipped() const;    // skipped: inode/parent unknown to the kernel
+  uint64_t coalesced() const;  // posts dropped: covered by an item still queued
 
  private:
   struct Item {
@@ -81,6 +92,12 @@ class CacheInvalidator {
     int64_t len = 0;
     std::string name;
   };
+  // Identifies a queued item: (entry, ino, off, len, name).
+  using Key = std::tuple<bool, InodeNo, int64_t, int64_t, std::string>;
+  static Key KeyOf(const Item& item);
+  // Whether a queued item already covers `item`. Requires mu_.
+  bool CoveredLocked(const Item& item) const;
+  void Post(Item item);
   Status Issue(const Item& item);
   void Run();
 
@@ -89,10 +106,12 @@ class CacheInvalidator {
   mutable std::mutex mu_;  // guards the fields below; never held while calling the backend
   std::condition_variable cv_;
   std::deque<Item> queue_;
-  uint64_t posted_ = 0;
-  uint64_t done_ = 0;
+  std::set<Key> queued_;  // keys of queue_'s items (not of the one being issued)
+  uint64_t posted_ = 0;   // items queued (coalesced posts are not)
+  uint64_t done_ = 0;     // items issued (or skipped)
   uint64_t issued_ = 0;
   uint64_t skipped_ = 0;
+  uint64_t coalesced_ = 0;
   bool stop_ = false;
   std::thread worker_;  // last member: started after everything else is initialised
 };

@@ -1,17 +1,16 @@
 // Control: one root-only Unix socket per mount, /run/ugfs2/ctl/MAJ:MIN.sock (MAJ:MIN = the
-// mount's device number, what stat(2) of the mountpoint reports), through which another ugfs2
-// process talks to the daemon serving the mount. Used by remount: mount(8) runs
+// mount's device number, what stat(2) of the mountpoint reports), through which another process
+// talks to the daemon serving the mount. Used by remount: mount(8) runs
 // `ugfs2 DEV MNT -o remount,...` (through mount.fuse3), which tells the daemon to go read-write
 // before the kernel's remount, or read-only after it (so the daemon never refuses a write the
-// kernel allows, and the journal is clean once a read-only remount returns).
+// kernel allows, and the journal is clean once a read-only remount returns); and by
+// `ugfs2-tool glocks|demote MNT` (glock dumps and demotes).
 //
-// Protocol: one request line, one reply line ("ok" or "error: MESSAGE"), then close.
-// Requests: "ro", "rw", "atime MODE NODIRATIME" (MODE = noatime|relatime|strictatime,
-// NODIRATIME = 0|1).
+// Protocol (framing, requests): control_client.h, which also has the client (ControlRequest).
+// This file: the server, and the mount-table helpers only the daemon needs.
 //
 // Thread safety: ControlServer runs its handler on its own thread, one request at a time; the
 // handler must not block on FUSE requests (it runs beside the session, not inside it).
-// ControlRequest is a plain blocking client with a deadline.
 #ifndef UGFS2_FUSE_CONTROL_H_
 #define UGFS2_FUSE_CONTROL_H_
 
@@ -25,15 +24,9 @@
 #include <thread>
 
 #include "common/status.h"
+#include "control_client.h"
 
 namespace ugfs2::fusefs {
-
-// The control socket path of the mount whose device number is `dev`.
-std::string ControlPath(dev_t dev);
-
-// The device number of the newest mount at `mountpoint` according to /proc/self/mountinfo
-// (readable while the daemon cannot yet answer a stat of its own mount).
-Result<dev_t> MountDevice(const std::string& mountpoint);
 
 // A ugfs2 mount (fuseblk.ugfs2 or fuse.ugfs2) of the volume `device` (an image file or a block
 // device) visible in this mount namespace: its mount point, and whether its superblock is
@@ -83,8 +76,10 @@ class MountWatcher {
 
 class ControlServer {
  public:
-  using Handler = std::function<std::string(std::string_view request)>;
-  // Binds `path` (creating its directory, mode 0700) and starts serving.
+  // Answers one request line: a result (sent as "ok", "ok TEXT" or "data LEN", see
+  // control_client.h) or an error (sent as "error: CODE: MESSAGE").
+  using Handler = std::function<Result<std::string>(std::string_view request)>;
+  // Binds `path` (creating /run/ugfs2/ctl, mode 0700, for a path in it) and starts serving.
   static Result<std::unique_ptr<ControlServer>> Start(const std::string& path, Handler handler);
   ~ControlServer();  // stops serving and removes the socket
   ControlServer(const ControlServer&) = delete;
@@ -99,11 +94,6 @@ class ControlServer {
   Handler handler_;
   std::thread thread_;  // last: started once the rest is initialised
 };
-
-// Sends one request to the daemon at `path`; returns its reply line. Fails with kTimedOut after
-// `timeout_ms`, kNotConnected if no daemon listens there.
-Result<std::string> ControlRequest(const std::string& path, std::string_view request,
-                                   int timeout_ms);
 
 }  // namespace ugfs2::fusefs
 

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <shared_mutex>
 
 #include "fs/file_system.h"
 #include "inode_table.h"
@@ -45,10 +46,14 @@ struct DaemonContext {
   std::mutex drain_mu;  // pairs with drain_cv; leaf lock
   std::condition_variable drain_cv;
   // Serializes the core's unmount and remounts (held while the core unmounts or switches).
-  // Lock order: MountWatcher::mu_ -> shutdown_mu.
+  // Lock order: MountWatcher::mu_ -> shutdown_mu -> core_mu.
   std::mutex shutdown_mu;
   bool core_unmounted = false;  // guarded by shutdown_mu
   Status unmount_status;        // guarded by shutdown_mu
+  // Keeps the core mounted under control-socket calls that do not go through shutdown_mu (glock
+  // dumps and demotes, which must work while a remount is stuck): held shared by them (after
+  // checking core_down), exclusively by ShutdownCore around FileSystem::Unmount.
+  std::shared_mutex core_mu;
 };
 
 }  // namespace ugfs2::fusefs

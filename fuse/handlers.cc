@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -109,7 +110,32 @@ Cred MakeCred(fuse_req_t req, bool with_groups) {
   return cred;
 }
 
-InodeNo In(DaemonContext& ctx, fuse_ino_t ino) { return ctx.inodes->FromKernel(ino); }
+// The dinode address a request's node id names, checked against the generation the kernel was
+// last given for it (InodeTable::Resolve); nullopt after replying ESTALE for a node id of a
+// dinode freed and reused since.
+std::optional<InodeNo> In(DaemonContext& ctx, fuse_req_t req, fuse_ino_t ino) {
+  Result<InodeNo> r = ctx.inodes->Resolve(ino);
+  if (!r.ok()) {
+    ReplyError(ctx, req, r.status(), "node id");
+    return std::nullopt;
+  }
+  return *r;
+}
+
+// Unchecked: requests that must reach the core whatever the generation (FORGET, RELEASE: an
+// open or a lookup reference is given back exactly once).
+InodeNo Unchecked(DaemonContext& ctx, fuse_ino_t ino) { return ctx.inodes->FromKernel(ino); }
+
+// ESTALE for attributes of another generation than `ino` carries (the kernel's node id is for a
+// dinode that was freed and whose address a new file took since).
+bool StaleAttr(DaemonContext& ctx, fuse_req_t req, fuse_ino_t ino, const Attr& attr) {
+  if (InodeTable::SameGeneration(ino, attr.generation)) return false;
+  ReplyError(ctx, req,
+             Status(Code::kStale, "node id " + std::to_string(ino) + ": generation is " +
+                                      std::to_string(attr.generation) + " now"),
+             "node id");
+  return true;
+}
 
 bool IsDotOrDotDot(const std::string& n) { return n == "." || n == ".."; }
 
@@ -152,18 +178,21 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     // The VFS resolves "." and ".." itself; the kernel sends them only to decode a file handle
     // (open_by_handle_at, NFS export) whose inode it no longer caches: "." on the handle's
     // nodeid, of any file type, and ".." on a directory for its parent. A nodeid whose dinode
-    // was freed answers ESTALE; a reused one has a new generation, which the kernel compares
-    // with the handle's and answers ESTALE itself.
-    auto r = std::strcmp(name, ".") == 0 ? ctx.fs->GetAttr(In(ctx, parent))
-                                         : ctx.fs->Lookup(In(ctx, parent), name);
+    // was freed answers ESTALE, and so does one whose dinode was reused since: the node id
+    // carries the generation (checked by In, and against the attributes for ".").
+    auto dir = In(ctx, req, parent);
+    if (!dir) return;
+    const bool self = std::strcmp(name, ".") == 0;
+    auto r = self ? ctx.fs->GetAttr(*dir) : ctx.fs->Lookup(*dir, name);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "lookup");
+    if (self && StaleAttr(ctx, req, parent, *r)) return;
     ReplyEntry(ctx, req, *r);
   });
 }
 
 void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
   Guarded(req, Op::kForget, [&](DaemonContext& ctx) {
-    ctx.inodes->Forget(In(ctx, ino), nlookup);
+    ctx.inodes->Forget(Unchecked(ctx, ino), nlookup);
     fuse_reply_none(req);
   });
 }
@@ -171,22 +200,27 @@ void OpForget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
 void OpForgetMulti(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
   Guarded(req, Op::kForgetMulti, [&](DaemonContext& ctx) {
     for (size_t i = 0; i < count; ++i)
-      ctx.inodes->Forget(In(ctx, forgets[i].ino), forgets[i].nlookup);
+      ctx.inodes->Forget(Unchecked(ctx, forgets[i].ino), forgets[i].nlookup);
     fuse_reply_none(req);
   });
 }
 
 void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   Guarded(req, Op::kGetattr, [&](DaemonContext& ctx) {
-    auto r = ctx.fs->GetAttr(In(ctx, ino));
+    auto i = In(ctx, req, ino);
+    if (!i) return;
+    auto r = ctx.fs->GetAttr(*i);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "getattr");
+    if (StaleAttr(ctx, req, ino, *r)) return;
     ReplyAttr(ctx, req, *r);
   });
 }
 
 void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info*) {
   Guarded(req, Op::kSetattr, [&](DaemonContext& ctx) {
-    auto r = ctx.fs->SetAttr(In(ctx, ino), MakeSetAttrRequest(*attr, to_set), MakeCred(req, true));
+    auto i = In(ctx, req, ino);
+    if (!i) return;
+    auto r = ctx.fs->SetAttr(*i, MakeSetAttrRequest(*attr, to_set), MakeCred(req, true));
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "setattr");
     ReplyAttr(ctx, req, *r);
   });
@@ -194,7 +228,9 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
 
 void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
   Guarded(req, Op::kReadlink, [&](DaemonContext& ctx) {
-    auto r = ctx.fs->ReadLink(In(ctx, ino));
+    auto i = In(ctx, req, ino);
+    if (!i) return;
+    auto r = ctx.fs->ReadLink(*i);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "readlink");
     fuse_reply_readlink(req, r->c_str());
   });
@@ -202,7 +238,9 @@ void OpReadlink(fuse_req_t req, fuse_ino_t ino) {
 
 void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
   Guarded(req, Op::kMknod, [&](DaemonContext& ctx) {
-    auto r = ctx.fs->Mknod(In(ctx, parent), name, mode, rdev, MakeCred(req, true));
+    auto dir = In(ctx, req, parent);
+    if (!dir) return;
+    auto r = ctx.fs->Mknod(*dir, name, mode, rdev, MakeCred(req, true));
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "mknod");
     ReplyEntry(ctx, req, *r);
   });
@@ -210,7 +248,9 @@ void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, d
 
 void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   Guarded(req, Op::kMkdir, [&](DaemonContext& ctx) {
-    auto r = ctx.fs->Mkdir(In(ctx, parent), name, (mode & 07777) | S_IFDIR, MakeCred(req, true));
+    auto dir = In(ctx, req, parent);
+    if (!dir) return;
+    auto r = ctx.fs->Mkdir(*dir, name, (mode & 07777) | S_IFDIR, MakeCred(req, true));
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "mkdir");
     ReplyEntry(ctx, req, *r);
   });
@@ -218,7 +258,9 @@ void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
 
 void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Guarded(req, Op::kUnlink, [&](DaemonContext& ctx) {
-    Status st = ctx.fs->Unlink(In(ctx, parent), name);
+    auto dir = In(ctx, req, parent);
+    if (!dir) return;
+    Status st = ctx.fs->Unlink(*dir, name);
     if (!st.ok()) return ReplyError(ctx, req, st, "unlink");
     fuse_reply_err(req, 0);
   });
@@ -226,7 +268,9 @@ void OpUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
   Guarded(req, Op::kRmdir, [&](DaemonContext& ctx) {
-    Status st = ctx.fs->Rmdir(In(ctx, parent), name);
+    auto dir = In(ctx, req, parent);
+    if (!dir) return;
+    Status st = ctx.fs->Rmdir(*dir, name);
     if (!st.ok()) return ReplyError(ctx, req, st, "rmdir");
     fuse_reply_err(req, 0);
   });
@@ -234,7 +278,9 @@ void OpRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
 
 void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
   Guarded(req, Op::kSymlink, [&](DaemonContext& ctx) {
-    auto r = ctx.fs->Symlink(In(ctx, parent), name, link, MakeCred(req, true));
+    auto dir = In(ctx, req, parent);
+    if (!dir) return;
+    auto r = ctx.fs->Symlink(*dir, name, link, MakeCred(req, true));
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "symlink");
     ReplyEntry(ctx, req, *r);
   });
@@ -244,7 +290,11 @@ void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
               const char* newname, unsigned int flags) {
   Guarded(req, Op::kRename, [&](DaemonContext& ctx) {
     if (flags & ~(kRenameNoReplace | kRenameExchange)) return ReplyErrno(ctx, req, EINVAL);
-    Status st = ctx.fs->Rename(In(ctx, parent), name, In(ctx, newparent), newname, flags);
+    auto dir = In(ctx, req, parent);
+    if (!dir) return;
+    auto new_dir = In(ctx, req, newparent);
+    if (!new_dir) return;
+    Status st = ctx.fs->Rename(*dir, name, *new_dir, newname, flags);
     if (!st.ok()) return ReplyError(ctx, req, st, "rename");
     fuse_reply_err(req, 0);
   });
@@ -252,7 +302,11 @@ void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
 
 void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
   Guarded(req, Op::kLink, [&](DaemonContext& ctx) {
-    auto r = ctx.fs->Link(In(ctx, ino), In(ctx, newparent), newname);
+    auto i = In(ctx, req, ino);
+    if (!i) return;
+    auto new_dir = In(ctx, req, newparent);
+    if (!new_dir) return;
+    auto r = ctx.fs->Link(*i, *new_dir, newname);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "link");
     ReplyEntry(ctx, req, *r);
   });
@@ -278,39 +332,31 @@ void SetOpenReplyFlags(const DaemonContext& ctx, fuse_file_info* fi) {
 void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guarded(req, Op::kOpen, [&](DaemonContext& ctx) {
     bool trunc = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY;
-    Status st = ctx.fs->Open(In(ctx, ino), trunc, MakeCred(req, false));
+    auto i = In(ctx, req, ino);
+    if (!i) return;
+    Status st = ctx.fs->Open(*i, trunc, MakeCred(req, false));
     if (!st.ok()) return ReplyError(ctx, req, st, "open");
     SetOpenReplyFlags(ctx, fi);
     // A read through this open must update atime (relatime: the file changed since its last
     // access; strictatime: always). Cached pages would serve it without a READ, so drop them
     // for this open instead of keeping them.
-    if (fi->keep_cache && (fi->flags & O_ACCMODE) != O_WRONLY && ctx.fs->AtimeDue(In(ctx, ino))) {
+    if (fi->keep_cache && (fi->flags & O_ACCMODE) != O_WRONLY && ctx.fs->AtimeDue(*i)) {
       fi->keep_cache = 0;
     }
-    if (fuse_reply_open(req, fi) != 0) (void)ctx.fs->Release(In(ctx, ino));
+    if (fuse_reply_open(req, fi) != 0) (void)ctx.fs->Release(*i);
   });
 }
 
 void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
               fuse_file_info* fi) {
   Guarded(req, Op::kCreate, [&](DaemonContext& ctx) {
-    Cred cred = MakeCred(req, true);
-    InodeNo dir = In(ctx, parent);
-    auto r = ctx.fs->Mknod(dir, name, (mode & 07777) | S_IFREG, 0, cred);
-    bool trunc = false;
-    if (!r.ok() && r.status().code() == Code::kExists && !(fi->flags & O_EXCL)) {
-      // Lost a race with another creator: open the existing file as open(2) would.
-      r = ctx.fs->Lookup(dir, name);
-      trunc = (fi->flags & O_TRUNC) != 0;
-      if (r.ok() && S_ISDIR(r->mode)) return ReplyErrno(ctx, req, EISDIR);
-    }
+    auto dir = In(ctx, req, parent);
+    if (!dir) return;
+    // One core operation (one glock scope): create, or open the file a racing creator made
+    // (kExists with O_EXCL, kIsDir for a directory; O_TRUNC empties it). It counts as an open.
+    auto r = ctx.fs->Create(*dir, name, mode, (fi->flags & O_EXCL) != 0, (fi->flags & O_TRUNC) != 0,
+                            MakeCred(req, true));
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "create");
-    Status st = ctx.fs->Open(r->ino, trunc, cred);
-    if (!st.ok()) return ReplyError(ctx, req, st, "create/open");
-    if (trunc) {
-      auto again = ctx.fs->GetAttr(r->ino);
-      if (again.ok()) r = again;
-    }
     SetOpenReplyFlags(ctx, fi);
     ReplyCreate(ctx, req, *r, fi);
   });
@@ -332,7 +378,9 @@ std::span<uint8_t> ReadBuffer(size_t size) {
 
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   Guarded(req, Op::kRead, [&](DaemonContext& ctx) {
-    InodeNo i = In(ctx, ino);
+    auto resolved = In(ctx, req, ino);
+    if (!resolved) return;
+    InodeNo i = *resolved;
     IoScope scope(i);
     auto buf = ReadBuffer(size);
     if (buf.size() < size) return ReplyError(ctx, req, Status::NoSpace("read buffer"), "read");
@@ -376,7 +424,9 @@ Status DropPrivsFor(DaemonContext& ctx, fuse_req_t req, InodeNo ino, const fuse_
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
              fuse_file_info* fi) {
   Guarded(req, Op::kWrite, [&](DaemonContext& ctx) {
-    InodeNo i = In(ctx, ino);
+    auto resolved = In(ctx, req, ino);
+    if (!resolved) return;
+    InodeNo i = *resolved;
     Result<size_t> r = [&]() -> Result<size_t> {
       IoScope scope(i);
       RETURN_IF_ERROR(DropPrivsFor(ctx, req, i, fi));
@@ -407,7 +457,7 @@ void OpFlush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
 
 void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   Guarded(req, Op::kRelease, [&](DaemonContext& ctx) {
-    Status st = ctx.fs->Release(In(ctx, ino));
+    Status st = ctx.fs->Release(Unchecked(ctx, ino));
     if (!st.ok()) LOG_WARN("release " << ino << ": " << st.ToString());
     fuse_reply_err(req, 0);  // the kernel ignores release errors
   });
@@ -415,7 +465,9 @@ void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 
 void OpFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
   Guarded(req, Op::kFsync, [&](DaemonContext& ctx) {
-    Status st = ctx.fs->Fsync(In(ctx, ino), datasync != 0);
+    auto i = In(ctx, req, ino);
+    if (!i) return;
+    Status st = ctx.fs->Fsync(*i, datasync != 0);
     if (!st.ok()) return ReplyError(ctx, req, st, "fsync");
     fuse_reply_err(req, 0);
   });
@@ -423,17 +475,21 @@ void OpFsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
 
 void OpOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guarded(req, Op::kOpendir, [&](DaemonContext& ctx) {
-    Status st = ctx.fs->Open(In(ctx, ino), false, MakeCred(req, false));
+    auto i = In(ctx, req, ino);
+    if (!i) return;
+    Status st = ctx.fs->Open(*i, false, MakeCred(req, false));
     if (!st.ok()) return ReplyError(ctx, req, st, "opendir");
-    if (fuse_reply_open(req, fi) != 0) (void)ctx.fs->Release(In(ctx, ino));
+    if (fuse_reply_open(req, fi) != 0) (void)ctx.fs->Release(*i);
   });
 }
 
 void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   Guarded(req, Op::kReaddir, [&](DaemonContext& ctx) {
+    auto dir = In(ctx, req, ino);
+    if (!dir) return;
     std::vector<char> buf(size);
     size_t used = 0;
-    Status st = ctx.fs->ReadDir(In(ctx, ino), static_cast<uint64_t>(off), [&](const DirEntry& d) {
+    Status st = ctx.fs->ReadDir(*dir, static_cast<uint64_t>(off), [&](const DirEntry& d) {
       struct stat s = {};
       s.st_ino = d.ino;
       s.st_mode = d.type << 12;
@@ -451,9 +507,11 @@ void OpReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file
 void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   Guarded(req, Op::kReaddirplus, [&](DaemonContext& ctx) {
     // Collect first, then stat: no core call runs inside the core's ReadDir callback.
+    auto dir = In(ctx, req, ino);
+    if (!dir) return;
     std::vector<DirEntry> entries;
     size_t estimate = 0;
-    Status st = ctx.fs->ReadDir(In(ctx, ino), static_cast<uint64_t>(off), [&](const DirEntry& d) {
+    Status st = ctx.fs->ReadDir(*dir, static_cast<uint64_t>(off), [&](const DirEntry& d) {
       size_t need = fuse_add_direntry_plus(req, nullptr, 0, d.name.c_str(), nullptr, 0);
       if (estimate + need > size) return false;
       estimate += need;
@@ -498,7 +556,7 @@ void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
 
 void OpReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   Guarded(req, Op::kReleasedir, [&](DaemonContext& ctx) {
-    Status st = ctx.fs->Release(In(ctx, ino));
+    Status st = ctx.fs->Release(Unchecked(ctx, ino));
     if (!st.ok()) LOG_WARN("releasedir " << ino << ": " << st.ToString());
     fuse_reply_err(req, 0);
   });
@@ -506,7 +564,9 @@ void OpReleasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 
 void OpFsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) {
   Guarded(req, Op::kFsyncdir, [&](DaemonContext& ctx) {
-    Status st = ctx.fs->Fsync(In(ctx, ino), datasync != 0);
+    auto i = In(ctx, req, ino);
+    if (!i) return;
+    Status st = ctx.fs->Fsync(*i, datasync != 0);
     if (!st.ok()) return ReplyError(ctx, req, st, "fsyncdir");
     fuse_reply_err(req, 0);
   });
@@ -535,9 +595,11 @@ void OpStatfs(fuse_req_t req, fuse_ino_t) {
 void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                 int flags) {
   Guarded(req, Op::kSetxattr, [&](DaemonContext& ctx) {
+    auto i = In(ctx, req, ino);
+    if (!i) return;
     Status st = ctx.fs->SetXattr(
-        In(ctx, ino), name, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(value), size),
-        flags, MakeCred(req, true));
+        *i, name, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(value), size), flags,
+        MakeCred(req, true));
     if (!st.ok()) return ReplyError(ctx, req, st, "setxattr");
     fuse_reply_err(req, 0);
   });
@@ -545,8 +607,10 @@ void OpSetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* va
 
 void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
   Guarded(req, Op::kGetxattr, [&](DaemonContext& ctx) {
+    auto i = In(ctx, req, ino);
+    if (!i) return;
     std::vector<uint8_t> buf(size);
-    auto r = ctx.fs->GetXattr(In(ctx, ino), name, buf);
+    auto r = ctx.fs->GetXattr(*i, name, buf);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "getxattr");
     if (size == 0) {
       fuse_reply_xattr(req, *r);
@@ -558,8 +622,10 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
 
 void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   Guarded(req, Op::kListxattr, [&](DaemonContext& ctx) {
+    auto i = In(ctx, req, ino);
+    if (!i) return;
     std::vector<char> buf(size);
-    auto r = ctx.fs->ListXattr(In(ctx, ino), buf, MakeCred(req, false));
+    auto r = ctx.fs->ListXattr(*i, buf, MakeCred(req, false));
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "listxattr");
     if (size == 0) {
       fuse_reply_xattr(req, *r);
@@ -571,7 +637,9 @@ void OpListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   Guarded(req, Op::kRemovexattr, [&](DaemonContext& ctx) {
-    Status st = ctx.fs->RemoveXattr(In(ctx, ino), name);
+    auto i = In(ctx, req, ino);
+    if (!i) return;
+    Status st = ctx.fs->RemoveXattr(*i, name);
     if (!st.ok()) return ReplyError(ctx, req, st, "removexattr");
     fuse_reply_err(req, 0);
   });
@@ -580,8 +648,11 @@ void OpRemovexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 void OpAccess(fuse_req_t req, fuse_ino_t ino, int) {
   // default_permissions: the kernel checks mode bits; only existence is checked here.
   Guarded(req, Op::kAccess, [&](DaemonContext& ctx) {
-    auto r = ctx.fs->GetAttr(In(ctx, ino));
+    auto i = In(ctx, req, ino);
+    if (!i) return;
+    auto r = ctx.fs->GetAttr(*i);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "access");
+    if (StaleAttr(ctx, req, ino, *r)) return;
     fuse_reply_err(req, 0);
   });
 }
@@ -589,12 +660,13 @@ void OpAccess(fuse_req_t req, fuse_ino_t ino, int) {
 void OpFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info*) {
   Guarded(req, Op::kFallocate, [&](DaemonContext& ctx) {
     if (off < 0 || len <= 0) return ReplyErrno(ctx, req, EINVAL);
+    auto i = In(ctx, req, ino);
+    if (!i) return;
     // gfs2_fallocate calls file_modified(): every mode, punch and zero-range included.
-    if (Status k = DropPrivsFor(ctx, req, In(ctx, ino), nullptr); !k.ok()) {
+    if (Status k = DropPrivsFor(ctx, req, *i, nullptr); !k.ok()) {
       return ReplyError(ctx, req, k, "fallocate");
     }
-    Status st = ctx.fs->Fallocate(In(ctx, ino), mode, static_cast<uint64_t>(off),
-                                  static_cast<uint64_t>(len));
+    Status st = ctx.fs->Fallocate(*i, mode, static_cast<uint64_t>(off), static_cast<uint64_t>(len));
     if (!st.ok()) return ReplyError(ctx, req, st, "fallocate");
     fuse_reply_err(req, 0);
   });
@@ -607,7 +679,9 @@ void OpLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_in
     // As the kernel's generic SEEK_DATA/SEEK_HOLE: a negative offset lies before every byte of
     // data and every hole, so there is none to find (ENXIO, not EINVAL).
     if (off < 0) return ReplyErrno(ctx, req, ENXIO);
-    auto r = ctx.fs->Lseek(In(ctx, ino), static_cast<uint64_t>(off), whence);
+    auto i = In(ctx, req, ino);
+    if (!i) return;
+    auto r = ctx.fs->Lseek(*i, static_cast<uint64_t>(off), whence);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "lseek");
     fuse_reply_lseek(req, static_cast<off_t>(*r));
   });
@@ -617,7 +691,11 @@ void OpCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_
                      fuse_ino_t ino_out, off_t off_out, fuse_file_info*, size_t len, int flags) {
   Guarded(req, Op::kCopyFileRange, [&](DaemonContext& ctx) {
     if (flags != 0 || off_in < 0 || off_out < 0) return ReplyErrno(ctx, req, EINVAL);
-    auto r = ctx.fs->CopyFileRange(In(ctx, ino_in), static_cast<uint64_t>(off_in), In(ctx, ino_out),
+    auto in = In(ctx, req, ino_in);
+    if (!in) return;
+    auto out = In(ctx, req, ino_out);
+    if (!out) return;
+    auto r = ctx.fs->CopyFileRange(*in, static_cast<uint64_t>(off_in), *out,
                                    static_cast<uint64_t>(off_out), len);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "copy_file_range");
     ctx.stats->AddReadBytes(*r);
@@ -649,7 +727,13 @@ Status ShutdownCore(DaemonContext& ctx) {
   // Not held while draining: a running handler may need it (a remount it triggers).
   std::lock_guard<std::mutex> l(ctx.shutdown_mu);
   if (ctx.core_unmounted) return ctx.unmount_status;
-  ctx.unmount_status = ctx.fs->Unmount();
+  {
+    // Waits for a control-socket call into the core (a glock demote or dump) to finish; later
+    // ones see core_down. The core may notify the kernel cache while it unmounts (KernelCache
+    // calls only queue; main keeps the bridge alive until after this).
+    std::unique_lock<std::shared_mutex> core(ctx.core_mu);
+    ctx.unmount_status = ctx.fs->Unmount();
+  }
   if (!ctx.unmount_status.ok()) LOG_ERROR("unmount: " << ctx.unmount_status.ToString());
   ctx.core_unmounted = true;
   return ctx.unmount_status;

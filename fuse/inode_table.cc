@@ -1,5 +1,7 @@
 #include "inode_table.h"
 
+#include <string>
+
 namespace ugfs2::fusefs {
 
 uint64_t InodeTable::AddLookup(InodeNo ino, uint64_t generation) {
@@ -39,6 +41,29 @@ uint64_t InodeTable::Generation(InodeNo ino) const {
   std::lock_guard<std::mutex> l(s.mu);
   auto it = s.map.find(ino);
   return it == s.map.end() ? 0 : it->second.generation;
+}
+
+Result<InodeNo> InodeTable::Resolve(KernelIno kino) const {
+  if (kino == kKernelRootIno) return root_;
+  InodeNo ino = FromKernel(kino);
+  const Shard& s = ShardFor(ino);
+  std::lock_guard<std::mutex> l(s.mu);
+  auto it = s.map.find(ino);
+  if (it != s.map.end() && !SameGeneration(kino, it->second.generation)) {
+    return Status(Code::kStale, "node id " + std::to_string(kino) + ": dinode " +
+                                    std::to_string(ino) + " has generation " +
+                                    std::to_string(it->second.generation) + " now");
+  }
+  return ino;
+}
+
+std::optional<KernelIno> InodeTable::KnownKernelIno(InodeNo ino) const {
+  if (ino == root_) return kKernelRootIno;
+  const Shard& s = ShardFor(ino);
+  std::lock_guard<std::mutex> l(s.mu);
+  auto it = s.map.find(ino);
+  if (it == s.map.end()) return std::nullopt;
+  return ToKernel(ino, it->second.generation);
 }
 
 size_t InodeTable::Size() const {

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,6 +34,7 @@
 #include "fuse_notify_backend.h"
 #include "handlers.h"
 #include "inode_table.h"
+#include "kernel_cache_bridge.h"
 #include "mount_source.h"
 #include "options.h"
 #include "raw_protocol.h"
@@ -130,8 +132,13 @@ void FinishDaemon(int notify_fd) {
 // consumed here with sigwait, so no async-signal-safety concerns.
 class StatsDumper {
  public:
-  StatsDumper(const RequestStats* stats, FileSystem* fs, const InodeTable* inodes)
-      : stats_(stats), fs_(fs), inodes_(inodes) {
+  StatsDumper(const RequestStats* stats, FileSystem* fs, const InodeTable* inodes,
+              const KernelCacheBridge* kernel_cache, const CacheInvalidator* invalidator)
+      : stats_(stats),
+        fs_(fs),
+        inodes_(inodes),
+        kernel_cache_(kernel_cache),
+        invalidator_(invalidator) {
     thread_ = std::thread([this] { Run(); });
   }
   ~StatsDumper() {
@@ -149,6 +156,14 @@ class StatsDumper {
         "\ncore_cached_meta_blocks " + std::to_string(c.cached_meta_blocks) + "\nkernel_inodes " +
         std::to_string(inodes_->Size()) + "\nforget_underflows " +
         std::to_string(inodes_->underflows()) + "\n";
+    // What the core asked the kernel to drop (glock demotes), and the notifications sent.
+    extra += "kernel_cache_data " + std::to_string(kernel_cache_->data_calls()) +
+             "\nkernel_cache_attr " + std::to_string(kernel_cache_->attr_calls()) +
+             "\nkernel_cache_entry " + std::to_string(kernel_cache_->entry_calls()) +
+             "\nkernel_cache_dropped " + std::to_string(kernel_cache_->dropped()) +
+             "\nnotify_issued " + std::to_string(invalidator_->issued()) + "\nnotify_skipped " +
+             std::to_string(invalidator_->skipped()) + "\nnotify_coalesced " +
+             std::to_string(invalidator_->coalesced()) + "\n";
     return stats_->Format(extra);
   }
 
@@ -169,6 +184,8 @@ class StatsDumper {
   const RequestStats* stats_;
   FileSystem* fs_;
   const InodeTable* inodes_;
+  const KernelCacheBridge* kernel_cache_;
+  const CacheInvalidator* invalidator_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -185,9 +202,7 @@ int Remount(const Options& opts) {
   const std::string ctl = ControlPath(st.st_dev);
   auto tell = [&](const std::string& request) -> Status {
     auto reply = ControlRequest(ctl, request, 60000);
-    if (!reply.ok()) return reply.status();
-    if (*reply != "ok") return Status::IoError("daemon: " + *reply);
-    return Status::Ok();
+    return reply.ok() ? Status::Ok() : reply.status();
   };
   static const char* kModes[] = {"noatime", "relatime", "strictatime"};
   Status atime_st = tell(std::string("atime ") + kModes[static_cast<int>(opts.atime)] +
@@ -267,11 +282,29 @@ int MountAgain(const Options& opts, const Status& busy, int notify_fd) {
   return 0;
 }
 
-// The daemon side of the control socket.
-std::string HandleControl(DaemonContext& ctx, std::string_view req) {
-  Status st;
+// Glock dumps and demotes (ugfs2-tool glocks|demote). They do not take shutdown_mu, so they
+// still answer while a remount is stuck (on a glock, say); core_mu keeps the core mounted.
+Result<std::string> GlockControl(DaemonContext& ctx, std::string_view req) {
+  std::shared_lock<std::shared_mutex> l(ctx.core_mu);
+  if (ctx.core_down.load()) return Status::Busy("unmounting");
+  if (req == "glocks") return ctx.fs->DumpGlocks();
+  std::string_view name = req.substr(req.find(' ') + 1);
+  while (name.starts_with(' ')) name.remove_prefix(1);
+  while (name.ends_with(' ')) name.remove_suffix(1);
+  if (name.empty()) return Status::Invalid("usage: demote NAME|all");
+  // The number of glocks asked: a demote of everything on a node holding none is no error.
+  if (name == "all") return std::to_string(ctx.fs->DemoteAllGlocks());
+  RETURN_IF_ERROR(ctx.fs->DemoteGlock(name));
+  return std::string();
+}
+
+// The daemon side of the control socket (requests: control_client.h).
+Result<std::string> HandleControl(DaemonContext& ctx, std::string_view req) {
+  if (req == "glocks" || req == "demote" || req.starts_with("demote ")) {
+    return GlockControl(ctx, req);
+  }
   if (req == "ro" || req == "rw") {
-    st = SetCoreReadOnly(ctx, req == "ro");
+    RETURN_IF_ERROR(SetCoreReadOnly(ctx, req == "ro"));
   } else if (req.starts_with("atime ")) {
     std::string_view rest = req.substr(6);
     AtimeMode mode;
@@ -282,13 +315,13 @@ std::string HandleControl(DaemonContext& ctx, std::string_view req) {
     } else if (rest.starts_with("strictatime ")) {
       mode = AtimeMode::kStrictatime;
     } else {
-      return "error: bad atime mode";
+      return Status::Invalid("bad atime mode");
     }
     ctx.fs->SetAtimePolicy(mode, rest.ends_with(" 1"));
   } else {
-    return "error: unknown request";
+    return Status::Invalid("unknown request");
   }
-  return st.ok() ? "ok" : "error: " + st.message();
+  return std::string();
 }
 
 int Run(int argc, char** argv) {
@@ -355,6 +388,11 @@ int Run(int argc, char** argv) {
   }
   if (!dev.ok()) return Fail("cannot open " + opts.device + ": " + dev.status().message());
 
+  // What the core tells the kernel to drop (glock demotes). Declared before the core so that it
+  // outlives it (the core may call it until it is destroyed); forwards only while attached to
+  // the invalidator below, i.e. while the FUSE session exists.
+  KernelCacheBridge kernel_cache;
+
   MountOptions mount_opts;
   mount_opts.lockproto = opts.lockproto;
   mount_opts.jid = opts.jid;
@@ -370,6 +408,11 @@ int Run(int argc, char** argv) {
   }
   std::unique_ptr<FileSystem> fs = std::move(*mounted);
   LOG_DEBUG("mounted " << fs->Describe());
+  // Node ids carry the generation above bit 48 (inode_table.h): larger addresses do not fit.
+  if (auto sfs = fs->StatFs(); sfs.ok() && sfs->blocks > kMaxNodeIdAddress) {
+    (void)fs->Unmount();
+    return Fail("cannot mount " + opts.device + ": more than 2^48 blocks");
+  }
 
   InodeTable inodes(fs->root());
   RequestStats stats;
@@ -417,17 +460,29 @@ int Run(int argc, char** argv) {
   FuseNotifyBackend notify_backend(se);
   CacheInvalidator invalidator(&notify_backend, &inodes);
   ctx.invalidator = &invalidator;
+  // Set before the session serves its first request. The core may call it during Unmount
+  // (ShutdownCore, from DESTROY or at the end of Run) too: calls are queued while the session
+  // exists, dropped after stop_notifications.
+  kernel_cache.Attach(&invalidator);
+  fs->SetKernelCache(&kernel_cache);
+  // Before fuse_session_destroy: nothing may reach the session once it is gone.
+  auto stop_notifications = [&] {
+    kernel_cache.Detach();
+    invalidator.Drain();
+  };
   // libfuse only installs its handlers over SIG_DFL; a shell starting us in the background
   // without job control leaves SIGINT ignored, and SIGINT must still unmount cleanly.
   signal(SIGINT, SIG_DFL);
   signal(SIGTERM, SIG_DFL);
   if (fuse_set_signal_handlers(se) != 0) {
+    stop_notifications();
     fuse_session_destroy(se);
     (void)unmount_core();
     return Fail("cannot install signal handlers");
   }
   if (fuse_session_mount(se, opts.mountpoint.c_str()) != 0) {
     fuse_remove_signal_handlers(se);
+    stop_notifications();
     fuse_session_destroy(se);
     (void)unmount_core();
     return Fail("cannot mount FUSE at " + opts.mountpoint + " (is /dev/fuse available?)");
@@ -480,7 +535,7 @@ int Run(int argc, char** argv) {
 
   int loop_rc;
   {
-    StatsDumper dumper(&stats, fs.get(), &inodes);
+    StatsDumper dumper(&stats, fs.get(), &inodes, &kernel_cache, &invalidator);
     fuse_loop_config* cfg = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(cfg, opts.max_threads);
     // Keep idle workers (up to max_threads) instead of recycling them after every burst.
@@ -497,6 +552,9 @@ int Run(int argc, char** argv) {
   watcher.reset();
   control.reset();
   fuse_remove_signal_handlers(se);
+  // The kernel side is unmounted: nothing caches above the core any more. fuse_session_destroy
+  // may still run DESTROY (ShutdownCore) for a mount that never got it.
+  stop_notifications();
   fuse_session_destroy(se);
   fuse_opt_free_args(&args);
   Status st = unmount_core();

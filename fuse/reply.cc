@@ -23,8 +23,9 @@ void ReplyErrno(DaemonContext& ctx, fuse_req_t req, int err) {
 
 void FillEntry(const DaemonContext& ctx, const Attr& attr, fuse_entry_param* e) {
   *e = {};
-  e->ino = ctx.inodes->ToKernel(attr.ino);
-  e->generation = attr.generation;
+  e->ino = ctx.inodes->ToKernel(attr.ino, attr.generation);
+  // The kernel's root inode has generation 0 (it warns about, and ignores, any other).
+  e->generation = e->ino == kKernelRootIno ? 0 : attr.generation;
   AttrToStat(attr, &e->attr);
   e->attr_timeout = ctx.opts->attr_timeout;
   e->entry_timeout = ctx.opts->entry_timeout;

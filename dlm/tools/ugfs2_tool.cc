@@ -1,52 +1,142 @@
-// ugfs2-tool: inspect the lock manager of this node (in the spirit of dlm_tool).
+// ugfs2-tool: inspect the lock manager of this node (in the spirit of dlm_tool), and the glocks
+// of a mounted ugfs2 filesystem.
 //
 //   ugfs2-tool ls [--json]
 //   ugfs2-tool lockdump LOCKSPACE [--all-nodes] [--json]
+//   ugfs2-tool glocks MOUNTPOINT
+//   ugfs2-tool demote MOUNTPOINT NAME|all [--count N] [--interval-ms M]
 //
-// Talks over libqb IPC (service $UGFS2_DLM_IPC or "ugfs2-dlm") to the process hosting the
-// lockspaces on this node; root only.
+// ls/lockdump talk over libqb IPC (service $UGFS2_DLM_IPC or "ugfs2-dlm") to the process hosting
+// the lockspaces on this node. glocks/demote talk to the ugfs2 daemon serving MOUNTPOINT over its
+// control socket (/run/ugfs2/ctl/MAJ:MIN.sock, fuse/control_client.h); MOUNTPOINT is found in
+// /proc/self/mountinfo without touching the mount, so a daemon that hangs cannot hang the tool
+// before its request times out. Root only.
+#include <cerrno>
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <qb/qbipcc.h>
 
+#include "control_client.h"
 #include "ipc_server.h"
 
-using namespace ugfs2::dlm;
+namespace {
 
-int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  bool json = false, all = false;
-  std::vector<std::string> pos;
-  for (const auto& a : args) {
-    if (a == "--json") {
-      json = true;
-    } else if (a == "--all-nodes") {
-      all = true;
-    } else if (a == "-h" || a == "--help") {
-      pos.clear();
-      break;
-    } else {
-      pos.push_back(a);
+using ugfs2::Code;
+using ugfs2::Result;
+using ugfs2::Status;
+
+constexpr int kControlTimeoutMs = 60000;
+
+constexpr const char* kUsage =
+    "usage: ugfs2-tool ls [--json]\n"
+    "       ugfs2-tool lockdump LOCKSPACE [--all-nodes] [--json]\n"
+    "       ugfs2-tool glocks MOUNTPOINT\n"
+    "       ugfs2-tool demote MOUNTPOINT NAME|all [--count N] [--interval-ms M]\n"
+    "\n"
+    "  ls, lockdump  the lock manager's lockspaces and locks on this node\n"
+    "  glocks        the glocks of the ugfs2 mount at MOUNTPOINT (gfs2's glocks format)\n"
+    "  demote        demote the glock NAME (TYPE/HEXNUMBER as in the dump, e.g. 2/1b3a), or all\n"
+    "                of them, to UN as a remote node's request would; N times (default 1), M ms\n"
+    "                apart (default 0). Prints 'demote NAME: S sent, A accepted, R refused' (and\n"
+    "                ', G glocks asked' for all); exit 0 only if every request was accepted.\n";
+
+int Usage() {
+  std::fputs(kUsage, stderr);
+  return 2;
+}
+
+// Parses a non-negative decimal for an option; false if it is not one.
+bool ParseCount(const std::string& text, long long* out) {
+  if (text.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  long long v = std::strtoll(text.c_str(), &end, 10);
+  if (errno != 0 || *end != '\0' || v < 0) return false;
+  *out = v;
+  return true;
+}
+
+Result<std::string> ControlSocketOf(const std::string& mountpoint) {
+  ASSIGN_OR_RETURN(dev_t dev, ugfs2::fusefs::MountDevice(mountpoint));
+  return ugfs2::fusefs::ControlPath(dev);
+}
+
+int Glocks(const std::string& mountpoint) {
+  auto path = ControlSocketOf(mountpoint);
+  if (!path.ok()) {
+    std::fprintf(stderr, "ugfs2-tool: %s\n", path.status().ToString().c_str());
+    return 1;
+  }
+  auto dump = ugfs2::fusefs::ControlRequest(*path, "glocks", kControlTimeoutMs);
+  if (!dump.ok()) {
+    std::fprintf(stderr, "ugfs2-tool: glocks %s: %s\n", mountpoint.c_str(),
+                 dump.status().ToString().c_str());
+    return 1;
+  }
+  std::fwrite(dump->data(), 1, dump->size(), stdout);
+  if (!dump->empty() && dump->back() != '\n') std::fputc('\n', stdout);
+  return std::fflush(stdout) == 0 ? 0 : 1;
+}
+
+int Demote(const std::string& mountpoint, const std::string& name, long long count,
+           long long interval_ms) {
+  auto path = ControlSocketOf(mountpoint);
+  if (!path.ok()) {
+    std::fprintf(stderr, "ugfs2-tool: %s\n", path.status().ToString().c_str());
+    return 1;
+  }
+  const bool all = name == "all";
+  const std::string request = "demote " + name;
+  long long sent = 0, accepted = 0, asked = 0;
+  struct Refusal {
+    long long times = 0;
+    std::string first;
+  };
+  std::map<Code, Refusal> refused;  // by code: the first message and how often
+  bool lost = false;                // the daemon stopped answering: stop early
+  for (long long i = 0; i < count && !lost; ++i) {
+    if (i > 0 && interval_ms > 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
     }
+    ++sent;
+    auto reply = ugfs2::fusefs::ControlRequest(*path, request, kControlTimeoutMs);
+    if (reply.ok()) {
+      ++accepted;
+      if (all) asked += std::strtoll(reply->c_str(), nullptr, 10);
+      continue;
+    }
+    const Status& st = reply.status();
+    Refusal& r = refused[st.code()];
+    if (r.times++ == 0) r.first = st.ToString();
+    lost = st.code() == Code::kNotConnected || st.code() == Code::kTimedOut;
   }
-  std::string cmd;
-  if (!pos.empty() && pos[0] == "ls" && pos.size() == 1) {
-    cmd = "ls";
-  } else if (pos.size() == 2 && pos[0] == "lockdump") {
-    cmd = "lockdump " + pos[1];
-    if (all) cmd += " all";
-  } else {
-    std::fprintf(stderr,
-                 "usage: ugfs2-tool ls [--json]\n"
-                 "       ugfs2-tool lockdump LOCKSPACE [--all-nodes] [--json]\n");
-    return 2;
+  long long refusals = 0;
+  for (const auto& [code, r] : refused) {
+    refusals += r.times;
+    std::fprintf(stderr, "ugfs2-tool: %s: refused %lld time%s: %s\n", request.c_str(), r.times,
+                 r.times == 1 ? "" : "s", r.first.c_str());
   }
+  std::printf("demote %s: %lld sent, %lld accepted, %lld refused", name.c_str(), sent, accepted,
+              refusals);
+  if (all) std::printf(", %lld glocks asked", asked);
+  std::printf("\n");
+  std::fflush(stdout);
+  return accepted == count ? 0 : 1;
+}
+
+// The lock manager commands (libqb IPC).
+int LockManager(const std::string& command, bool json) {
+  std::string cmd = command;
   if (json) cmd += " json";
-  const std::string name = IpcServiceName();
-  qb_ipcc_connection_t* c = qb_ipcc_connect(name.c_str(), kIpcMaxMsg);
+  const std::string name = ugfs2::dlm::IpcServiceName();
+  qb_ipcc_connection_t* c = qb_ipcc_connect(name.c_str(), ugfs2::dlm::kIpcMaxMsg);
   if (c == nullptr) {
     std::fprintf(stderr,
                  "ugfs2-tool: cannot connect to %s: %s (is a lockspace host running on this "
@@ -55,10 +145,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   qb_ipc_request_header hdr{};
-  hdr.id = kIpcCommand;
+  hdr.id = ugfs2::dlm::kIpcCommand;
   hdr.size = static_cast<int32_t>(sizeof(hdr) + cmd.size());
   iovec iov[2] = {{&hdr, sizeof(hdr)}, {cmd.data(), cmd.size()}};
-  std::vector<char> buf(kIpcMaxMsg);
+  std::vector<char> buf(ugfs2::dlm::kIpcMaxMsg);
   ssize_t n = qb_ipcc_sendv_recv(c, iov, 2, buf.data(), buf.size(), 30000);
   qb_ipcc_disconnect(c);
   if (n < static_cast<ssize_t>(sizeof(qb_ipc_response_header))) {
@@ -70,3 +160,61 @@ int main(int argc, char** argv) {
   if (json) std::fputc('\n', stdout);
   return rh->error ? 1 : 0;
 }
+
+int Main(const std::vector<std::string>& args) {
+  bool json = false, all_nodes = false;
+  long long count = 1, interval_ms = 0;
+  bool count_given = false, interval_given = false;
+  std::vector<std::string> pos;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    // --count N, --count=N; likewise --interval-ms.
+    auto value_of = [&](const std::string& opt, long long* out, bool* given) -> int {
+      std::string v;
+      if (a == opt) {
+        if (i + 1 >= args.size()) return -1;
+        v = args[++i];
+      } else if (a.starts_with(opt + "=")) {
+        v = a.substr(opt.size() + 1);
+      } else {
+        return 0;
+      }
+      if (!ParseCount(v, out)) return -1;
+      *given = true;
+      return 1;
+    };
+    int r = value_of("--count", &count, &count_given);
+    if (r == 0) r = value_of("--interval-ms", &interval_ms, &interval_given);
+    if (r < 0) return Usage();
+    if (r > 0) continue;
+    if (a == "--json") {
+      json = true;
+    } else if (a == "--all-nodes") {
+      all_nodes = true;
+    } else if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      return 0;
+    } else {
+      pos.push_back(a);
+    }
+  }
+  const std::string cmd = pos.empty() ? "" : pos[0];
+  const bool demote_opts = count_given || interval_given;
+  if (cmd == "glocks" && pos.size() == 2 && !demote_opts && !json && !all_nodes) {
+    return Glocks(pos[1]);
+  }
+  if (cmd == "demote" && pos.size() == 3 && !json && !all_nodes) {
+    if (count < 1 || pos[2].empty()) return Usage();
+    return Demote(pos[1], pos[2], count, interval_ms);
+  }
+  if (demote_opts) return Usage();
+  if (cmd == "ls" && pos.size() == 1) return LockManager("ls", json);
+  if (cmd == "lockdump" && pos.size() == 2) {
+    return LockManager("lockdump " + pos[1] + (all_nodes ? " all" : ""), json);
+  }
+  return Usage();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Main(std::vector<std::string>(argv + 1, argv + argc)); }

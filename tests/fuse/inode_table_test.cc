@@ -11,11 +11,63 @@ namespace {
 
 TEST(InodeTableTest, RootMapsToFuseRootId) {
   InodeTable t(4711);
-  EXPECT_EQ(t.ToKernel(4711), kKernelRootIno);
+  EXPECT_EQ(t.ToKernel(4711, 0), kKernelRootIno);
+  EXPECT_EQ(t.ToKernel(4711, 0x1234), kKernelRootIno);  // whatever the root's generation
   EXPECT_EQ(t.FromKernel(kKernelRootIno), 4711u);
-  EXPECT_EQ(t.ToKernel(123456), 123456u);
+  EXPECT_EQ(t.ToKernel(123456, 0), 123456u);  // generation 0: the node id is the address
   EXPECT_EQ(t.FromKernel(123456), 123456u);
   EXPECT_EQ(t.root(), 4711u);
+  ASSERT_TRUE(t.Resolve(kKernelRootIno).ok());
+  EXPECT_EQ(*t.Resolve(kKernelRootIno), 4711u);
+  EXPECT_EQ(t.KnownKernelIno(4711), kKernelRootIno);  // always referenced
+}
+
+TEST(InodeTableTest, NodeIdsCarryTheGenerationAboveBit48) {
+  InodeTable t(10);
+  constexpr InodeNo kAddr = 0x1b3a;
+  EXPECT_EQ(t.ToKernel(kAddr, 7), (KernelIno{7} << 48) | kAddr);
+  // Only the low 16 bits of the generation fit.
+  EXPECT_EQ(t.ToKernel(kAddr, 0x3'0007), t.ToKernel(kAddr, 7));
+  EXPECT_EQ(t.ToKernel(kAddr, 0xffff), (KernelIno{0xffff} << 48) | kAddr);
+  // FromKernel gives back the address, whatever the generation.
+  EXPECT_EQ(t.FromKernel(t.ToKernel(kAddr, 7)), kAddr);
+  EXPECT_EQ(t.FromKernel(t.ToKernel(kAddr, 0xffff)), kAddr);
+  EXPECT_EQ(t.FromKernel(t.ToKernel(kMaxNodeIdAddress, 0xbeef)), kMaxNodeIdAddress);
+  // Different generations of one address are different node ids (no aliasing in the kernel).
+  EXPECT_NE(t.ToKernel(kAddr, 7), t.ToKernel(kAddr, 8));
+  EXPECT_TRUE(InodeTable::SameGeneration(t.ToKernel(kAddr, 7), 7));
+  EXPECT_TRUE(InodeTable::SameGeneration(t.ToKernel(kAddr, 7), 0x1'0007));
+  EXPECT_FALSE(InodeTable::SameGeneration(t.ToKernel(kAddr, 7), 8));
+  EXPECT_TRUE(InodeTable::SameGeneration(kKernelRootIno, 99));  // the root is never stale
+}
+
+TEST(InodeTableTest, ResolveRefusesNodeIdsOfAnOlderGeneration) {
+  InodeTable t(10);
+  constexpr InodeNo kAddr = 5000;
+  const KernelIno old_id = t.ToKernel(kAddr, 3);
+  const KernelIno new_id = t.ToKernel(kAddr, 4);
+  // Not referenced by the kernel: nothing to compare with, the caller checks attributes.
+  ASSERT_TRUE(t.Resolve(old_id).ok());
+  EXPECT_EQ(*t.Resolve(old_id), kAddr);
+  t.AddLookup(kAddr, 3);
+  ASSERT_TRUE(t.Resolve(old_id).ok());
+  EXPECT_EQ(t.Resolve(new_id).status().code(), Code::kStale);
+  EXPECT_EQ(t.KnownKernelIno(kAddr), old_id);
+  // The dinode is freed and its address reused by a new file, which the kernel looks up while
+  // it still holds the old one: the old node id is stale from now on.
+  t.AddLookup(kAddr, 4);
+  EXPECT_EQ(t.Resolve(old_id).status().code(), Code::kStale);
+  ASSERT_TRUE(t.Resolve(new_id).ok());
+  EXPECT_EQ(*t.Resolve(new_id), kAddr);
+  EXPECT_EQ(t.KnownKernelIno(kAddr), new_id);
+  // Both node ids share the address's count: forgetting the old one keeps the new one known.
+  EXPECT_EQ(t.LookupCount(kAddr), 2u);
+  EXPECT_EQ(t.Forget(t.FromKernel(old_id), 1), 1u);
+  EXPECT_TRUE(t.Known(kAddr));
+  EXPECT_EQ(t.KnownKernelIno(kAddr), new_id);
+  EXPECT_EQ(t.Forget(t.FromKernel(new_id), 1), 0u);
+  EXPECT_EQ(t.KnownKernelIno(kAddr), std::nullopt);
+  EXPECT_EQ(t.underflows(), 0u);
 }
 
 TEST(InodeTableTest, LookupCountsAndForget) {

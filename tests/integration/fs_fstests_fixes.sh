@@ -5,7 +5,8 @@
 # remount ro/rw with a clean journal while read-only (generic/294, 306, 452), atime with
 # relatime / strictatime / noatime / nodiratime (generic/003), SEEK_DATA/SEEK_HOLE at a negative
 # offset (generic/448), file handles with ESTALE for deleted and reused dinodes (generic/426,
-# 467, 477). fsck CLEAN at the end.
+# 467, 477), node ids that carry the generation (a reused dinode is a new kernel inode, the old
+# reference answers ESTALE). fsck CLEAN at the end.
 source "$(dirname "$0")/fs_lib.sh"
 fs_init
 
@@ -24,6 +25,10 @@ $HELPER seek-negative "$mnt/seekfile" || fail "seek-negative"
 
 log "file handles"
 $HELPER handles "$mnt" || fail "handles"
+
+log "node ids carry the generation: a reused dinode is a new node, the old reference ESTALE"
+out=$($HELPER nodeid-reuse "$mnt") || fail "nodeid-reuse: $out"
+log "$out"
 
 log "suid/sgid dropped by unprivileged direct writes and fallocate"
 user=nobody

@@ -421,6 +421,73 @@ def cmd_handles(mnt):
         die("open_by_handle_at after reuse: %s" % ("opened" if r >= 0 else os.strerror(e)))
 
 
+def cmd_nodeid_reuse(mnt):
+    """Node ids carry the dinode generation: a dinode freed while the kernel still references it
+    (an O_PATH fd: no open in the daemon, so unlink frees it at once) and reused by a new file
+    gives the new file another node id (its file handle differs), the new file behaves, and the
+    old reference answers ESTALE instead of showing the new file."""
+    ctypes, libc, FileHandle = _handle_calls()
+
+    def handle_of(path):
+        fh, mount_id = FileHandle(), ctypes.c_int()
+        fh.handle_bytes = 128
+        if libc.name_to_handle_at(-100, path.encode(), ctypes.byref(fh), ctypes.byref(mount_id), 0):
+            die("name_to_handle_at %s: %s" % (path, os.strerror(ctypes.get_errno())))
+        words = [int.from_bytes(bytes(fh.f_handle[i:i + 4]), sys.byteorder) for i in (0, 4, 8)]
+        return (words[0] << 32) | words[1], words[2]  # fuse_encode_fh: nodeid, generation
+
+    d = os.path.join(mnt, "reuse-dir")
+    os.mkdir(d)
+    old = os.path.join(d, "old")
+    with open(old, "w") as f:
+        f.write("old data")
+    ino = os.stat(old).st_ino
+    nodeid, gen = handle_of(old)
+    if nodeid & ((1 << 48) - 1) != ino or nodeid >> 48 != gen & 0xffff:
+        die("node id %#x of dinode %#x (generation %#x) does not carry the generation"
+            % (nodeid, ino, gen))
+    ref = os.open(old, os.O_PATH)
+    os.unlink(old)
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    new = None
+    for i in range(256):  # the freed block is normally the next dinode allocated
+        # A freed block is reused only once the log has its transaction (fsync flushes it; the
+        # daemon may free the dinode only at a RELEASE of the writer that arrives later).
+        os.fsync(dfd)
+        p = os.path.join(d, "new-%d" % i)
+        with open(p, "w") as f:
+            f.write("new data %d" % i)
+        if os.stat(p).st_ino == ino:
+            new = p
+            break
+    os.close(dfd)
+    if new is None:
+        die("dinode %#x was not reused by 256 new files in its directory" % ino)
+    new_nodeid, new_gen = handle_of(new)
+    if new_gen == gen or new_nodeid == nodeid:
+        die("reused dinode %#x: same node id %#x / generation %#x as the old file"
+            % (ino, nodeid, gen))
+    with open(new) as f:
+        if not f.read().startswith("new data"):
+            die("the new file at the reused dinode reads wrong data")
+    if os.stat(new).st_ino != ino:
+        die("st_ino of the new file is not its dinode address")
+    try:
+        st = os.fstat(ref)
+        die("fstat of the deleted file's reference succeeded (size %d, ino %#x): it aliases the "
+            "new file" % (st.st_size, st.st_ino))
+    except OSError as e:
+        if e.errno != errno.ESTALE:
+            die("fstat of the deleted file's reference: %s, expected ESTALE" % e)
+    os.close(ref)
+    os.unlink(new)
+    for name in os.listdir(d):
+        os.unlink(os.path.join(d, name))
+    os.rmdir(d)
+    print("nodeid-reuse: dinode %#x reused: node id %#x -> %#x, old reference ESTALE"
+          % (ino, nodeid, new_nodeid))
+
+
 def cmd_dio_write(path):
     """One O_DIRECT 4 KiB write at offset 0 (run as an unprivileged owner)."""
     fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
