@@ -84,6 +84,7 @@ ls "$mnt/at" >/dev/null
 log "remount read-only: journal clean, writes refused; back to read-write"
 # mount -t fuse.ugfs2 -o remount (what fstests runs) goes through mount.fuse3 to ugfs2's remount
 # helper, which switches the daemon synchronously: the journal is clean when mount returns.
+fs_provide_standard_path  # mount.fuse3 finds ugfs2 only in a standard directory
 remount() { mount -t fuse.ugfs2 -o "remount,$1" "$img" "$mnt"; }
 echo before >"$mnt/at/g"
 remount ro || fail "remount,ro"

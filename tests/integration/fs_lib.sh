@@ -52,6 +52,42 @@ fs_cleanup() {
   exit $rc
 }
 
+# mount(8) runs helpers (mount.fuse3 -> ugfs2, for `mount -t fuse.ugfs2`) with a fixed standard
+# PATH, so ugfs2 must be in a standard directory while a test mounts or remounts that way. Tests
+# running at once share one link /usr/local/sbin/ugfs2 -> $UGFS2_BIN: a count kept under flock
+# decides who removes it (the last one). A ugfs2 installed there by somebody else is used as is.
+FS_PATH_LINK=/usr/local/sbin/ugfs2
+FS_PATH_STATE=/run/ugfs2-test-path
+fs_provide_standard_path() {
+  mkdir -p /usr/local/sbin
+  (
+    flock 9
+    n=$(cat "$FS_PATH_STATE.count" 2>/dev/null || echo 0)
+    if [ "$n" -eq 0 ]; then
+      if [ -e "$FS_PATH_LINK" ] && [ ! -e "$FS_PATH_STATE.ours" ]; then
+        echo "[$FS_TEST_NAME] using the ugfs2 installed in /usr/local/sbin for mount -t"
+        exit 0
+      fi
+      ln -sfn "$(realpath "$UGFS2_BIN")" "$FS_PATH_LINK" && touch "$FS_PATH_STATE.ours"
+    fi
+    [ -e "$FS_PATH_STATE.ours" ] && echo $((n + 1)) >"$FS_PATH_STATE.count"
+  ) 9>"$FS_PATH_STATE.lock"
+  FS_CLEANUP+=("fs_release_standard_path")
+}
+fs_release_standard_path() {
+  (
+    flock 9
+    [ -e "$FS_PATH_STATE.ours" ] || exit 0
+    n=$(cat "$FS_PATH_STATE.count" 2>/dev/null || echo 1)
+    n=$((n - 1))
+    if [ "$n" -le 0 ]; then
+      rm -f "$FS_PATH_LINK" "$FS_PATH_STATE.ours" "$FS_PATH_STATE.count"
+    else
+      echo "$n" >"$FS_PATH_STATE.count"
+    fi
+  ) 9>"$FS_PATH_STATE.lock"
+}
+
 fs_init() {
   [ -x "$UGFS2_BIN" ] || fail "ugfs2 binary not found at $UGFS2_BIN (set UGFS2_BIN)"
   [ -x "$ORACLE" ] || fail "fsck oracle not found at $ORACLE (set UGFS2_FSCK_ORACLE)"

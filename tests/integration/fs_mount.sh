@@ -25,16 +25,8 @@ else
   ln -sf "$UGFS2_BIN" "$prefix/bin/ugfs2"
 fi
 export PATH=$prefix/bin:$PATH
-# mount(8) runs helpers with a fixed standard PATH, so `mount -t fuse.ugfs2` needs ugfs2 in a
-# standard directory: link it into /usr/local/sbin for the duration of the test (unless another
-# ugfs2 is installed there already, which is then used).
-if [ ! -e /usr/local/sbin/ugfs2 ]; then
-  mkdir -p /usr/local/sbin
-  ln -s "$prefix/bin/ugfs2" /usr/local/sbin/ugfs2
-  FS_CLEANUP+=("rm -f /usr/local/sbin/ugfs2")
-else
-  log "using the ugfs2 already in /usr/local/sbin for mount -t"
-fi
+# `mount -t fuse.ugfs2` needs ugfs2 in a standard directory (fs_lib.sh).
+fs_provide_standard_path
 
 # --help / --version.
 ugfs2 --help | grep -q "lockproto=lock_nolock" || fail "--help"
