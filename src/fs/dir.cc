@@ -10,6 +10,7 @@
 #include "common/endian.h"
 #include "common/log.h"
 #include "fs/engine.h"
+#include "fs/op_scope.h"
 
 namespace ugfs2::fs {
 namespace {
@@ -571,10 +572,16 @@ Status Engine::DirList(Inode& dir, uint64_t cookie,
 }
 
 Result<InodeRef> Engine::LookupChild(Inode& dir, std::string_view name, DirentLoc* loc) {
+  return FindChild(nullptr, dir, name, glock::State::kShared, loc);
+}
+
+Result<InodeRef> Engine::FindChild(OpScope* s, Inode& dir, std::string_view name,
+                                   glock::State state, DirentLoc* loc) {
   if (!dir.is_dir()) return Status::NotDir("not a directory");
   if (name.size() > format::kMaxNameLen) return Status::NameTooLong(std::string(name));
   const uint32_t hash = Gfs2DirentHash(name.data(), name.size());
   ASSIGN_OR_RETURN(DirentLoc l, DirFind(dir, name, hash));
+  if (s != nullptr) RETURN_IF_ERROR(s->LockInode(l.de.inum.addr, state));
   ASSIGN_OR_RETURN(InodeRef ip, GetInode(l.de.inum.addr));
   if (ip->di.num.formal_ino != l.de.inum.formal_ino) {
     LOG_ERROR("directory " << dir.no << " entry '" << name << "' points to a stale inode");

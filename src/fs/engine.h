@@ -250,8 +250,9 @@ class Engine final : public FileSystem {
   Result<InodeRef> CreateNode(OpScope& s, InodeNo parent, std::string_view name, uint32_t mode,
                               uint64_t rdev, std::string_view link_target, const Cred& cred);
   // Finds `name` in `dir` (whose glock the caller holds), takes the child's glock in `state`
-  // (kLockConflict: out of order and busy) and returns the child.
-  Result<InodeRef> LockChild(OpScope& s, Inode& dir, std::string_view name, glock::State state,
+  // in `s` (kLockConflict: out of order and busy; no glock with a null scope: mount time) and
+  // returns the child.
+  Result<InodeRef> FindChild(OpScope* s, Inode& dir, std::string_view name, glock::State state,
                              DirentLoc* loc);
   Status CheckDirEmpty(Inode& dir, std::string_view name);  // kNotEmpty / kCorrupt
   Status DropLink(Inode& ip);  // nlink-- (or clear for dirs) and free/unlink at zero

@@ -89,22 +89,6 @@ Status Engine::IsAncestor(OpScope& s, InodeNo maybe_ancestor, InodeNo dir, bool*
   return Status::Corrupt("directory '..' chain does not reach the root");
 }
 
-Result<InodeRef> Engine::LockChild(OpScope& s, Inode& dir, std::string_view name, State state,
-                                   DirentLoc* loc) {
-  if (!dir.is_dir()) return Status::NotDir("not a directory");
-  if (name.size() > format::kMaxNameLen) return Status::NameTooLong(std::string(name));
-  const uint32_t hash = Gfs2DirentHash(name.data(), name.size());
-  ASSIGN_OR_RETURN(DirentLoc l, DirFind(dir, name, hash));
-  RETURN_IF_ERROR(s.LockInode(l.de.inum.addr, state));
-  ASSIGN_OR_RETURN(InodeRef ip, GetInode(l.de.inum.addr));
-  if (ip->di.num.formal_ino != l.de.inum.formal_ino) {
-    LOG_ERROR("directory " << dir.no << " entry '" << name << "' points to a stale inode");
-    return Status::Corrupt("stale directory entry");
-  }
-  if (loc) *loc = l;
-  return ip;
-}
-
 // ---- read-only operations -------------------------------------------------------------------
 
 Result<Attr> Engine::Lookup(InodeNo parent, std::string_view name) {
@@ -112,7 +96,7 @@ Result<Attr> Engine::Lookup(InodeNo parent, std::string_view name) {
   return RunOp<Result<Attr>>([&](OpScope& s) -> Result<Attr> {
     RETURN_IF_ERROR(s.Shared(parent));
     ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
-    ASSIGN_OR_RETURN(InodeRef ip, LockChild(s, *dir, name, State::kShared, nullptr));
+    ASSIGN_OR_RETURN(InodeRef ip, FindChild(&s, *dir, name, State::kShared, nullptr));
     return MakeAttr(*ip);
   });
 }
@@ -341,7 +325,7 @@ Result<Attr> Engine::Create(InodeNo parent, std::string_view name, uint32_t mode
     if (!dir->is_dir()) return Status::NotDir("parent is not a directory");
     RETURN_IF_ERROR(ValidateName(name));
     InodeRef ip;
-    auto existing = LockChild(s, *dir, name, State::kExclusive, nullptr);
+    auto existing = FindChild(&s, *dir, name, State::kExclusive, nullptr);
     if (existing.ok()) {
       ip = *existing;
       if (exclusive) return Status::Exists(std::string(name));
@@ -444,7 +428,7 @@ Status Engine::Unlink(InodeNo parent, std::string_view name) {
     RETURN_IF_ERROR(s.Exclusive(parent));
     ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
     if (!dir->is_dir()) return Status::NotDir("not a directory");
-    ASSIGN_OR_RETURN(InodeRef ip, LockChild(s, *dir, name, State::kExclusive, nullptr));
+    ASSIGN_OR_RETURN(InodeRef ip, FindChild(&s, *dir, name, State::kExclusive, nullptr));
     if (ip->is_dir()) return Status::IsDir("is a directory");
     RETURN_IF_ERROR(s.BeginTrans());
     RETURN_IF_ERROR(DirRemove(*dir, name));
@@ -476,7 +460,7 @@ Status Engine::Rmdir(InodeNo parent, std::string_view name) {
     RETURN_IF_ERROR(s.Exclusive(parent));
     ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
     if (!dir->is_dir()) return Status::NotDir("not a directory");
-    ASSIGN_OR_RETURN(InodeRef ip, LockChild(s, *dir, name, State::kExclusive, nullptr));
+    ASSIGN_OR_RETURN(InodeRef ip, FindChild(&s, *dir, name, State::kExclusive, nullptr));
     if (!ip->is_dir()) return Status::NotDir("not a directory");
     if (ip->no == root()) return Status::Busy("cannot remove the root");
     if (ip->di.entries > 2) return Status::NotEmpty(std::string(name));
@@ -515,10 +499,10 @@ Status Engine::Rename(InodeNo parent, std::string_view name, InodeNo new_parent,
     ASSIGN_OR_RETURN(InodeRef ddir, GetInode(new_parent));
     if (!sdir->is_dir() || !ddir->is_dir()) return Status::NotDir("not a directory");
     if (ddir->di.nlink == 0) return Status::NotFound("target directory was removed");
-    ASSIGN_OR_RETURN(InodeRef src, LockChild(s, *sdir, name, State::kExclusive, nullptr));
+    ASSIGN_OR_RETURN(InodeRef src, FindChild(&s, *sdir, name, State::kExclusive, nullptr));
     InodeRef dst;
     {
-      auto d = LockChild(s, *ddir, new_name, State::kExclusive, nullptr);
+      auto d = FindChild(&s, *ddir, new_name, State::kExclusive, nullptr);
       if (d.ok()) {
         dst = *d;
       } else if (!d.status().IsNotFound()) {
