@@ -184,6 +184,9 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     if (!dir) return;
     const bool self = std::strcmp(name, ".") == 0;
     auto r = self ? ctx.fs->GetAttr(*dir) : ctx.fs->Lookup(*dir, name);
+    if (!r.ok() && !self && r.status().code() == Code::kNotFound) {
+      return ReplyNegativeEntry(ctx, req);
+    }
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "lookup");
     if (self && StaleAttr(ctx, req, parent, *r)) return;
     ReplyEntry(ctx, req, *r);

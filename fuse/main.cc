@@ -145,6 +145,8 @@ class StatsDumper {
     stop_ = true;
     pthread_kill(thread_.native_handle(), SIGUSR1);
     thread_.join();
+    // A dump outlives its reader's need once the daemon is gone: leave nothing behind in /run.
+    unlink(("/run/ugfs2/" + std::to_string(getpid()) + ".stats").c_str());
   }
   std::string Text() const {
     FsCounters c = fs_->Counters();

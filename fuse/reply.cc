@@ -31,6 +31,15 @@ void FillEntry(const DaemonContext& ctx, const Attr& attr, fuse_entry_param* e) 
   e->entry_timeout = ctx.opts->entry_timeout;
 }
 
+void ReplyNegativeEntry(DaemonContext& ctx, fuse_req_t req) {
+  // ino 0 with an entry timeout: the kernel caches the miss as a negative dentry for that long
+  // (and asks again after it, or at once with entry_timeout=0), as it does for a local fs.
+  fuse_entry_param e{};
+  e.ino = 0;
+  e.entry_timeout = ctx.opts->entry_timeout;
+  fuse_reply_entry(req, &e);
+}
+
 void ReplyEntry(DaemonContext& ctx, fuse_req_t req, const Attr& attr) {
   fuse_entry_param e;
   FillEntry(ctx, attr, &e);

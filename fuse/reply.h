@@ -19,6 +19,8 @@ void ReplyErrno(DaemonContext& ctx, fuse_req_t req, int err);
 void FillEntry(const DaemonContext& ctx, const Attr& attr, fuse_entry_param* e);
 // Entry reply (+1 lookup; undone if the kernel did not take it).
 void ReplyEntry(DaemonContext& ctx, fuse_req_t req, const Attr& attr);
+// A LOOKUP that found nothing: a negative entry, cached by the kernel for entry_timeout.
+void ReplyNegativeEntry(DaemonContext& ctx, fuse_req_t req);
 // Create reply (entry + open file); undoes the lookup and the open if the kernel did not take it.
 void ReplyCreate(DaemonContext& ctx, fuse_req_t req, const Attr& attr, const fuse_file_info* fi);
 void ReplyAttr(DaemonContext& ctx, fuse_req_t req, const Attr& attr);
