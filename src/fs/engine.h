@@ -26,6 +26,7 @@
 #ifndef UGFS2_SRC_FS_ENGINE_H_
 #define UGFS2_SRC_FS_ENGINE_H_
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <map>
@@ -214,8 +215,8 @@ class Engine final : public FileSystem {
   Status SetSize(Inode& ip, uint64_t size);
   // The one walk over a file's mapping: visits [off, off + len) in runs, fn(pos, at, n) with
   // pos the offset into the range, at the device byte address (0 for a hole), n the bytes.
-  Status WalkExtents(Inode& ip, uint64_t off, uint64_t len,
-                     const std::function<Status(uint64_t pos, uint64_t at, uint64_t n)>& fn);
+  template <typename Fn>  // Status fn(uint64_t pos, uint64_t at, uint64_t n)
+  Status WalkExtents(Inode& ip, uint64_t off, uint64_t len, Fn&& fn);
   Status ReadData(Inode& ip, uint64_t off, uint8_t* out, size_t len, size_t* done);
   Status WriteData(Inode& ip, uint64_t off, const uint8_t* data, size_t len);
   uint64_t MaxFileSize() const;
@@ -333,6 +334,21 @@ class Engine final : public FileSystem {
   std::condition_variable flusher_cv_;
   bool stop_flusher_ = false;
 };
+
+template <typename Fn>
+Status Engine::WalkExtents(Inode& ip, uint64_t off, uint64_t len, Fn&& fn) {
+  const uint64_t bs = geo_.bsize;
+  for (uint64_t pos = 0; pos < len;) {
+    const uint64_t cur = off + pos;
+    const uint64_t max_blocks = (cur % bs + (len - pos) + bs - 1) / bs;
+    uint64_t run = 0;
+    ASSIGN_OR_RETURN(uint64_t pblk, MapExtent(ip, cur / bs, max_blocks, &run));
+    const uint64_t n = std::min<uint64_t>(run * bs - cur % bs, len - pos);
+    RETURN_IF_ERROR(fn(pos, pblk == 0 ? 0 : pblk * bs + cur % bs, n));
+    pos += n;
+  }
+  return Status::Ok();
+}
 
 // The glock hooks of the engine (glocks.cc): inode glocks sync, invalidate and refresh.
 class Engine::Hooks final : public glock::GlockHooks {

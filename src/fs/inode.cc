@@ -621,21 +621,6 @@ Status Engine::ReadData(Inode& ip, uint64_t off, uint8_t* out, size_t len, size_
   return Status::Ok();
 }
 
-Status Engine::WalkExtents(Inode& ip, uint64_t off, uint64_t len,
-                           const std::function<Status(uint64_t pos, uint64_t at, uint64_t n)>& fn) {
-  const uint64_t bs = geo_.bsize;
-  for (uint64_t pos = 0; pos < len;) {
-    const uint64_t cur = off + pos;
-    const uint64_t max_blocks = (cur % bs + (len - pos) + bs - 1) / bs;
-    uint64_t run = 0;
-    ASSIGN_OR_RETURN(uint64_t pblk, MapExtent(ip, cur / bs, max_blocks, &run));
-    const uint64_t n = std::min<uint64_t>(run * bs - cur % bs, len - pos);
-    RETURN_IF_ERROR(fn(pos, pblk == 0 ? 0 : pblk * bs + cur % bs, n));
-    pos += n;
-  }
-  return Status::Ok();
-}
-
 Status Engine::WriteData(Inode& ip, uint64_t off, const uint8_t* data, size_t len) {
   if (len == 0) return Status::Ok();
   const uint64_t end = off + len;

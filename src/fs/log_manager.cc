@@ -11,6 +11,7 @@ namespace ugfs2::fs {
 void LogManager::Attach(std::unique_ptr<journal::Journal> journal, Prepare prepare) {
   journal_ = std::move(journal);
   prepare_ = std::move(prepare);
+  max_blocks_per_commit_ = journal_ ? journal_->MaxBlocksPerCommit() : 0;
 }
 
 Status LogManager::FlushUpTo(uint64_t upto) {

@@ -45,6 +45,8 @@ class LogManager {
   // Gives the log its journal (after replay); without one (read-only mounts) flushes do nothing.
   void Attach(std::unique_ptr<journal::Journal> journal, Prepare prepare);
   journal::Journal* journal() const { return journal_.get(); }
+  // The journal's commit budget (fixed once attached; 0 without a journal).
+  uint64_t max_blocks_per_commit() const { return max_blocks_per_commit_; }
 
   std::shared_mutex& trans_mutex() const { return trans_mu_; }
   // The next mod sequence; call inside the transaction, after the changes.
@@ -69,6 +71,7 @@ class LogManager {
   const uint32_t bsize_;
   std::unique_ptr<journal::Journal> journal_;  // set once by Attach, before any flush
   Prepare prepare_;
+  uint64_t max_blocks_per_commit_ = 0;
 
   mutable std::shared_mutex trans_mu_;  // the transaction lock (gfs2's sd_log_flush_lock)
   std::mutex flush_mu_;                 // one flush at a time; lock order: flush_mu_ -> trans_mu_

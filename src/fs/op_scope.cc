@@ -18,7 +18,7 @@ bool OpScope::Holds(const GlockName& name, State state) const {
 
 Status OpScope::Acquire(const GlockName& name, State state, uint32_t flags) {
   ASSIGN_OR_RETURN(glock::HolderId id, e_->glocks_->Acquire(name, state, flags));
-  held_.push_back({name, state, id});
+  held_.push_back({name, state, flags & ~glock::kTry, id});
   return Status::Ok();
 }
 
@@ -28,19 +28,20 @@ Status OpScope::Lock(const GlockName& name, State state, uint32_t flags) {
     return Status(Code::kDeadlock, "glock requested inside a transaction");
   }
   if (Holds(name, state)) return Status::Ok();
-  Want& w = wanted_[name];
-  if (w.state == State::kUnlocked || state == State::kExclusive) w.state = state;
-  w.flags = flags;
   bool in_order = true;
   bool held_weaker = false;
   for (const auto& h : held_) {
     if (h.name == name) held_weaker = true;  // SH held, EX wanted: only a restart can upgrade
     if (!(h.name < name)) in_order = false;
   }
-  if (held_weaker) return Status(Code::kLockConflict, "glock upgrade: " + name.ToString());
+  if (held_weaker) {
+    refused_.push_back({name, state, flags});
+    return Status(Code::kLockConflict, "glock upgrade: " + name.ToString());
+  }
   if (in_order) return Acquire(name, state, flags);
   Status st = Acquire(name, state, flags | glock::kTry);
   if (st.code() == Code::kLockConflict) {
+    refused_.push_back({name, state, flags});
     return Status(Code::kLockConflict, "glock " + name.ToString() + " busy (out of order)");
   }
   return st;
@@ -81,11 +82,22 @@ void OpScope::ReleaseAll() {
 }
 
 Status OpScope::Restart() {
+  // Everything held and everything refused, the strongest state per glock, in ascending order.
+  std::vector<Want> all = std::move(refused_);
+  refused_.clear();
+  for (const auto& h : held_) all.push_back({h.name, h.state, h.flags});
+  std::sort(all.begin(), all.end(), [](const Want& a, const Want& b) {
+    return a.name < b.name ||
+           (a.name == b.name && a.state == State::kExclusive && b.state != State::kExclusive);
+  });
+  all.erase(std::unique(all.begin(), all.end(),
+                        [](const Want& a, const Want& b) { return a.name == b.name; }),
+            all.end());
   ReleaseAll();
   if (++restarts_ % 1000 == 0) {
     LOG_WARN("operation restarted " << restarts_ << " times for glocks out of order");
   }
-  for (const auto& [name, w] : wanted_) RETURN_IF_ERROR(Acquire(name, w.state, w.flags));
+  for (const auto& w : all) RETURN_IF_ERROR(Acquire(w.name, w.state, w.flags));
   return Status::Ok();
 }
 

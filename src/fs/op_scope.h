@@ -68,18 +68,21 @@ class OpScope {
   struct Held {
     glock::GlockName name;
     glock::State state;
+    uint32_t flags;  // as asked, without kTry
     glock::HolderId id;
+  };
+  struct Want {
+    glock::GlockName name;
+    glock::State state;
+    uint32_t flags;
   };
   Status Acquire(const glock::GlockName& name, glock::State state, uint32_t flags);
 
   Engine* const e_;
   std::vector<Held> held_;  // in acquisition order
-  struct Want {
-    glock::State state = glock::State::kUnlocked;
-    uint32_t flags = 0;
-  };
-  std::map<glock::GlockName, Want> wanted_;    // everything asked for (strongest state)
-  std::shared_lock<std::shared_mutex> trans_;  // on e_->log_mu_
+  // What a Lock could not get (kLockConflict): with held_, what Restart takes in order.
+  std::vector<Want> refused_;
+  std::shared_lock<std::shared_mutex> trans_;  // on the LogManager's transaction lock
   std::vector<InodeRef> modified_;
   int restarts_ = 0;
 };

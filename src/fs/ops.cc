@@ -56,7 +56,7 @@ Status Engine::ValidateName(std::string_view name) const {
 
 Status Engine::AfterModify() {
   if (!log_->journal() || read_only_) return Status::Ok();
-  if (cache_->DirtyCount() > log_->journal()->MaxBlocksPerCommit() / 2) return FlushLog();
+  if (cache_->DirtyCount() > log_->max_blocks_per_commit() / 2) return FlushLog();
   return Status::Ok();
 }
 

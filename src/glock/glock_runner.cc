@@ -100,6 +100,11 @@ Result<HolderId> GlockRunner::Acquire(const GlockName& name, State state, uint32
   std::vector<Effect> out;
   Result<HolderId> id = table_.Acquire(name, state, flags, clock_(), &out);
   if (!id.ok()) return id;
+  // Fast path: granted at once with nothing else to do (a cached state): no outcome to record.
+  if (!(flags & kAsync) && out.size() == 1 && out[0].kind == Effect::kGrant &&
+      out[0].holder == *id) {
+    return id;
+  }
   outcomes_.try_emplace(*id);
   Apply(l, std::move(out));
   if (flags & kAsync) return id;
@@ -153,7 +158,7 @@ Status GlockRunner::Release(HolderId id) {
   std::vector<Effect> out;
   RETURN_IF_ERROR(table_.Release(id, clock_(), &out));
   outcomes_.erase(id);
-  Apply(l, std::move(out));
+  if (!out.empty()) Apply(l, std::move(out));
   return Status::Ok();
 }
 
