@@ -25,6 +25,7 @@ Status Allocator::Load(const std::vector<uint8_t>& raw, uint64_t dev_size) {
                            " is not a plausible multiple of 96: volume damaged");
   }
   uint64_t n = size / format::kRindexSize;
+  for (auto& rg : rgrps_) DropRgrpLocked(rg);
   rgrps_.clear();
   rgrps_.reserve(n);
   const uint32_t bs = geo_.bsize;
@@ -44,43 +45,7 @@ Status Allocator::Load(const std::vector<uint8_t>& raw, uint64_t dev_size) {
     if (!rgrps_.empty() && ri.addr < rgrps_.back().end()) {
       return Status::Corrupt("rindex entries overlap at rgrp " + std::to_string(ri.addr));
     }
-    for (uint32_t b = 0; b < ri.length; ++b) {
-      ASSIGN_OR_RETURN(BufferRef buf, cache_->Get(ri.addr + b));
-      cache_->Pin(buf);
-      rg.bufs.push_back(buf);
-    }
-    const uint8_t* h = rg.bufs[0]->bytes();
-    Status st = format::CheckMeta(h, format::kMetaRg, ri.addr);
-    if (st.ok() && !format::Rgrp::CrcOk(h)) st = Status::Corrupt("bad rg_crc");
-    if (st.ok()) {
-      rg.hdr = format::Rgrp::Decode(h);
-      if (rg.hdr.data0 != ri.data0 || rg.hdr.data != ri.data || rg.hdr.bitbytes != ri.bitbytes) {
-        st = Status::Corrupt("header disagrees with rindex");
-      }
-    }
-    for (uint32_t b = 1; st.ok() && b < ri.length; ++b) {
-      st = format::CheckMeta(rg.bufs[b]->bytes(), format::kMetaRb, ri.addr + b);
-    }
-    if (st.ok()) {
-      // The counters must agree with the bitmap.
-      uint32_t free = 0, dinodes = 0;
-      for (uint64_t blk = ri.data0; blk < rg.end(); ++blk) {
-        uint8_t s = GetBlockState(rg, blk);
-        if (s == kFree) free++;
-        if (s == kDinode) dinodes++;
-      }
-      if (free != rg.hdr.free || dinodes != rg.hdr.dinodes) {
-        st = Status::Corrupt("counters (free " + std::to_string(rg.hdr.free) + ", dinodes " +
-                             std::to_string(rg.hdr.dinodes) + ") disagree with bitmap (" +
-                             std::to_string(free) + ", " + std::to_string(dinodes) + ")");
-      }
-    }
-    if (!st.ok()) {
-      LOG_ERROR("resource group at block " << ri.addr << " is damaged (" << st.message()
-                                           << "); not allocating from it. Run fsck.gfs2.");
-      rg.damaged = true;
-      rg.hdr = format::Rgrp{};
-    }
+    RETURN_IF_ERROR(ReadRgrpLocked(rg));
     rgrps_.push_back(std::move(rg));
   }
   return Status::Ok();
@@ -116,6 +81,164 @@ inline size_t BitmapBufIndex(uint64_t o, uint32_t bsize) {
   return 1 + (byte - first) / (bsize - format::kMetaHeaderSize);
 }
 }  // namespace
+
+Status Allocator::ReadRgrpLocked(Rgrp& rg) {
+  const auto& ri = rg.ri;
+  DropRgrpLocked(rg);
+  for (uint32_t b = 0; b < ri.length; ++b) {
+    ASSIGN_OR_RETURN(BufferRef buf, cache_->Get(ri.addr + b, ri.addr));
+    cache_->Pin(buf);
+    rg.bufs.push_back(buf);
+  }
+  rg.stale = false;
+  rg.damaged = false;
+  const uint8_t* h = rg.bufs[0]->bytes();
+  Status st = format::CheckMeta(h, format::kMetaRg, ri.addr);
+  if (st.ok() && !format::Rgrp::CrcOk(h)) st = Status::Corrupt("bad rg_crc");
+  if (st.ok()) {
+    rg.hdr = format::Rgrp::Decode(h);
+    if (rg.hdr.data0 != ri.data0 || rg.hdr.data != ri.data || rg.hdr.bitbytes != ri.bitbytes) {
+      st = Status::Corrupt("header disagrees with rindex");
+    }
+  }
+  for (uint32_t b = 1; st.ok() && b < ri.length; ++b) {
+    st = format::CheckMeta(rg.bufs[b]->bytes(), format::kMetaRb, ri.addr + b);
+  }
+  if (st.ok()) {
+    // The counters must agree with the bitmap.
+    uint32_t free = 0, dinodes = 0;
+    for (uint64_t blk = ri.data0; blk < rg.end(); ++blk) {
+      uint8_t s = GetBlockState(rg, blk);
+      if (s == kFree) free++;
+      if (s == kDinode || s == kUnlinked) dinodes++;  // an unlinked dinode is still one
+    }
+    if (free != rg.hdr.free || dinodes != rg.hdr.dinodes) {
+      st = Status::Corrupt("counters (free " + std::to_string(rg.hdr.free) + ", dinodes " +
+                           std::to_string(rg.hdr.dinodes) + ") disagree with bitmap (" +
+                           std::to_string(free) + ", " + std::to_string(dinodes) + ")");
+    }
+  }
+  if (!st.ok()) {
+    LOG_ERROR("resource group at block " << ri.addr << " is damaged (" << st.message()
+                                         << "); not allocating from it. Run fsck.gfs2.");
+    rg.damaged = true;
+    rg.hdr = format::Rgrp{};
+  }
+  return Status::Ok();
+}
+
+void Allocator::DropRgrpLocked(Rgrp& rg) {
+  for (auto& b : rg.bufs) cache_->Unpin(b);
+  rg.bufs.clear();
+  size_t kept = 0;
+  cache_->DropOwned(rg.ri.addr, &kept);
+  if (kept != 0) {
+    LOG_ERROR("glock 3/" << std::hex << rg.ri.addr << std::dec << ": " << kept
+                         << " dirty or pinned rgrp buffers survived the sync; kept");
+  }
+}
+
+Rgrp* Allocator::RgrpAt(uint64_t addr) {
+  auto it = std::lower_bound(rgrps_.begin(), rgrps_.end(), addr,
+                             [](const Rgrp& rg, uint64_t a) { return rg.ri.addr < a; });
+  return it != rgrps_.end() && it->ri.addr == addr ? &*it : nullptr;
+}
+
+uint64_t Allocator::RgrpOf(uint64_t blk) const {
+  const Rgrp* rg = RgrpFor(blk);
+  return rg == nullptr ? 0 : rg->ri.addr;
+}
+
+void Allocator::SetEnforced(bool on) {
+  std::lock_guard<std::mutex> l(mu_);
+  enforced_ = on;
+}
+
+bool Allocator::UsableLocked(Rgrp& rg) {
+  if (enforced_ && rg.holders == 0) return false;
+  if (rg.stale) {
+    // Held (its refresh hook re-read it) or alone at mount/unmount: re-read it now.
+    if (enforced_) LOG_WARN("rgrp " << rg.ri.addr << " held but not refreshed; re-reading");
+    Status st = ReadRgrpLocked(rg);
+    if (!st.ok()) {
+      LOG_ERROR("re-reading rgrp " << rg.ri.addr << ": " << st.ToString());
+      return false;
+    }
+  }
+  return !rg.damaged;
+}
+
+Result<uint8_t> Allocator::PeekStateLocked(Rgrp& rg, uint64_t blk) {
+  if (!rg.stale) return GetBlockState(rg, blk);
+  // Nobody holds it and its buffers were dropped: read the one bitmap block (cached, owned by
+  // the rgrp's glock, unpinned: the next refresh forgets it).
+  const uint64_t o = blk - rg.ri.data0;
+  const size_t idx = BitmapBufIndex(o, geo_.bsize);
+  ASSIGN_OR_RETURN(BufferRef b, cache_->Get(rg.ri.addr + idx, rg.ri.addr));
+  uint64_t byte = o / 4;
+  const uint64_t first = geo_.bsize - format::kRgrpSize;
+  const uint8_t* p = idx == 0 ? b->bytes() + format::kRgrpSize + byte
+                              : b->bytes() + format::kMetaHeaderSize +
+                                    (byte - first) % (geo_.bsize - format::kMetaHeaderSize);
+  return static_cast<uint8_t>((*p >> ((o % 4) * 2)) & 3);
+}
+
+std::vector<std::pair<uint64_t, uint64_t>> Allocator::ReserveRgrps(uint64_t goal,
+                                                                   uint64_t blocks) {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  if (rgrps_.empty() || blocks == 0) return out;
+  const size_t start = StartIndexLocked(goal);
+  uint64_t left = blocks;
+  for (size_t k = 0; k < rgrps_.size() && left > 0; ++k) {
+    Rgrp& rg = rgrps_[(start + k) % rgrps_.size()];
+    if (rg.damaged) continue;
+    const uint64_t avail = rg.hdr.free > rg.reserved ? rg.hdr.free - rg.reserved : 0;
+    if (avail == 0) continue;
+    const uint64_t take = std::min(avail, left);
+    rg.reserved += take;
+    left -= take;
+    out.emplace_back(rg.ri.addr, take);
+  }
+  return out;
+}
+
+void Allocator::Unreserve(uint64_t rgrp, uint64_t blocks) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (Rgrp* rg = RgrpAt(rgrp)) rg->reserved -= std::min(rg->reserved, blocks);
+}
+
+void Allocator::Hold(uint64_t rgrp) {
+  std::lock_guard<std::mutex> l(mu_);
+  Rgrp* rg = RgrpAt(rgrp);
+  if (rg == nullptr) return;
+  rg->holders++;
+  if (rg->stale) (void)UsableLocked(*rg);  // not refreshed (a kSkip grant): read it now
+}
+
+void Allocator::Unhold(uint64_t rgrp) {
+  std::lock_guard<std::mutex> l(mu_);
+  Rgrp* rg = RgrpAt(rgrp);
+  if (rg != nullptr && rg->holders > 0) rg->holders--;
+}
+
+bool Allocator::RgrpDirty(uint64_t rgrp) const { return cache_->HasDirtyOwned(rgrp); }
+
+void Allocator::InvalidateRgrp(uint64_t rgrp) {
+  std::lock_guard<std::mutex> l(mu_);
+  Rgrp* rg = RgrpAt(rgrp);
+  if (rg == nullptr) return;
+  if (rg->holders != 0) LOG_ERROR("rgrp " << rgrp << " invalidated with holders");
+  DropRgrpLocked(*rg);
+  rg->stale = true;  // hdr keeps its last counts: statfs and the reservation policy read them
+}
+
+Status Allocator::RefreshRgrp(uint64_t rgrp) {
+  std::lock_guard<std::mutex> l(mu_);
+  Rgrp* rg = RgrpAt(rgrp);
+  if (rg == nullptr || !rg->stale) return Status::Ok();
+  return ReadRgrpLocked(*rg);  // damage is flagged on the rgrp, not failed here
+}
 
 uint8_t Allocator::GetBlockState(const Rgrp& rg, uint64_t blk) const {
   uint64_t o = blk - rg.ri.data0;
@@ -158,9 +281,12 @@ Status Allocator::CheckDataRun(uint64_t ino, uint64_t pblk, uint64_t n) {
   std::lock_guard<std::mutex> l(mu_);
   for (uint64_t b = pblk; b < pblk + n; ++b) {
     Rgrp* rg = PtrOk(b) ? RgrpFor(b) : nullptr;
-    uint8_t s = rg == nullptr ? uint8_t{format::kFree}
-                : rg->damaged ? uint8_t{kUsed}
-                              : GetBlockState(*rg, b);
+    uint8_t s = kFree;
+    if (rg != nullptr && rg->damaged) {
+      s = kUsed;
+    } else if (rg != nullptr) {
+      ASSIGN_OR_RETURN(s, PeekStateLocked(*rg, b));
+    }
     if (s != kUsed) {
       LOG_ERROR("inode " << ino << " maps data to block " << b << " (bitmap state " << int{s}
                          << "): metadata damaged, not writing");
@@ -200,6 +326,7 @@ Result<bool> Allocator::AllocDinodeAt(uint64_t blk, uint64_t* generation) {
   std::lock_guard<std::mutex> l(mu_);
   Rgrp* rg = RgrpFor(blk);
   if (rg == nullptr || rg->damaged) return Status::Corrupt("dinode outside usable rgrp");
+  if (!UsableLocked(*rg)) return NotHeld(blk);
   if (GetBlockState(*rg, blk) != kFree || IsPendingFree(blk)) return false;  // taken meanwhile
   SetBlockState(*rg, blk, kDinode);
   rg->hdr.free--;
@@ -213,22 +340,27 @@ Result<bool> Allocator::AllocDinodeAt(uint64_t blk, uint64_t* generation) {
   return true;
 }
 
+size_t Allocator::StartIndexLocked(uint64_t goal) const {
+  if (const Rgrp* g = RgrpFor(goal)) return static_cast<size_t>(g - rgrps_.data());
+  if (goal != 0) {
+    // Goal between rgrps: use the next one.
+    for (size_t i = 0; i < rgrps_.size(); ++i) {
+      if (rgrps_[i].ri.addr > goal) return i;
+    }
+  }
+  return 0;
+}
+
+Status Allocator::NotHeld(uint64_t blk) {
+  LOG_ERROR("block " << blk << ": its resource group's glock is not held by this node");
+  return Status(Code::kDeadlock, "rgrp glock of block " + std::to_string(blk) + " not held");
+}
+
 Result<std::pair<uint64_t, uint32_t>> Allocator::FindFreeLocked(uint64_t goal, uint32_t want,
                                                                 uint8_t state, bool take) {
   if (rgrps_.empty()) return Status::NoSpace("no resource groups");
   want = std::max<uint32_t>(want, 1);
-  size_t start = 0;
-  if (Rgrp* g = RgrpFor(goal)) {
-    start = static_cast<size_t>(g - rgrps_.data());
-  } else if (goal != 0) {
-    // Goal between rgrps: use the next one.
-    for (size_t i = 0; i < rgrps_.size(); ++i) {
-      if (rgrps_[i].ri.addr > goal) {
-        start = i;
-        break;
-      }
-    }
-  }
+  const size_t start = StartIndexLocked(goal);
   bool have_pending;
   {
     std::lock_guard<std::mutex> l(pending_mu_);
@@ -236,7 +368,7 @@ Result<std::pair<uint64_t, uint32_t>> Allocator::FindFreeLocked(uint64_t goal, u
   }
   for (size_t k = 0; k < rgrps_.size(); ++k) {
     Rgrp& rg = rgrps_[(start + k) % rgrps_.size()];
-    if (rg.damaged || rg.hdr.free == 0) continue;
+    if (rg.damaged || rg.hdr.free == 0 || !UsableLocked(rg)) continue;
     const uint64_t n = rg.ri.data;
     uint64_t from = rg.hint % n;
     if (k == 0 && goal >= rg.ri.data0 && goal < rg.end()) from = goal - rg.ri.data0;
@@ -290,6 +422,7 @@ Status Allocator::FreeBlocks(uint64_t start, uint32_t count) {
       LOG_ERROR("freeing block " << blk << " outside any usable resource group");
       return Status::Corrupt("block " + std::to_string(blk) + " is not in a usable rgrp");
     }
+    if (!UsableLocked(*rg)) return NotHeld(blk);
     uint8_t s = GetBlockState(*rg, blk);
     if (s != kUsed) {
       LOG_ERROR("freeing block " << blk << " whose bitmap state is " << int{s}
@@ -309,6 +442,7 @@ Status Allocator::FreeDinode(uint64_t blk) {
   std::lock_guard<std::mutex> l(mu_);
   Rgrp* rg = RgrpFor(blk);
   if (rg == nullptr || rg->damaged) return Status::Corrupt("dinode outside usable rgrp");
+  if (!UsableLocked(*rg)) return NotHeld(blk);
   uint8_t s = GetBlockState(*rg, blk);
   if (s != kDinode && s != kUnlinked) {
     return Status::Corrupt("freeing dinode " + std::to_string(blk) + " in state " +
@@ -337,6 +471,7 @@ Status Allocator::SetUnlinked(uint64_t blk) {
   std::lock_guard<std::mutex> l(mu_);
   Rgrp* rg = RgrpFor(blk);
   if (rg == nullptr || rg->damaged) return Status::Corrupt("dinode outside usable rgrp");
+  if (!UsableLocked(*rg)) return NotHeld(blk);
   SetBlockState(*rg, blk, kUnlinked);
   return Status::Ok();
 }
@@ -366,8 +501,8 @@ void Allocator::SetJournalRuns(std::vector<std::pair<uint64_t, uint64_t>> runs) 
 std::vector<uint64_t> Allocator::UnlinkedDinodes() {
   std::lock_guard<std::mutex> l(mu_);
   std::vector<uint64_t> out;
-  for (const auto& rg : rgrps_) {
-    if (rg.damaged) continue;
+  for (auto& rg : rgrps_) {
+    if (rg.damaged || !UsableLocked(rg)) continue;
     for (uint64_t blk = rg.ri.data0; blk < rg.end(); ++blk) {
       if (GetBlockState(rg, blk) == kUnlinked) out.push_back(blk);
     }
@@ -377,10 +512,12 @@ std::vector<uint64_t> Allocator::UnlinkedDinodes() {
 
 Allocator::DinodeState Allocator::StateOfDinode(uint64_t blk) {
   std::lock_guard<std::mutex> l(mu_);
-  const Rgrp* rg = RgrpFor(blk);
+  Rgrp* rg = RgrpFor(blk);
   if (rg == nullptr) return rgrps_.empty() ? DinodeState::kUntrusted : DinodeState::kOutside;
   if (rg->damaged) return DinodeState::kUntrusted;
-  switch (GetBlockState(*rg, blk)) {
+  auto state = PeekStateLocked(*rg, blk);
+  if (!state.ok()) return DinodeState::kUntrusted;
+  switch (*state) {
     case kDinode:
       return DinodeState::kLinked;
     case kUnlinked:

@@ -11,10 +11,24 @@
 // frees it is durable (pending, then committing); if its old image may still be replayed from
 // the log, the next commit revokes it. BeginCommit/EndCommit bracket a log flush.
 //
+// Resource-group glocks (type 3, number = the rgrp's header block). An rgrp's header and bitmaps
+// are covered by its glock: they are owned by it in the MetaCache (owner = the header address),
+// dropped by its invalidate hook (InvalidateRgrp) and re-read by its refresh hook (RefreshRgrp).
+// Operations hold rgrp glocks EX with kNodeScope (as gfs2's LM_FLAG_NODE_SCOPE): the holders of
+// one node share the EX state and `mu_` serializes them locally. OpScope takes the rgrp glocks
+// an operation needs before its transaction (the rgrps it frees into, found by walking what it
+// will free; and, to allocate, the rgrps ReserveRgrps picked), and tells the allocator
+// (Hold/Unhold). While enforcement is on (the glock layer is running), a transaction allocates
+// and frees only in rgrps some local operation holds; the rule that makes a demote safe is
+// that every change to an rgrp happens under mu_ while it has a holder, so the demote's sync
+// (a log flush, which waits for every transaction in flight) covers it. Mount and unmount run
+// alone, with enforcement off.
+//
 // Thread safety: every public method is thread-safe. `mu_` guards the rgrps (headers, bitmap
-// buffers' contents, hints), the round-robin cursor and the statfs deltas; `pending_mu_` the
-// deferred frees, revokes and the newest commit's blocks. Both are leaves below the engine's
-// transaction lock. Lock order: mu_ -> pending_mu_ -> MetaCache::mu_.
+// buffers' contents, hints, holders, reservations), the round-robin cursor and the statfs
+// deltas; `pending_mu_` the deferred frees, revokes and the newest commit's blocks. Both are
+// leaves below the engine's transaction lock; no allocator method calls the glock runner.
+// Lock order: mu_ -> pending_mu_ -> MetaCache::mu_.
 #ifndef UGFS2_SRC_FS_ALLOCATOR_H_
 #define UGFS2_SRC_FS_ALLOCATOR_H_
 
@@ -37,6 +51,9 @@ struct Rgrp {
   std::vector<BufferRef> bufs;  // header block + bitmap blocks, pinned
   uint32_t hint = 0;            // next data offset to search from
   bool damaged = false;
+  bool stale = false;     // its glock was invalidated: header and bitmaps are re-read first
+  int holders = 0;        // local holders of its glock (operations between Hold and Unhold)
+  uint64_t reserved = 0;  // blocks ReserveRgrps promised to operations in flight
   uint64_t end() const { return ri.data0 + ri.data; }
 };
 
@@ -83,6 +100,24 @@ class Allocator {
   Status SetUnlinked(uint64_t blk);
   uint64_t PickDirGoal(uint64_t parent_goal);
 
+  // ---- rgrp glocks
+  // On while the glock layer runs: transactions then touch only held rgrps.
+  void SetEnforced(bool on);
+  // The header address of the rgrp holding `blk` (its glock number); 0 if none.
+  uint64_t RgrpOf(uint64_t blk) const;
+  // Picks rgrps, starting at the goal's, whose free blocks (less what is reserved) add up to
+  // `blocks`, and reserves that many in them (all the volume has if it has less). Returns
+  // (rgrp address, blocks reserved) pairs; the caller takes their glocks, then Unreserve.
+  std::vector<std::pair<uint64_t, uint64_t>> ReserveRgrps(uint64_t goal, uint64_t blocks);
+  void Unreserve(uint64_t rgrp, uint64_t blocks);
+  // An operation got (Hold) / is giving up (Unhold) rgrp `rgrp`'s glock.
+  void Hold(uint64_t rgrp);
+  void Unhold(uint64_t rgrp);
+  // Glock hooks. RgrpDirty: changes not yet in place (the sync hook flushes the log).
+  bool RgrpDirty(uint64_t rgrp) const;
+  void InvalidateRgrp(uint64_t rgrp);
+  Status RefreshRgrp(uint64_t rgrp);
+
   // ---- space
   uint64_t TotalFree() const;
   size_t DeferredFrees() const;  // freed blocks waiting for their commit
@@ -106,6 +141,19 @@ class Allocator {
  private:
   Rgrp* RgrpFor(uint64_t blk);
   const Rgrp* RgrpFor(uint64_t blk) const;
+  Rgrp* RgrpAt(uint64_t addr);  // by header address
+  // Reads the header and bitmaps of `rg` (owned by its glock, pinned) and checks them; a damaged
+  // rgrp is kept but flagged. REQUIRES mu_.
+  Status ReadRgrpLocked(Rgrp& rg);
+  void DropRgrpLocked(Rgrp& rg);  // unpins and forgets its buffers; REQUIRES mu_
+  // May a transaction change `rg` now (REQUIRES mu_)? Reloads a stale rgrp when enforcement
+  // is off.
+  bool UsableLocked(Rgrp& rg);
+  // Bitmap state for read-only checks, also of an rgrp nobody holds (a stale one is read from
+  // the device, not kept pinned). REQUIRES mu_.
+  Result<uint8_t> PeekStateLocked(Rgrp& rg, uint64_t blk);
+  size_t StartIndexLocked(uint64_t goal) const;  // the rgrp a search from `goal` starts in
+  static Status NotHeld(uint64_t blk);            // kDeadlock + log line: an OpScope bug
   uint8_t GetBlockState(const Rgrp& rg, uint64_t blk) const;  // REQUIRES mu_
   void SetBlockState(Rgrp& rg, uint64_t blk, uint8_t state);  // REQUIRES mu_
   void WriteRgrpHeader(Rgrp& rg);                             // REQUIRES mu_
@@ -122,6 +170,7 @@ class Allocator {
   mutable std::mutex mu_;      // lock order: mu_ -> pending_mu_ -> MetaCache::mu_
   std::vector<Rgrp> rgrps_;    // sorted by address; the vector itself is fixed after Load
   size_t alloc_rr_ = 0;        // round-robin cursor for spreading directories
+  bool enforced_ = false;      // SetEnforced
   StatfsDelta local_;          // not yet folded into the master statfs
   StatfsDelta local_on_disk_;  // the part of local_ written to statfs_change<jid>
 

@@ -417,6 +417,7 @@ Status Engine::Unmount() {
   flusher_cv_.notify_all();
   if (flusher_.joinable()) flusher_.join();
   StopGlocks();  // no more ticks or trims; every operation has finished (the caller drained them)
+  alloc_->SetEnforced(false);  // what follows runs alone, as the mount did
   Status result;
   if (!read_only_ && !log_->broken()) {
     {

@@ -6,6 +6,7 @@
 //   allocator.*    the Allocator: resource groups, bitmaps, allocation policy, deferred frees
 //   inode.cc       in-core inodes, dinode I/O, metadata trees (map, grow, truncate, dealloc)
 //   dir.cc         stuffed and exhash directories
+//   rgrp_sets.cc   the resource groups an operation frees into or allocates from
 //   glocks.cc      the glock hooks (sync, invalidate, refresh) and the demote control
 //   op_scope.*     the per-operation scope: glocks in order, back-off, the transaction
 //   ops.cc         the FileSystem operations
@@ -79,6 +80,12 @@ struct DirentLoc {
   format::Dirent de;
   uint64_t leaf_blk = 0;  // 0 for a stuffed directory
 };
+
+// a * b, saturating at 2^64 - 1 (spans of tall metadata trees).
+inline uint64_t SatMul(uint64_t a, uint64_t b) {
+  if (a != 0 && b > ~uint64_t{0} / a) return ~uint64_t{0};
+  return a * b;
+}
 
 // format::CheckMeta plus a log line naming the damaged block.
 Status CheckMetaLogged(const uint8_t* p, uint32_t type, uint64_t blkno);
@@ -165,6 +172,7 @@ class Engine final : public FileSystem {
   void StopGlocks();
   void GlockWorker();  // ticks the glock table (hold times, retries) and trims its LRU
   Status SyncInodeGlock(InodeNo no);
+  Status SyncRgrpGlock(uint64_t rgrp);  // flushes the log if the rgrp has changes not in place
   void InvalidateInodeGlock(InodeNo no);
   Status RefreshInodeGlock(InodeNo no);
 
@@ -245,6 +253,23 @@ class Engine final : public FileSystem {
   Status WalkLeafChains(Inode& dir, uint64_t first_index,
                         const std::function<Result<bool>(const std::vector<BufferRef>&)>& fn);
   Result<InodeRef> LookupChild(Inode& dir, std::string_view name, DirentLoc* loc);
+
+  // ---- rgrp_sets.cc: the resource groups an operation needs, before its transaction
+  // The rgrps of blocks TruncateBlocks(ip, first, end) may free (sorted, unique; appended).
+  Status RgrpsOfRange(Inode& ip, uint64_t first, uint64_t end, std::vector<uint64_t>* out);
+  // What FreeEattr frees (and how many blocks that is, if `blocks`).
+  Status RgrpsOfEattr(Inode& ip, std::vector<uint64_t>* out, uint64_t* blocks = nullptr);
+  Status RgrpsOfInode(Inode& ip, std::vector<uint64_t>* out);  // what Dealloc frees
+  // Locks what DropLink(ip) may free; what SetSize(ip, size) may free or allocate.
+  Status LockRgrpsToDrop(OpScope& s, Inode& ip);
+  Status LockRgrpsToTruncate(OpScope& s, Inode& ip, uint64_t size);
+  // Locks and reserves for WriteXattrs replacing ip's attributes, with `new_bytes` of new value.
+  Status LockRgrpsToRewriteEattr(OpScope& s, Inode& ip, uint64_t new_bytes);
+  // New blocks to reserve: `data_blocks` with the metadata tree over them; a DirAdd into `dir`;
+  // a write of [off, off + len) of `ip` (0 when every block is mapped already).
+  uint64_t TreeReserve(uint64_t data_blocks) const;
+  uint64_t DirAddReserve(const Inode& dir) const;
+  Result<uint64_t> WriteReserve(Inode& ip, uint64_t off, uint64_t len);
 
   // ---- ops.cc helpers
   // Takes parent EX in `s` and enters the transaction.
@@ -355,14 +380,29 @@ class Engine::Hooks final : public glock::GlockHooks {
  public:
   explicit Hooks(Engine* e) : e_(e) {}
   void Sync(const glock::GlockName& name, DoneFn done) override {
-    done(name.type == glock::GlockType::kInode ? e_->SyncInodeGlock(name.number) : Status::Ok());
+    switch (name.type) {
+      case glock::GlockType::kInode:
+        return done(e_->SyncInodeGlock(name.number));
+      case glock::GlockType::kRgrp:
+        return done(e_->SyncRgrpGlock(name.number));
+      default:
+        return done(Status::Ok());
+    }
   }
   void Invalidate(const glock::GlockName& name, std::function<void()> done) override {
     if (name.type == glock::GlockType::kInode) e_->InvalidateInodeGlock(name.number);
+    if (name.type == glock::GlockType::kRgrp) e_->alloc_->InvalidateRgrp(name.number);
     done();
   }
   void Refresh(const glock::GlockName& name, DoneFn done) override {
-    done(name.type == glock::GlockType::kInode ? e_->RefreshInodeGlock(name.number) : Status::Ok());
+    switch (name.type) {
+      case glock::GlockType::kInode:
+        return done(e_->RefreshInodeGlock(name.number));
+      case glock::GlockType::kRgrp:
+        return done(e_->alloc_->RefreshRgrp(name.number));
+      default:
+        return done(Status::Ok());
+    }
   }
 
  private:

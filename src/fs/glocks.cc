@@ -9,7 +9,12 @@
 //               while the file is open), and tell the kernel-cache bridge to drop the inode's
 //               pages and attributes
 //   refresh     re-read a stale dinode before the next holder is granted
-// Other types have no hooks yet (resource groups stay under the allocator's mutex on one node).
+// Rgrp glock (type 3, number = rgrp header address) covers the rgrp's header and bitmaps
+// (MetaCache owner = that address; see allocator.h for how operations hold it):
+//   sync        flush the log if any of its buffers changed since they were written in place
+//   invalidate  unpin and forget its buffers; the rgrp is stale until refreshed
+//   refresh     re-read and re-check the header and bitmaps
+// Other types have no cached objects yet.
 #include <charconv>
 #include <chrono>
 
@@ -24,6 +29,7 @@ using glock::GlockType;
 void Engine::StartGlocks() {
   hooks_ = std::make_unique<Hooks>(this);
   glocks_ = std::make_unique<glock::GlockRunner>(&lock_module_, hooks_.get());
+  alloc_->SetEnforced(true);  // from now on, transactions touch only rgrps held here
   glock_worker_ = std::thread([this] { GlockWorker(); });
 }
 
@@ -69,6 +75,16 @@ Status Engine::SyncInodeGlock(InodeNo no) {
   }
   if (upto == 0 || log_->flushed_seq() >= upto) return Status::Ok();
   return FlushLogUpTo(upto);
+}
+
+Status Engine::SyncRgrpGlock(uint64_t rgrp) {
+  // Every change to the rgrp was made while some operation held its glock, inside a
+  // transaction. The last holder is gone, but a transaction that allocated from the rgrp under
+  // another operation's holder may still be open: wait for the open ones (they bump the mod
+  // sequence as they end), then flush if any of its buffers is dirty.
+  { std::unique_lock<std::shared_mutex> quiesce(log_->trans_mutex()); }
+  if (!alloc_->RgrpDirty(rgrp)) return Status::Ok();
+  return FlushLog();
 }
 
 void Engine::InvalidateInodeGlock(InodeNo no) {

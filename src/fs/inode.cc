@@ -13,11 +13,6 @@ namespace {
 
 constexpr size_t kInodeCacheSoftCap = 65536;
 
-uint64_t SatMul(uint64_t a, uint64_t b) {
-  if (a != 0 && b > ~uint64_t{0} / a) return ~uint64_t{0};
-  return a * b;
-}
-
 bool ValidFileType(uint32_t mode) {
   switch (mode & 0170000) {
     case 0100000:

@@ -117,6 +117,17 @@ size_t MetaCache::DropOwned(uint64_t owner, size_t* kept) {
   return dropped;
 }
 
+bool MetaCache::HasDirtyOwned(uint64_t owner) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto o = owned_.find(owner);
+  if (o == owned_.end()) return false;
+  for (uint64_t blk : o->second) {
+    auto it = map_.find(blk);
+    if (it != map_.end() && it->second->dirty) return true;
+  }
+  return false;
+}
+
 void MetaCache::SetOwnerLocked(Buffer* b, uint64_t owner) {
   if (b->owner == owner) return;
   UnindexLocked(b);

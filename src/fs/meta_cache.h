@@ -7,13 +7,14 @@
 // are evicted LRU when the cache exceeds its byte budget.
 //
 // Ownership: every buffer has an owner, the number of the glock that covers it (an inode glock:
-// its dinode, indirect blocks, directory leaves and hash table, EA blocks; kNoOwner for resource
-// group and system blocks). DropOwned(owner) forgets exactly the clean buffers of one owner, for
+// its dinode, indirect blocks, directory leaves and hash table, EA blocks; an rgrp glock, whose
+// number is the rgrp's header address: its header and bitmaps; kNoOwner for system blocks). DropOwned(owner) forgets exactly the clean buffers of one owner, for
 // the glock's invalidate hook.
 //
 // Thread safety: all methods are safe to call concurrently. The *contents* of a buffer are
-// protected by the glock of its owner (readers shared, writers exclusive; rgrp and system
-// buffers by the engine's allocator mutex); the cache's own mutex `mu_` protects only the map,
+// protected by the glock of its owner (readers shared, writers exclusive; rgrp buffers also by
+// the allocator's mutex, as rgrp glocks are shared among a node's holders; system buffers by the
+// allocator's mutex); the cache's own mutex `mu_` protects only the map,
 // the LRU, the owner index and the dirty bookkeeping. It is a leaf lock.
 #ifndef UGFS2_SRC_FS_META_CACHE_H_
 #define UGFS2_SRC_FS_META_CACHE_H_
@@ -69,6 +70,8 @@ class MetaCache {
   // the owner stay (the caller synced first; a survivor is a bug it may log): their count goes to
   // *kept if given.
   size_t DropOwned(uint64_t owner, size_t* kept = nullptr);
+  // Whether some buffer of `owner` is dirty (changed, not yet written in place).
+  bool HasDirtyOwned(uint64_t owner) const;
   void MarkDirty(const BufferRef& b);
   void Pin(const BufferRef& b);
   void Unpin(const BufferRef& b);

@@ -19,7 +19,31 @@ bool OpScope::Holds(const GlockName& name, State state) const {
 Status OpScope::Acquire(const GlockName& name, State state, uint32_t flags) {
   ASSIGN_OR_RETURN(glock::HolderId id, e_->glocks_->Acquire(name, state, flags));
   held_.push_back({name, state, flags & ~glock::kTry, id});
+  if (name.type == glock::GlockType::kRgrp) e_->alloc_->Hold(name.number);
   return Status::Ok();
+}
+
+Status OpScope::LockRgrps(const std::vector<uint64_t>& rgrps) {
+  std::vector<uint64_t> sorted = rgrps;
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  for (uint64_t rg : sorted) {
+    if (rg == 0) continue;
+    RETURN_IF_ERROR(Lock({glock::GlockType::kRgrp, rg}, State::kExclusive, glock::kNodeScope));
+  }
+  return Status::Ok();
+}
+
+Status OpScope::ReserveBlocks(uint64_t goal, uint64_t blocks) {
+  if (blocks == 0) return Status::Ok();
+  auto picked = e_->alloc_->ReserveRgrps(goal, blocks);
+  std::vector<uint64_t> rgrps;
+  for (const auto& [rg, n] : picked) {
+    reserved_.emplace_back(rg, n);
+    rgrps.push_back(rg);
+  }
+  // The goal's rgrp first when it is in order; the rest ascending.
+  return LockRgrps(rgrps);
 }
 
 Status OpScope::Lock(const GlockName& name, State state, uint32_t flags) {
@@ -73,9 +97,12 @@ void OpScope::EndTrans() {
 
 void OpScope::ReleaseAll() {
   EndTrans();
+  for (const auto& [rg, n] : reserved_) e_->alloc_->Unreserve(rg, n);
+  reserved_.clear();
   while (!held_.empty()) {
     Held h = held_.back();
     held_.pop_back();
+    if (h.name.type == glock::GlockType::kRgrp) e_->alloc_->Unhold(h.name.number);
     Status st = e_->glocks_->Release(h.id);
     if (!st.ok()) LOG_ERROR("releasing glock " << h.name.ToString() << ": " << st.ToString());
   }

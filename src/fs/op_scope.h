@@ -2,7 +2,7 @@
 // place: its glocks and its transaction. Internal header (src/fs only).
 //
 // The order (docs/locking.md §5): glocks in ascending name order, i.e. the non-disk rename glock
-// first, then inode glocks by dinode address (rgrp glocks would follow the inodes). An operation
+// first, then inode glocks by dinode address, then rgrp glocks by header address. An operation
 // learns most of what it needs as it goes (the child a name points to, the inode a rename
 // replaces), so Lock() waits only for a glock that sorts after every glock the scope already
 // holds; anything else is tried (kTry) and, if it is busy, Lock() answers kLockConflict. The
@@ -48,6 +48,11 @@ class OpScope {
   Status Shared(InodeNo no) { return LockInode(no, glock::State::kShared); }
   Status Exclusive(InodeNo no) { return LockInode(no, glock::State::kExclusive); }
   bool Holds(const glock::GlockName& name, glock::State state) const;
+  // Resource groups (before BeginTrans; their glocks sort after every inode glock). LockRgrps:
+  // the rgrps (header addresses) of blocks this operation may free or re-mark. ReserveBlocks:
+  // rgrps near `goal` with room for `blocks` new blocks, reserved until the scope ends.
+  Status LockRgrps(const std::vector<uint64_t>& rgrps);
+  Status ReserveBlocks(uint64_t goal, uint64_t blocks);
 
   // Enters the transaction: after every Lock, before the first change. Refuses (kReadOnly,
   // kIoError) when the filesystem takes no more changes.
@@ -84,6 +89,7 @@ class OpScope {
   std::vector<Want> refused_;
   std::shared_lock<std::shared_mutex> trans_;  // on the LogManager's transaction lock
   std::vector<InodeRef> modified_;
+  std::vector<std::pair<uint64_t, uint64_t>> reserved_;  // (rgrp, blocks) from ReserveBlocks
   int restarts_ = 0;
 };
 

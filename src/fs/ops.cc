@@ -266,6 +266,12 @@ Result<InodeRef> Engine::CreateNode(OpScope& s, InodeNo parent, std::string_view
   // there, and a demote of it must not run under the new inode. The block is chosen first,
   // locked (kSkip: nothing to read), then allocated if still free; if another create took it
   // meanwhile, nothing was changed yet and the operation starts over.
+  // Resource groups first (their glocks sort after the inodes', so the new inode's glock below
+  // is taken out of order: tried, as nobody else should hold it): the new dinode near its
+  // goal, the directory's growth near the directory, the inherited ACLs near the new inode.
+  RETURN_IF_ERROR(s.ReserveBlocks(goal, 1 + (inherited.empty() ? 0 : TreeReserve(2))));
+  RETURN_IF_ERROR(s.ReserveBlocks(dir->di.goal_meta ? dir->di.goal_meta : dir->no,
+                                  DirAddReserve(*dir)));
   ASSIGN_OR_RETURN(uint64_t blk, alloc_->PeekFreeBlock(goal));
   RETURN_IF_ERROR(s.Lock({glock::GlockType::kInode, blk}, State::kExclusive, glock::kSkip));
   RETURN_IF_ERROR(s.BeginTrans());
@@ -331,6 +337,7 @@ Result<Attr> Engine::Create(InodeNo parent, std::string_view name, uint32_t mode
       if (exclusive) return Status::Exists(std::string(name));
       if (ip->is_dir()) return Status::IsDir(std::string(name));
       if (truncate && ip->is_reg() && ip->di.size > 0) {
+        RETURN_IF_ERROR(LockRgrpsToTruncate(s, *ip, 0));
         RETURN_IF_ERROR(s.BeginTrans());
         RETURN_IF_ERROR(DoTruncate(*ip, 0));
       }
@@ -389,6 +396,7 @@ Result<Attr> Engine::Link(InodeNo ino, InodeNo new_parent, std::string_view new_
     auto existing = DirFind(*dir, new_name, hash);
     if (existing.ok()) return Status::Exists(std::string(new_name));
     if (!existing.status().IsNotFound()) return existing.status();
+    RETURN_IF_ERROR(s.ReserveBlocks(dir->no, DirAddReserve(*dir)));
     RETURN_IF_ERROR(s.BeginTrans());
     RETURN_IF_ERROR(DirAdd(*dir, new_name, ip->di.num, DtType(ip->di.mode)));
     ip->di.nlink++;
@@ -430,6 +438,7 @@ Status Engine::Unlink(InodeNo parent, std::string_view name) {
     if (!dir->is_dir()) return Status::NotDir("not a directory");
     ASSIGN_OR_RETURN(InodeRef ip, FindChild(&s, *dir, name, State::kExclusive, nullptr));
     if (ip->is_dir()) return Status::IsDir("is a directory");
+    RETURN_IF_ERROR(LockRgrpsToDrop(s, *ip));
     RETURN_IF_ERROR(s.BeginTrans());
     RETURN_IF_ERROR(DirRemove(*dir, name));
     TouchMC(*dir);
@@ -465,6 +474,7 @@ Status Engine::Rmdir(InodeNo parent, std::string_view name) {
     if (ip->no == root()) return Status::Busy("cannot remove the root");
     if (ip->di.entries > 2) return Status::NotEmpty(std::string(name));
     RETURN_IF_ERROR(CheckDirEmpty(*ip, name));
+    RETURN_IF_ERROR(LockRgrpsToDrop(s, *ip));
     RETURN_IF_ERROR(s.BeginTrans());
     RETURN_IF_ERROR(DirRemove(*dir, name));
     if (dir->di.nlink > 2) dir->di.nlink--;
@@ -559,6 +569,11 @@ Status Engine::Rename(InodeNo parent, std::string_view name, InodeNo new_parent,
     } else if (dst && dst->is_dir()) {
       return Status::IsDir("target is a directory");
     }
+    if (dst) {
+      RETURN_IF_ERROR(LockRgrpsToDrop(s, *dst));
+    } else {
+      RETURN_IF_ERROR(s.ReserveBlocks(ddir->no, DirAddReserve(*ddir)));
+    }
     RETURN_IF_ERROR(s.BeginTrans());
     if (dst) {
       RETURN_IF_ERROR(DirRetarget(*ddir, new_name, src->di.num, DtType(src->di.mode)));
@@ -595,8 +610,13 @@ Result<Attr> Engine::SetAttr(InodeNo ino, const SetAttrRequest& req, const Cred&
   RETURN_IF_ERROR(CheckWritable());
   Result<Attr> r = RunOp<Result<Attr>>([&](OpScope& s) -> Result<Attr> {
     RETURN_IF_ERROR(s.Exclusive(ino));
-    RETURN_IF_ERROR(s.BeginTrans());
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+    if ((req.mask & kSetSize) && ip->is_reg() && req.size <= MaxFileSize() &&
+        req.size != ip->di.size) {
+      RETURN_IF_ERROR(LockRgrpsToTruncate(s, *ip, req.size));
+    }
+    if ((req.mask & kSetMode) && ip->di.eattr != 0) RETURN_IF_ERROR(LockRgrpsToRewriteEattr(s, *ip, 0));
+    RETURN_IF_ERROR(s.BeginTrans());
     auto& di = ip->di;
     if (req.mask & kSetSize) {
       if (ip->is_dir()) return Status::IsDir("is a directory");
@@ -654,6 +674,7 @@ Status Engine::Open(InodeNo ino, bool truncate, const Cred& cred) {
       if (ip->di.nlink == 0 && ip->opens == 0) return Status(Code::kStale, "inode was removed");
     }
     if (truncate && ip->is_reg() && ip->di.size > 0) {
+      RETURN_IF_ERROR(LockRgrpsToTruncate(s, *ip, 0));
       RETURN_IF_ERROR(s.BeginTrans());
       RETURN_IF_ERROR(DoTruncate(*ip, 0));
     }
@@ -693,6 +714,9 @@ Status Engine::Release(InodeNo ino) {
       ip = it->second;
     }
     if (ip->stale || ip->di.nlink > 0) return Status::Ok();
+    std::vector<uint64_t> rgrps;
+    RETURN_IF_ERROR(RgrpsOfInode(*ip, &rgrps));
+    RETURN_IF_ERROR(s.LockRgrps(rgrps));
     RETURN_IF_ERROR(s.BeginTrans());
     return Dealloc(*ip);
   }));
@@ -711,6 +735,9 @@ Result<size_t> Engine::Write(InodeNo ino, uint64_t off, std::span<const uint8_t>
     if (off + data.size() > MaxFileSize() || off + data.size() < off) {
       return Status(Code::kTooBig, "file too large");
     }
+    // Holes to fill: their blocks (with the tree over them) from rgrps near the file's goal.
+    ASSIGN_OR_RETURN(uint64_t need, WriteReserve(*ip, off, data.size()));
+    RETURN_IF_ERROR(s.ReserveBlocks(ip->di.goal_data ? ip->di.goal_data : ip->no, need));
     RETURN_IF_ERROR(s.BeginTrans());
     Status st = WriteData(*ip, off, data.data(), data.size());
     if (!st.ok()) {
@@ -752,11 +779,20 @@ Status Engine::Fallocate(InodeNo ino, int mode, uint64_t off, uint64_t len) {
   if (!(mode & kFallocPunchHole)) RETURN_IF_ERROR(EnsureSpace(len / bs + 8));
   RETURN_IF_ERROR(RunOp<Status>([&](OpScope& s) -> Status {
     RETURN_IF_ERROR(s.Exclusive(ino));
-    RETURN_IF_ERROR(s.BeginTrans());
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     if (!ip->is_reg())
       return ip->is_dir() ? Status::IsDir("is a directory")
                           : Status(Code::kNotSupported, "not a regular file");
+    if (mode & kFallocPunchHole) {
+      std::vector<uint64_t> rgrps;
+      const uint64_t pend = std::min(end, ip->di.size);
+      if (off < pend) RETURN_IF_ERROR(RgrpsOfRange(*ip, off / bs, (pend + bs - 1) / bs, &rgrps));
+      RETURN_IF_ERROR(s.LockRgrps(rgrps));
+    } else {
+      ASSIGN_OR_RETURN(uint64_t need, WriteReserve(*ip, off, len));
+      RETURN_IF_ERROR(s.ReserveBlocks(ip->di.goal_data ? ip->di.goal_data : ip->no, need));
+    }
+    RETURN_IF_ERROR(s.BeginTrans());
     auto& di = ip->di;
     if (mode & kFallocPunchHole) {
       uint64_t pend = std::min(end, di.size);

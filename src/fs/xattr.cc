@@ -390,8 +390,9 @@ Status Engine::SetXattr(InodeNo ino, std::string_view name, std::span<const uint
   RETURN_IF_ERROR(EnsureSpace(value.size() / geo_.jbsize + 4));
   RETURN_IF_ERROR(RunOp<Status>([&](OpScope& s) -> Status {
     RETURN_IF_ERROR(s.Exclusive(ino));
-    RETURN_IF_ERROR(s.BeginTrans());
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+    RETURN_IF_ERROR(LockRgrpsToRewriteEattr(s, *ip, value.size()));
+    RETURN_IF_ERROR(s.BeginTrans());
     std::vector<uint8_t> stored(value.begin(), value.end());
     bool remove_instead = false;
     uint32_t new_mode = ip->di.mode;  // applied only once the attributes are written
@@ -494,6 +495,7 @@ Status Engine::RemoveXattr(InodeNo ino, std::string_view name) {
     });
     if (it == recs.end()) return Status(Code::kNoData, "no such attribute");
     recs.erase(it);
+    RETURN_IF_ERROR(LockRgrpsToRewriteEattr(s, *ip, 0));
     RETURN_IF_ERROR(s.BeginTrans());
     return WriteXattrs(*ip, recs);
   }));

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <sstream>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 
 #include "common/endian.h"
 #include "engine_test_util.h"
+#include "format/ondisk.h"
 #include "fs/file_system.h"
 
 namespace ugfs2 {
@@ -92,6 +94,19 @@ class RawImage {
  private:
   int fd_;
 };
+
+// The rgrp glocks the node knows ("3/hex" names in the dump), as header addresses.
+std::vector<uint64_t> RgrpGlocks(FileSystem& fs) {
+  std::vector<uint64_t> out;
+  std::istringstream in(fs.DumpGlocks());
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t at = line.find(" n:3/");
+    if (line.rfind("G:", 0) != 0 || at == std::string::npos) continue;
+    out.push_back(std::stoull(line.substr(at + 5), nullptr, 16));
+  }
+  return out;
+}
 
 std::string GlockOf(InodeNo ino) {
   char b[32];
@@ -218,6 +233,112 @@ TEST_F(GlockHooksTest, OpenUnlinkedFileSurvivesDemotesAndIsFreedAtRelease) {
   EXPECT_GE(fs_->DemoteAllGlocks(), 1u);
   ASSERT_TRUE(fs_->Release(a.ino).ok());
   EXPECT_EQ(fs_->GetAttr(a.ino).status().code(), Code::kStale);
+}
+
+// A resource group's header and bitmaps belong to its glock: after a demote, the next allocation
+// re-reads them. Another "node" fills the rgrp underneath (every free block marked used, counts
+// updated); a file created next must get its blocks elsewhere. With a cached bitmap it would get
+// blocks the other node owns.
+TEST_F(GlockHooksTest, RgrpDemoteRereadsHeaderAndBitmaps) {
+  ASSERT_TRUE(fs_->Unmount().ok());
+  img_ = MakeImage(dir_, "r.img", 128, kBs, 1, "-r 32");
+  fs_ = MountImage(img_);
+  ASSERT_TRUE(fs_);
+  Attr f1 = MakeFile("f1", Pattern(kBs, 1));
+  ASSERT_TRUE(fs_->SyncFs().ok());
+  RawImage raw(img_);
+  const uint64_t d1 = raw.Be64(f1.ino, kDinodeSize);  // height 1: the first data pointer
+  ASSERT_NE(d1, 0u);
+  uint64_t rg = 0;
+  for (uint64_t r : RgrpGlocks(*fs_)) {
+    if (r <= d1 && r > rg) rg = r;
+  }
+  ASSERT_NE(rg, 0u) << fs_->DumpGlocks();
+  EXPECT_GE(fs_->DemoteAllGlocks(), 1u);
+
+  // Fill the rgrp underneath: its header and bitmap blocks, then restore them at the end.
+  const int fd = open(img_.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  std::vector<uint8_t> hdr_blk(kBs);
+  ASSERT_EQ(pread(fd, hdr_blk.data(), kBs, static_cast<off_t>(rg * kBs)), kBs);
+  format::Rgrp hdr = format::Rgrp::Decode(hdr_blk.data());
+  const uint64_t length = hdr.data0 - rg;
+  std::vector<uint8_t> saved(length * kBs);
+  ASSERT_EQ(pread(fd, saved.data(), saved.size(), static_cast<off_t>(rg * kBs)),
+            static_cast<ssize_t>(saved.size()));
+  std::vector<uint8_t> full = saved;
+  for (uint64_t b = 0; b < length; ++b) {
+    const uint32_t start = b == 0 ? 128 : kMetaHeaderSize;
+    for (uint32_t i = start; i < kBs; ++i) {
+      uint8_t& byte = full[b * kBs + i];
+      for (int k = 0; k < 4; ++k) {
+        if (((byte >> (2 * k)) & 3) == 0) byte |= static_cast<uint8_t>(1 << (2 * k));
+      }
+    }
+  }
+  hdr.free = 0;
+  hdr.Encode(full.data());
+  ASSERT_EQ(pwrite(fd, full.data(), full.size(), static_cast<off_t>(rg * kBs)),
+            static_cast<ssize_t>(full.size()));
+
+  Attr f2 = MakeFile("f2", Pattern(kBs, 2));
+  ASSERT_TRUE(fs_->SyncFs().ok());
+  const uint64_t d2 = raw.Be64(f2.ino, kDinodeSize);
+  EXPECT_FALSE(f2.ino >= hdr.data0 && f2.ino < hdr.data0 + hdr.data) << "dinode " << f2.ino;
+  EXPECT_FALSE(d2 >= hdr.data0 && d2 < hdr.data0 + hdr.data) << "data block " << d2;
+
+  // Give the rgrp back as it was (nothing of ugfs2 changed it: it had no free block).
+  EXPECT_GE(fs_->DemoteAllGlocks(), 1u);
+  ASSERT_EQ(pwrite(fd, saved.data(), saved.size(), static_cast<off_t>(rg * kBs)),
+            static_cast<ssize_t>(saved.size()));
+  close(fd);
+  std::vector<uint8_t> buf(kBs);
+  ASSERT_EQ(*fs_->Read(f2.ino, 0, buf), kBs);
+  EXPECT_EQ(buf, Pattern(kBs, 2));
+}
+
+// The rgrp's sync: a demote writes its changed bitmap in place (no fsync asked for).
+TEST_F(GlockHooksTest, RgrpDemoteWritesItsBitmapInPlace) {
+  Attr f = MakeFile("f", Pattern(3 * kBs, 3));
+  RawImage raw(img_);
+  uint64_t rg = 0;
+  const std::vector<uint64_t> rgrps = RgrpGlocks(*fs_);
+  ASSERT_FALSE(rgrps.empty());
+  char name[32];
+  for (uint64_t r : rgrps) {
+    std::snprintf(name, sizeof(name), "3/%llx", static_cast<unsigned long long>(r));
+    ASSERT_TRUE(fs_->DemoteGlock(name).ok()) << name;
+    rg = std::max(rg, r);
+  }
+  const uint64_t d = raw.Be64(f.ino, kDinodeSize);
+  ASSERT_NE(d, 0u);
+  // Find d's rgrp and read its bitmap bits on the device.
+  uint64_t home = 0;
+  for (uint64_t r : rgrps) {
+    if (r <= d && r > home) home = r;
+  }
+  ASSERT_NE(home, 0u);
+  const int fd = open(img_.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  std::vector<uint8_t> hdr_blk(kBs);
+  ASSERT_EQ(pread(fd, hdr_blk.data(), kBs, static_cast<off_t>(home * kBs)), kBs);
+  const format::Rgrp hdr = format::Rgrp::Decode(hdr_blk.data());
+  for (uint64_t blk = d; blk < d + 3; ++blk) {
+    const uint64_t o = blk - hdr.data0;
+    uint64_t byte = o / 4;
+    uint64_t at;
+    if (byte < kBs - 128) {
+      at = home * kBs + 128 + byte;
+    } else {
+      byte -= kBs - 128;
+      at = (home + 1 + byte / (kBs - kMetaHeaderSize)) * kBs + kMetaHeaderSize +
+           byte % (kBs - kMetaHeaderSize);
+    }
+    uint8_t v = 0;
+    ASSERT_EQ(pread(fd, &v, 1, static_cast<off_t>(at)), 1);
+    EXPECT_EQ((v >> ((o % 4) * 2)) & 3, 1) << "block " << blk << " not marked used on disk";
+  }
+  close(fd);
 }
 
 }  // namespace
