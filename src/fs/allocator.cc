@@ -183,8 +183,7 @@ Result<uint8_t> Allocator::PeekStateLocked(Rgrp& rg, uint64_t blk) {
   return static_cast<uint8_t>((*p >> ((o % 4) * 2)) & 3);
 }
 
-std::vector<std::pair<uint64_t, uint64_t>> Allocator::ReserveRgrps(uint64_t goal,
-                                                                   uint64_t blocks) {
+std::vector<std::pair<uint64_t, uint64_t>> Allocator::ReserveRgrps(uint64_t goal, uint64_t blocks) {
   std::lock_guard<std::mutex> l(mu_);
   std::vector<std::pair<uint64_t, uint64_t>> out;
   if (rgrps_.empty() || blocks == 0) return out;

@@ -153,7 +153,7 @@ class Allocator {
   // the device, not kept pinned). REQUIRES mu_.
   Result<uint8_t> PeekStateLocked(Rgrp& rg, uint64_t blk);
   size_t StartIndexLocked(uint64_t goal) const;  // the rgrp a search from `goal` starts in
-  static Status NotHeld(uint64_t blk);            // kDeadlock + log line: an OpScope bug
+  static Status NotHeld(uint64_t blk);           // kDeadlock + log line: an OpScope bug
   uint8_t GetBlockState(const Rgrp& rg, uint64_t blk) const;  // REQUIRES mu_
   void SetBlockState(Rgrp& rg, uint64_t blk, uint8_t state);  // REQUIRES mu_
   void WriteRgrpHeader(Rgrp& rg);                             // REQUIRES mu_

@@ -18,10 +18,11 @@
 // transaction (the LogManager's trans_mutex() shared). A log flush takes it exclusive only while it
 // snapshots the dirty buffers. No glock is ever requested inside a transaction (a glock's sync hook
 // flushes the log). Small local mutexes, each a leaf below the transaction:
-//   Allocator::mu_, Allocator::pending_mu_   rgrps, statfs deltas; deferred frees, revokes
+//   Allocator::mu_, Allocator::pending_mu_   rgrps (under their node-scope glocks), statfs
+//                                             deltas; deferred frees, revokes
 //   inodes_mu_                                the in-core inode table and open counts
 //   MetaCache::mu_, GlockRunner::mu_          (leaves)
-// Lock order: remount_mu_ -> glocks (rename, then inodes by number) -> LogManager::flush_mu_ ->
+// Lock order: remount_mu_ -> glocks (rename, inodes, rgrps, by number) -> LogManager::flush_mu_ ->
 // LogManager::trans_mu_ (the transaction) -> Allocator::mu_ -> Allocator::pending_mu_ -> inodes_mu_
 // -> MetaCache::mu_.
 #ifndef UGFS2_SRC_FS_ENGINE_H_

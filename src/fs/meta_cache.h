@@ -8,8 +8,8 @@
 //
 // Ownership: every buffer has an owner, the number of the glock that covers it (an inode glock:
 // its dinode, indirect blocks, directory leaves and hash table, EA blocks; an rgrp glock, whose
-// number is the rgrp's header address: its header and bitmaps; kNoOwner for system blocks). DropOwned(owner) forgets exactly the clean buffers of one owner, for
-// the glock's invalidate hook.
+// number is the rgrp's header address: its header and bitmaps; kNoOwner for system blocks).
+// DropOwned(owner) forgets exactly the clean buffers of one owner, for the glock's invalidate hook.
 //
 // Thread safety: all methods are safe to call concurrently. The *contents* of a buffer are
 // protected by the glock of its owner (readers shared, writers exclusive; rgrp buffers also by

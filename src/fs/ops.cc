@@ -270,8 +270,8 @@ Result<InodeRef> Engine::CreateNode(OpScope& s, InodeNo parent, std::string_view
   // is taken out of order: tried, as nobody else should hold it): the new dinode near its
   // goal, the directory's growth near the directory, the inherited ACLs near the new inode.
   RETURN_IF_ERROR(s.ReserveBlocks(goal, 1 + (inherited.empty() ? 0 : TreeReserve(2))));
-  RETURN_IF_ERROR(s.ReserveBlocks(dir->di.goal_meta ? dir->di.goal_meta : dir->no,
-                                  DirAddReserve(*dir)));
+  RETURN_IF_ERROR(
+      s.ReserveBlocks(dir->di.goal_meta ? dir->di.goal_meta : dir->no, DirAddReserve(*dir)));
   ASSIGN_OR_RETURN(uint64_t blk, alloc_->PeekFreeBlock(goal));
   RETURN_IF_ERROR(s.Lock({glock::GlockType::kInode, blk}, State::kExclusive, glock::kSkip));
   RETURN_IF_ERROR(s.BeginTrans());
@@ -615,7 +615,8 @@ Result<Attr> Engine::SetAttr(InodeNo ino, const SetAttrRequest& req, const Cred&
         req.size != ip->di.size) {
       RETURN_IF_ERROR(LockRgrpsToTruncate(s, *ip, req.size));
     }
-    if ((req.mask & kSetMode) && ip->di.eattr != 0) RETURN_IF_ERROR(LockRgrpsToRewriteEattr(s, *ip, 0));
+    if ((req.mask & kSetMode) && ip->di.eattr != 0)
+      RETURN_IF_ERROR(LockRgrpsToRewriteEattr(s, *ip, 0));
     RETURN_IF_ERROR(s.BeginTrans());
     auto& di = ip->di;
     if (req.mask & kSetSize) {

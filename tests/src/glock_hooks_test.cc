@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <cstdio>
-#include <sstream>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <vector>
 
