@@ -192,7 +192,10 @@ std::vector<std::pair<uint64_t, uint64_t>> Allocator::ReserveRgrps(uint64_t goal
   for (size_t k = 0; k < rgrps_.size() && left > 0; ++k) {
     Rgrp& rg = rgrps_[(start + k) % rgrps_.size()];
     if (rg.damaged) continue;
-    const uint64_t avail = rg.hdr.free > rg.reserved ? rg.hdr.free - rg.reserved : 0;
+    // Freed blocks whose commit is not durable yet count as free in the header but cannot be
+    // handed out (see NoteFreed).
+    const uint64_t taken = rg.reserved + rg.pending;
+    const uint64_t avail = rg.hdr.free > taken ? rg.hdr.free - taken : 0;
     if (avail == 0) continue;
     const uint64_t take = std::min(avail, left);
     rg.reserved += take;
@@ -431,6 +434,7 @@ Status Allocator::FreeBlocks(uint64_t start, uint32_t count) {
     SetBlockState(*rg, blk, kFree);
     rg->hdr.free++;
     local_.free++;
+    rg->pending++;
     NoteFreed(blk);
     if (blk + 1 == start + count || RgrpFor(blk + 1) != rg) WriteRgrpHeader(*rg);
   }
@@ -453,6 +457,7 @@ Status Allocator::FreeDinode(uint64_t blk) {
   local_.free++;
   local_.dinodes--;
   WriteRgrpHeader(*rg);
+  rg->pending++;
   NoteFreed(blk);
   return Status::Ok();
 }
@@ -562,8 +567,12 @@ std::vector<uint64_t> Allocator::BeginCommit() {
 }
 
 void Allocator::EndCommit(bool ok, const std::vector<uint64_t>& blocks) {
+  std::lock_guard<std::mutex> g(mu_);
   std::lock_guard<std::mutex> l(pending_mu_);
   if (ok) {
+    for (uint64_t blk : committing_free_) {
+      if (Rgrp* rg = RgrpFor(blk); rg != nullptr && rg->pending > 0) rg->pending--;
+    }
     committing_free_.clear();
     last_commit_blocks_.clear();
     last_commit_blocks_.insert(blocks.begin(), blocks.end());

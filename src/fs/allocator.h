@@ -54,6 +54,7 @@ struct Rgrp {
   bool stale = false;     // its glock was invalidated: header and bitmaps are re-read first
   int holders = 0;        // local holders of its glock (operations between Hold and Unhold)
   uint64_t reserved = 0;  // blocks ReserveRgrps promised to operations in flight
+  uint64_t pending = 0;   // freed blocks not reusable yet (their commit is not durable)
   uint64_t end() const { return ri.data0 + ri.data; }
 };
 
