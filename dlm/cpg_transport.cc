@@ -6,8 +6,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 
+#include <corosync/cmap.h>
 #include <corosync/cpg.h>
 #include <corosync/votequorum.h>
 
@@ -362,6 +364,26 @@ void VqNodelistCb(votequorum_handle_t h, uint64_t, votequorum_ring_id_t ring, ui
 }
 
 }  // namespace
+
+Result<std::string> CorosyncClusterName() {
+  cmap_handle_t h = 0;
+  cs_error_t err = cmap_initialize(&h);
+  if (err != CS_OK) {
+    return Status(Code::kNotConnected, "cannot connect to corosync (cmap error " +
+                                           std::to_string(err) +
+                                           "): is corosync running on this node?");
+  }
+  char* name = nullptr;
+  err = cmap_get_string(h, "totem.cluster_name", &name);
+  std::string out = err == CS_OK && name != nullptr ? name : "";
+  std::free(name);
+  cmap_finalize(h);
+  if (err != CS_OK) {
+    return Status(Code::kNotFound,
+                  "corosync has no totem.cluster_name (cmap error " + std::to_string(err) + ")");
+  }
+  return out;
+}
 
 Result<std::unique_ptr<CpgTransport>> CpgTransport::Create(const std::string& group) {
   if (group.empty() || group.size() >= CPG_MAX_NAME_LENGTH) {

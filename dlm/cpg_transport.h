@@ -54,6 +54,10 @@ class CpgTransport final : public Transport {
   MemberId self_;
 };
 
+// The local corosync's cluster name (cmap totem.cluster_name). kNotConnected when corosync does
+// not answer.
+Result<std::string> CorosyncClusterName();
+
 }  // namespace ugfs2::dlm
 
 #endif  // UGFS2_DLM_CPG_TRANSPORT_H_

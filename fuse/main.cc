@@ -26,9 +26,11 @@
 
 #include "block/block_device.h"
 #include "cache_invalidator.h"
+#include "cluster.h"
 #include "common/log.h"
 #include "control.h"
 #include "daemon_context.h"
+#include "format/ondisk.h"
 #include "fs/file_system.h"
 #include "fuse_includes.h"
 #include "fuse_notify_backend.h"
@@ -286,6 +288,23 @@ int MountAgain(const Options& opts, const Status& busy, int notify_fd) {
 
 // Glock dumps and demotes (ugfs2-tool glocks|demote). They do not take shutdown_mu, so they
 // still answer while a remount is stuck (on a glock, say); core_mu keeps the core mounted.
+// Whether this mount goes through the cluster: a lock_dlm volume (read from its superblock)
+// without -o lockproto=lock_nolock. *locktable gets the superblock's lock table. An unreadable
+// superblock is left to the core's mount to report.
+bool IsClusterMount(const Options& opts, std::string* locktable) {
+  if (opts.lockproto == "lock_nolock") return false;
+  FileDeviceOptions peek;
+  peek.read_only = true;
+  auto dev = OpenFileBlockDevice(opts.device, peek);
+  if (!dev.ok()) return false;
+  std::vector<uint8_t> buf(4096);
+  if (!(*dev)->ReadAt(format::kSuperblockOffset, buf.data(), buf.size()).ok()) return false;
+  auto sb = format::Superblock::Decode(buf.data());
+  if (!sb.ok() || sb->lockproto != "lock_dlm") return false;
+  *locktable = sb->locktable;
+  return true;
+}
+
 Result<std::string> GlockControl(DaemonContext& ctx, std::string_view req) {
   std::shared_lock<std::shared_mutex> l(ctx.core_mu);
   if (ctx.core_down.load()) return Status::Busy("unmounting");
@@ -368,10 +387,16 @@ int Run(int argc, char** argv) {
   sigaddset(&usr1, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &usr1, nullptr);
 
+  // A lock_dlm volume mounted through the cluster shares the device with the other nodes of
+  // this host (the local cluster's namespaces): its claim says so (DeviceClaim::kCluster).
+  std::string locktable;
+  const bool cluster_mount = IsClusterMount(opts, &locktable);
   FileDeviceOptions dev_opts;
   dev_opts.read_only = opts.read_only;
   dev_opts.direct = opts.direct_device;
-  dev_opts.claim = opts.read_only ? DeviceClaim::kShared : DeviceClaim::kExclusive;
+  dev_opts.claim = cluster_mount    ? DeviceClaim::kCluster
+                   : opts.read_only ? DeviceClaim::kShared
+                                    : DeviceClaim::kExclusive;
   auto dev = OpenFileBlockDevice(opts.device, dev_opts);
   // A daemon still unmounting the volume (its mount already gone from the table, its final flush
   // or the kernel's release of the device not yet done) holds it for a moment: wait for that,
@@ -382,7 +407,7 @@ int Run(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     dev = OpenFileBlockDevice(opts.device, dev_opts);
   }
-  if (!dev.ok() && dev.status().code() == Code::kBusy) {
+  if (!dev.ok() && dev.status().code() == Code::kBusy && !cluster_mount) {
     // Mounted already: as the kernel does for a block device mounted twice, the new mount point
     // shows the same filesystem (a bind mount of the serving daemon's mount), and no second
     // daemon ever opens the volume. Refused when that cannot be done.
@@ -395,7 +420,21 @@ int Run(int argc, char** argv) {
   // the invalidator below, i.e. while the FUSE session exists.
   KernelCacheBridge kernel_cache;
 
+  // Cluster mounts: corosync, quorum and the lockspace first (a clear error for each).
+  ClusterMember cluster;
   MountOptions mount_opts;
+  if (cluster_mount) {
+    Status joined = cluster.Join(locktable, std::chrono::seconds(60));
+    if (!joined.ok()) {
+      std::string hint;
+      if (joined.code() == Code::kNotConnected) {
+        hint = " (a lock_dlm volume mounts through the cluster; to mount it on this node only, "
+               "make sure no other node has it mounted and pass -o lockproto=lock_nolock)";
+      }
+      return Fail("cannot mount " + opts.device + ": " + joined.message() + hint);
+    }
+    mount_opts.lock_module = cluster.lock_module();
+  }
   mount_opts.lockproto = opts.lockproto;
   mount_opts.jid = opts.jid;
   mount_opts.read_only = opts.read_only;
@@ -560,6 +599,10 @@ int Run(int argc, char** argv) {
   fuse_session_destroy(se);
   fuse_opt_free_args(&args);
   Status st = unmount_core();
+  if (cluster_mount) {
+    Status left = cluster.Leave(std::chrono::seconds(30));
+    if (!left.ok()) LOG_ERROR("leaving the cluster: " << left.ToString());
+  }
   if (!st.ok()) return 1;
   LOG_DEBUG("unmounted " << opts.device);
   return loop_rc < 0 ? 1 : 0;

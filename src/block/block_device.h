@@ -41,6 +41,13 @@ class BlockDevice {
   // Gives up the device claim (see DeviceClaim) once nothing more will be written, so that the
   // next mount need not wait for this object (or its process) to go away.
   virtual void ReleaseClaim() {}
+  // A cluster member's claim of journal `jid` on this host (DeviceClaim::kCluster): two daemons
+  // of one host never write the same journal, whatever their lock managers say. kBusy if
+  // another holds it. A no-op for other claims.
+  virtual Status ClaimJournal(uint32_t jid) {
+    (void)jid;
+    return Status::Ok();
+  }
   DeviceStats& stats() { return stats_; }
 
  protected:
@@ -52,6 +59,10 @@ enum class DeviceClaim {
   kNone,       // no claim (tests, tools that only read a copy)
   kShared,     // read-only mounts: any number of readers, no writer
   kExclusive,  // the one writer: no other claim of either kind
+  // A node of a cluster mount (lock_dlm): shared with the other nodes on this host (network
+  // namespaces of the local cluster), exclusive against single-node and read-only claims; each
+  // member also claims its journal (BlockDevice::ClaimJournal).
+  kCluster,
 };
 
 struct FileDeviceOptions {

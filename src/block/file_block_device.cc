@@ -16,6 +16,9 @@ namespace ugfs2 {
 namespace {
 
 constexpr size_t kDirectAlign = 4096;
+// Cluster claims: the shared range below, one byte per journal above (OFD locks may lie past
+// the end of the file).
+constexpr uint64_t kJournalClaimBase = uint64_t{1} << 60;
 
 class FileBlockDevice final : public BlockDevice {
  public:
@@ -57,8 +60,24 @@ class FileBlockDevice final : public BlockDevice {
     lk.l_whence = SEEK_SET;
     (void)::fcntl(fd_, F_OFD_SETLK, &lk);
   }
+  Status ClaimJournal(uint32_t jid) override {
+    if (claim_ != DeviceClaim::kCluster) return Status::Ok();
+    struct flock lk = {};
+    lk.l_type = F_WRLCK;
+    lk.l_whence = SEEK_SET;
+    lk.l_start = static_cast<off_t>(kJournalClaimBase + jid);
+    lk.l_len = 1;
+    if (::fcntl(fd_, F_OFD_SETLK, &lk) == 0) return Status::Ok();
+    const int e = errno;
+    if (e != EAGAIN && e != EACCES) return Status::FromErrno(e, "lock journal claim " + path_);
+    return Status::Busy("journal " + std::to_string(jid) + " of " + path_ +
+                        " is already used by another ugfs2 daemon on this host");
+  }
+  void set_claim(DeviceClaim c) { claim_ = c; }
 
  private:
+  DeviceClaim claim_ = DeviceClaim::kNone;
+
   static bool Aligned(uint64_t off, const void* buf, size_t len) {
     return off % 512 == 0 && len % 512 == 0 && reinterpret_cast<uintptr_t>(buf) % 512 == 0;
   }
@@ -184,6 +203,9 @@ Status Claim(int fd, const std::string& path, const struct stat& st, DeviceClaim
   lk.l_whence = SEEK_SET;
   lk.l_start = 0;
   lk.l_len = 0;  // to the end, whatever the size
+  // Cluster members share [0, kJournalClaimBase) and claim one byte each above it (per journal),
+  // so they exclude single-node and read-only claims (whole file) but not each other.
+  if (claim == DeviceClaim::kCluster) lk.l_len = static_cast<off_t>(kJournalClaimBase);
   if (::fcntl(fd, F_OFD_SETLK, &lk) == 0) return Status::Ok();
   int e = errno;
   if (e != EAGAIN && e != EACCES) return Status::FromErrno(e, "lock " + path);
@@ -192,6 +214,8 @@ Status Claim(int fd, const std::string& path, const struct stat& st, DeviceClaim
                       (holder.empty() ? std::string("another ugfs2 daemon") : holder) +
                       (claim == DeviceClaim::kExclusive
                            ? "; one volume has one writer per host (unmount it first)"
+                       : claim == DeviceClaim::kCluster
+                           ? " outside the cluster (single-node or read-only): unmount it first"
                            : "; a read-only mount cannot share it with a writer"));
 }
 
@@ -226,7 +250,9 @@ Result<std::unique_ptr<BlockDevice>> OpenFileBlockDevice(const std::string& path
     ::close(fd);
     return c;
   }
-  return std::unique_ptr<BlockDevice>(new FileBlockDevice(fd, path, size, opts.direct));
+  auto dev = std::make_unique<FileBlockDevice>(fd, path, size, opts.direct);
+  dev->set_claim(opts.claim);
+  return std::unique_ptr<BlockDevice>(std::move(dev));
 }
 
 }  // namespace ugfs2

@@ -235,6 +235,15 @@ void Allocator::InvalidateRgrp(uint64_t rgrp) {
   rg->stale = true;  // hdr keeps its last counts: statfs and the reservation policy read them
 }
 
+void Allocator::InvalidateAll() {
+  std::lock_guard<std::mutex> l(mu_);
+  for (auto& rg : rgrps_) {
+    if (rg.holders != 0) continue;
+    DropRgrpLocked(rg);
+    rg.stale = true;
+  }
+}
+
 Status Allocator::RefreshRgrp(uint64_t rgrp) {
   std::lock_guard<std::mutex> l(mu_);
   Rgrp* rg = RgrpAt(rgrp);

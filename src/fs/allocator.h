@@ -117,6 +117,7 @@ class Allocator {
   // Glock hooks. RgrpDirty: changes not yet in place (the sync hook flushes the log).
   bool RgrpDirty(uint64_t rgrp) const;
   void InvalidateRgrp(uint64_t rgrp);
+  void InvalidateAll();  // every rgrp stale (a cluster mount, after reading them without glocks)
   Status RefreshRgrp(uint64_t rgrp);
 
   // ---- space

@@ -75,10 +75,16 @@ Status Engine::DoMount() {
   if (!sb.ok()) return sb.status().WithContext("not a usable GFS2 volume");
   sb_ = *sb;
   if (sb_.lockproto == "lock_dlm") {
-    if (opts_.lockproto != "lock_nolock") {
+    if (opts_.lockproto == "lock_nolock") {
+      // single node, on purpose
+    } else if (opts_.lock_module != nullptr) {
+      cluster_ = true;
+      lm_ = opts_.lock_module;
+    } else {
       return Status::Invalid("volume uses lock_dlm (lock table '" + sb_.locktable +
-                             "'); to mount it on this node only, make sure no other node has it "
-                             "mounted and pass -o lockproto=lock_nolock");
+                             "'); mount it through the cluster (the node's corosync and lock "
+                             "manager), or, to mount it on this node only, make sure no other "
+                             "node has it mounted and pass -o lockproto=lock_nolock");
     }
   } else if (sb_.lockproto != "lock_nolock") {
     return Status::Invalid("unknown lock protocol '" + sb_.lockproto + "' in superblock");
@@ -97,6 +103,13 @@ Status Engine::DoMount() {
   alloc_ = std::make_unique<Allocator>(cache_.get(), geo_, dev_blocks_);
   log_ = std::make_unique<LogManager>(dev_.get(), cache_.get(), alloc_.get(), geo_.bsize);
 
+  // A cluster mount takes its glocks from the start: the mount glock serializes it against the
+  // other nodes' mounts, and its journal is the one whose glock it gets.
+  glock::HolderId mount_holder = 0;
+  if (cluster_) {
+    StartGlocks();
+    RETURN_IF_ERROR(ClusterMountBegin(&mount_holder));
+  }
   RETURN_IF_ERROR(OpenJournal());
   alloc_->SetJournalRuns(journal_runs_);
   // Replay may have rewritten anything: start from a clean slate.
@@ -116,7 +129,9 @@ Status Engine::DoMount() {
   RETURN_IF_ERROR(LoadRgrps());
   ASSIGN_OR_RETURN(InodeRef root, GetInode(sb_.root_dir.addr));
   if (!root->is_dir()) return Status::Corrupt("root inode is not a directory");
-  if (!read_only_) RETURN_IF_ERROR(ResetStatfs());
+  // Only a node alone on the volume knows the rgrp totals are exact.
+  const bool alone = !cluster_ || first_mounter_;
+  if (!read_only_ && alone) RETURN_IF_ERROR(ResetStatfs());
 
   mounted_ = true;
   if (!read_only_) {
@@ -126,14 +141,27 @@ Status Engine::DoMount() {
       StatfsDelta local;
       alloc_->WithStatfs([&](StatfsDelta& l, StatfsDelta&) { local = l; });
       RETURN_IF_ERROR(log_->journal()->MarkMounted({local.total, local.free, local.dinodes}));
-      RETURN_IF_ERROR(FoldStatfs());
-      RETURN_IF_ERROR(ReclaimUnlinked());
+      if (!cluster_) RETURN_IF_ERROR(FoldStatfs());
+      // Unlinked inodes left by earlier mounts: only a node alone may free them (another node
+      // could still have one open).
+      if (alone) RETURN_IF_ERROR(ReclaimUnlinked());
       log_->Bump();
     }
     RETURN_IF_ERROR(FlushLog());
     flusher_ = std::thread([this] { FlusherThread(); });
   }
-  StartGlocks();
+  if (cluster_) {
+    // What the mount read without glocks (rgrps, the root directory) may change under other
+    // nodes from now on: it is re-read under its glock at first use.
+    alloc_->InvalidateAll();
+    InvalidateInodeGlock(sb_.root_dir.addr);
+    InvalidateInodeGlock(statfs_no_);  // the master statfs: each node folds into it
+    RETURN_IF_ERROR(ClusterMountEnd(mount_holder));
+  } else {
+    StartGlocks();
+  }
+  alloc_->SetEnforced(true);  // from now on, transactions touch only rgrps held here
+  if (cluster_ && !read_only_) RETURN_IF_ERROR(FoldStatfsClustered());  // an earlier mount's
   LOG_INFO("mounted " << Describe());
   return Status::Ok();
 }
@@ -144,7 +172,13 @@ Status Engine::OpenJournal() {
   auto lookup = [this](Inode& d, std::string_view n) { return LookupChild(d, n, nullptr); };
   ASSIGN_OR_RETURN(InodeRef jindex, MustLookup(this, *master, "jindex", lookup));
   ASSIGN_OR_RETURN(InodeRef per_node, MustLookup(this, *master, "per_node", lookup));
-  jid_ = opts_.jid >= 0 ? static_cast<uint32_t>(opts_.jid) : 0;
+  if (cluster_) {
+    uint32_t journals = 0;
+    while (LookupChild(*jindex, "journal" + std::to_string(journals), nullptr).ok()) journals++;
+    ASSIGN_OR_RETURN(jid_, ClaimJournal(journals));
+  } else {
+    jid_ = opts_.jid >= 0 ? static_cast<uint32_t>(opts_.jid) : 0;
+  }
   std::string jname = "journal" + std::to_string(jid_);
   auto jr = LookupChild(*jindex, jname, nullptr);
   if (!jr.ok()) {
@@ -181,6 +215,18 @@ Status Engine::OpenJournal() {
         journal::Journal::Open(dev_.get(), geo_.bsize, j, (*other)->no, std::move(blocks),
                                osc.ok() ? (*osc)->no : 0, oqc.ok() ? (*oqc)->no : 0));
     RETURN_IF_ERROR(jrn.FindHead().WithContext(name));
+    if (!jrn.IsClean() && cluster_ && !first_mounter_) {
+      // Other nodes are mounted: they may have changed what this journal would rewrite. A dead
+      // node's journal is replayed by the survivors when it dies; one found dirty here was not.
+      if (j == jid_) {
+        return Status::Busy(name +
+                            " is dirty and other nodes have the volume mounted; replaying it "
+                            "now could undo their changes. Unmount every node, then mount again "
+                            "(the first node to mount replays every journal)");
+      }
+      LOG_INFO(name << " is in use by a mounted node (dirty)");
+      continue;
+    }
     if (!jrn.IsClean()) {
       if (read_only_) {
         return Status::Invalid(name +
@@ -222,6 +268,7 @@ Status Engine::LoadSystemFiles() {
   ASSIGN_OR_RETURN(jindex_, MustLookup(this, *master_, "jindex", lookup));
   ASSIGN_OR_RETURN(per_node_, MustLookup(this, *master_, "per_node", lookup));
   ASSIGN_OR_RETURN(statfs_, MustLookup(this, *master_, "statfs", lookup));
+  statfs_no_ = statfs_->no;
   ASSIGN_OR_RETURN(rindex_, MustLookup(this, *master_, "rindex", lookup));
   ASSIGN_OR_RETURN(journal_inode_,
                    MustLookup(this, *jindex_, "journal" + std::to_string(jid_), lookup));
@@ -292,24 +339,28 @@ Status Engine::ResetStatfs() {
 }
 
 Status Engine::FoldStatfs() {
+  FoldStatfsInto(*statfs_);
+  return Status::Ok();
+}
+
+void Engine::FoldStatfsInto(Inode& master_ip) {
   alloc_->WithStatfs([&](StatfsDelta& local, StatfsDelta& on_disk) {
     if (local.total == 0 && local.free == 0 && local.dinodes == 0 && on_disk.total == 0 &&
         on_disk.free == 0 && on_disk.dinodes == 0) {
       return;
     }
-    uint8_t* m = statfs_->buf->bytes() + format::kDinodeSize;
+    uint8_t* m = master_ip.buf->bytes() + format::kDinodeSize;
     format::StatfsChange master = format::StatfsChange::Decode(m);
     master.total += local.total;
     master.free += local.free;
     master.dinodes += local.dinodes;
     master.Encode(m);
-    cache_->MarkDirty(statfs_->buf);
+    cache_->MarkDirty(master_ip.buf);
     local = {};
     format::StatfsChange{}.Encode(local_statfs_->buf->bytes() + format::kDinodeSize);
     cache_->MarkDirty(local_statfs_->buf);
     on_disk = {};
   });
-  return Status::Ok();
 }
 
 Status Engine::ReclaimUnlinked() {
@@ -346,7 +397,10 @@ void Engine::FlusherThread() {
     if (stop_flusher_) break;
     l.unlock();
     if (log_->mod_seq() > log_->flushed_seq()) {
-      {
+      if (cluster_) {
+        Status fold = FoldStatfsClustered();
+        if (!fold.ok()) LOG_ERROR("periodic statfs fold: " << fold.ToString());
+      } else {
         std::shared_lock<std::shared_mutex> trans(log_->trans_mutex());
         (void)FoldStatfs();
         log_->Bump();
@@ -386,10 +440,11 @@ Status Engine::SetReadOnly(bool read_only) {
   // Read-only: the kernel refuses a remount while files are open for writing, so only stray
   // metadata updates (atime, releases) can race; they check read_only_ inside their
   // transaction (OpScope::BeginTrans), which this exclusive section waits for.
+  if (cluster_) RETURN_IF_ERROR(FoldStatfsClustered());
   {
     std::unique_lock<std::shared_mutex> lk(log_->trans_mutex());
     read_only_ = true;
-    RETURN_IF_ERROR(FoldStatfs());
+    if (!cluster_) RETURN_IF_ERROR(FoldStatfs());
     log_->Bump();
   }
   // FlushLog skips read-only mounts unless it is this last commit.
@@ -416,6 +471,11 @@ Status Engine::Unmount() {
   }
   flusher_cv_.notify_all();
   if (flusher_.joinable()) flusher_.join();
+  // A cluster node folds its statfs delta under the master's glock while glocks still run.
+  if (cluster_) {
+    Status st = FoldStatfsClustered();
+    if (!st.ok()) LOG_ERROR("folding statfs at unmount: " << st.ToString());
+  }
   StopGlocks();  // no more ticks or trims; every operation has finished (the caller drained them)
   alloc_->SetEnforced(false);  // what follows runs alone, as the mount did
   Status result;
@@ -430,11 +490,14 @@ Status Engine::Unmount() {
           if (ip->di.nlink == 0 && !ip->damaged) orphans.push_back(ip);
         }
       }
+      // On a cluster another node may have them open: they stay marked unlinked, for the next
+      // node that mounts alone.
       for (auto& ip : orphans) {
+        if (cluster_) break;
         Status st = Dealloc(*ip);
         if (!st.ok()) LOG_ERROR("deallocating inode " << ip->no << ": " << st.ToString());
       }
-      result = FoldStatfs();
+      if (!cluster_) result = FoldStatfs();
       log_->Bump();
     }
     if (result.ok()) result = FlushLog();
@@ -446,6 +509,9 @@ Status Engine::Unmount() {
   }
   if (result.ok()) result = dev_->Flush();
   mounted_ = false;
+  // The journal is clean and everything in place: its glock (and the live glock) may go; the
+  // daemon then leaves the lockspace.
+  if (cluster_) ClusterUnmount();
   dev_->ReleaseClaim();  // nothing more is written: the next mount may start now
   if (result.ok()) {
     LOG_INFO("unmounted " << dev_->Describe() << " cleanly");

@@ -171,6 +171,15 @@ class Engine final : public FileSystem {
   static constexpr int kGlockTrimIntervalMs = 1000;  // worker period without deadlines
   void StartGlocks();
   void StopGlocks();
+  // Cluster mount protocol (glocks.cc): the mount glock EX serializes mounts; a TRY of the live
+  // glock EX tells the first mounter; a journal glock EX taken with TRY claims a journal.
+  Status ClusterMountBegin(glock::HolderId* mount_holder);
+  Result<uint32_t> ClaimJournal(uint32_t journals);
+  Status ClusterMountEnd(glock::HolderId mount_holder);
+  void ClusterUnmount();
+  // Folds this node's statfs delta into the master statfs under the statfs inode's glock EX
+  // (cluster mounts; the caller holds no glock and is in no transaction).
+  Status FoldStatfsClustered();
   void GlockWorker();  // ticks the glock table (hold times, retries) and trims its LRU
   Status SyncInodeGlock(InodeNo no);
   Status SyncRgrpGlock(uint64_t rgrp);  // flushes the log if the rgrp has changes not in place
@@ -180,8 +189,9 @@ class Engine final : public FileSystem {
   // ---- engine.cc
   Status LoadSystemFiles();
   Status OpenJournal();
-  Status FoldStatfs();   // REQUIRES a transaction (or the transaction lock exclusive)
-  Status ResetStatfs();  // single-node mount: master = rgrp totals, deltas cleared
+  Status FoldStatfs();                 // REQUIRES a transaction (or the transaction lock exclusive)
+  void FoldStatfsInto(Inode& master);  // this node's delta into `master` (FoldStatfs's body)
+  Status ResetStatfs();                // single-node mount: master = rgrp totals, deltas cleared
   Status AfterModify();  // after a modifying op, without locks: flush if the batch is large
   Status EnsureSpace(uint64_t blocks);  // before allocating: commit deferred frees if needed
   void FlusherThread();
@@ -320,8 +330,15 @@ class Engine final : public FileSystem {
   std::unique_ptr<MetaCache> cache_;
   KernelCache* kernel_cache_ = nullptr;
 
-  // Glocks: the runner over the lock module (lock_nolock here) and the engine's hooks.
-  glock::NoLockModule lock_module_;
+  // Glocks: the runner over the lock module (the cluster's, or lock_nolock) and the hooks.
+  glock::NoLockModule nolock_;
+  glock::LockModule* lm_ = &nolock_;
+  // Cluster mount (lock_dlm through opts_.lock_module): whether this node was the first to
+  // mount (it replayed every journal and may reclaim unlinked inodes), and the glocks it holds
+  // for the whole mount: its journal EX and the live glock SH.
+  bool cluster_ = false;
+  bool first_mounter_ = false;
+  glock::HolderId journal_holder_ = 0, live_holder_ = 0;
   std::unique_ptr<Hooks> hooks_;
   std::unique_ptr<glock::GlockRunner> glocks_;
   std::thread glock_worker_;
@@ -338,6 +355,7 @@ class Engine final : public FileSystem {
   InodeRef master_, jindex_, per_node_, statfs_, rindex_, quota_, inum_, local_statfs_,
       journal_inode_;
   uint32_t jid_ = 0;
+  InodeNo statfs_no_ = 0;  // the master statfs file (its glock guards it on cluster mounts)
 
   std::vector<std::pair<uint64_t, uint64_t>> journal_runs_;  // all journals, sorted [start, end)
 

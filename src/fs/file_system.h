@@ -116,6 +116,10 @@ struct DirEntry {
 // is relatime): relatime updates it when it is not newer than mtime or ctime, or is a day old.
 enum class AtimeMode { kNoatime, kRelatime, kStrictatime };
 
+namespace glock {
+class LockModule;
+}
+
 struct MountOptions {
   // "lock_nolock" or "lock_dlm"; empty = use the superblock's. A lock_dlm volume mounts
   // single-node only if lockproto == "lock_nolock" is given explicitly.
@@ -127,6 +131,11 @@ struct MountOptions {
   AtimeMode atime = AtimeMode::kRelatime;
   bool nodiratime = false;  // directories never get atime updates
   bool acl = true;          // POSIX ACLs (system.posix_acl_*); false: EOPNOTSUPP for them
+  // The cluster's lock module (lock_dlm: several nodes mount at once). Not owned; connected to
+  // the volume's lockspace. It must deliver no more replies or callbacks (shut it down) before
+  // the FileSystem is destroyed. A lock_dlm volume mounts with it, or single-node with
+  // lockproto == "lock_nolock". Unused for lock_nolock volumes.
+  glock::LockModule* lock_module = nullptr;
 };
 
 // Per-operation counters for diagnostics (exposed by the daemon).

@@ -20,6 +20,7 @@
 
 #include "common/log.h"
 #include "fs/engine.h"
+#include "fs/op_scope.h"
 
 namespace ugfs2::fs {
 
@@ -28,13 +29,18 @@ using glock::GlockType;
 
 void Engine::StartGlocks() {
   hooks_ = std::make_unique<Hooks>(this);
-  glocks_ = std::make_unique<glock::GlockRunner>(&lock_module_, hooks_.get());
-  alloc_->SetEnforced(true);  // from now on, transactions touch only rgrps held here
+  glocks_ = std::make_unique<glock::GlockRunner>(lm_, hooks_.get());
+  glock::GlockRunner* runner = glocks_.get();
+  lm_->SetBlockingCallback(
+      [runner](const GlockName& name, glock::State wanted) { runner->RemoteDemote(name, wanted); });
   glock_worker_ = std::thread([this] { GlockWorker(); });
 }
 
 void Engine::StopGlocks() {
   if (!glocks_) return;
+  // No more remote demotes: a request that arrives now waits until this node leaves the
+  // lockspace (which releases every lock), after the unmount.
+  lm_->SetBlockingCallback(nullptr);
   {
     std::lock_guard<std::mutex> l(glock_worker_mu_);
     stop_glock_worker_ = true;
@@ -123,6 +129,121 @@ Status Engine::RefreshInodeGlock(InodeNo no) {
   if (!stale) return Status::Ok();  // nothing cached: the first GetInode reads it
   auto r = GetInode(no);            // re-reads a stale shell in place
   return r.ok() ? Status::Ok() : r.status();
+}
+
+// ---- the cluster mount protocol ---------------------------------------------------------------
+
+namespace {
+constexpr auto kMountLockWait = std::chrono::seconds(120);
+
+// Acquire with a bounded wait: a cluster that does not answer (no quorum, a node that holds the
+// mount lock and hangs) fails the mount with a message instead of hanging it.
+Result<glock::HolderId> AcquireBounded(glock::GlockRunner* r, const GlockName& name,
+                                       glock::State state, uint32_t flags, const char* what) {
+  ASSIGN_OR_RETURN(glock::HolderId id, r->Acquire(name, state, flags | glock::kAsync));
+  const glock::Time deadline =
+      glock::GlockRunner::SteadyNow() +
+      std::chrono::duration_cast<std::chrono::nanoseconds>(kMountLockWait).count();
+  Status st = r->Wait(id, deadline);
+  if (st.code() == Code::kTimedOut) {
+    return Status(Code::kTimedOut,
+                  std::string("timed out after ") + std::to_string(kMountLockWait.count()) +
+                      " s waiting for the " + what +
+                      " (is the cluster quorate? is another node stuck mounting?)");
+  }
+  if (!st.ok()) return st;
+  return id;
+}
+}  // namespace
+
+Status Engine::ClusterMountBegin(glock::HolderId* mount_holder) {
+  ASSIGN_OR_RETURN(*mount_holder,
+                   AcquireBounded(glocks_.get(), {GlockType::kNondisk, glock::kMountLock},
+                                  glock::State::kExclusive, 0, "mount lock"));
+  // Every mounted node holds the live glock SH: EX is granted only to a node alone.
+  auto live = glocks_->Acquire({GlockType::kNondisk, glock::kLiveLock}, glock::State::kExclusive,
+                               glock::kTry);
+  if (live.ok()) {
+    first_mounter_ = true;
+    RETURN_IF_ERROR(glocks_->Release(*live));
+  } else if (live.status().code() != Code::kLockConflict) {
+    return live.status().WithContext("live lock");
+  }
+  LOG_INFO(
+      "cluster mount: " << (first_mounter_ ? "first node to mount" : "other nodes are mounted"));
+  return Status::Ok();
+}
+
+Result<uint32_t> Engine::ClaimJournal(uint32_t journals) {
+  auto try_one = [&](uint32_t j) -> Result<bool> {
+    auto h = glocks_->Acquire({GlockType::kJournal, j}, glock::State::kExclusive, glock::kTry);
+    if (!h.ok()) {
+      if (h.status().code() == Code::kLockConflict) return false;
+      return h.status();
+    }
+    Status claim = dev_->ClaimJournal(j);
+    if (!claim.ok()) {
+      (void)glocks_->Release(*h);
+      return claim;
+    }
+    journal_holder_ = *h;
+    return true;
+  };
+  if (opts_.jid >= 0) {
+    const uint32_t j = static_cast<uint32_t>(opts_.jid);
+    if (j >= journals) {
+      return Status::Invalid("journal " + std::to_string(j) +
+                             " does not exist on this volume (it has " + std::to_string(journals) +
+                             ")");
+    }
+    ASSIGN_OR_RETURN(bool got, try_one(j));
+    if (!got) return Status::Busy("journal " + std::to_string(j) + " is in use by another node");
+    return j;
+  }
+  for (uint32_t j = 0; j < journals; ++j) {
+    auto got = try_one(j);
+    if (got.ok() && *got) return j;
+    if (!got.ok() && got.status().code() != Code::kBusy) return got.status();
+  }
+  return Status::Busy("all " + std::to_string(journals) +
+                      " journals of this volume are in use by other nodes: add one with "
+                      "gfs2_jadd (one journal per node)");
+}
+
+Status Engine::ClusterMountEnd(glock::HolderId mount_holder) {
+  // kExact: the first mounter's cached EX is converted to SH (other nodes' SH requests would
+  // otherwise wait for a demote that this holder blocks).
+  ASSIGN_OR_RETURN(live_holder_,
+                   AcquireBounded(glocks_.get(), {GlockType::kNondisk, glock::kLiveLock},
+                                  glock::State::kShared, glock::kExact, "live lock"));
+  return glocks_->Release(mount_holder);
+}
+
+void Engine::ClusterUnmount() {
+  for (glock::HolderId* h : {&journal_holder_, &live_holder_}) {
+    if (*h == 0) continue;
+    Status st = glocks_->Release(*h);
+    if (!st.ok()) LOG_ERROR("releasing a mount glock: " << st.ToString());
+    *h = 0;
+  }
+}
+
+Status Engine::FoldStatfsClustered() {
+  bool any = false;
+  alloc_->WithStatfs(
+      [&](StatfsDelta& l, StatfsDelta&) { any = l.total != 0 || l.free != 0 || l.dinodes != 0; });
+  if (!any || read_only_ || log_->broken()) return Status::Ok();
+  const InodeNo master_no = statfs_no_;
+  return RunOp<Status>([&](OpScope& s) -> Status {
+    RETURN_IF_ERROR(s.Exclusive(master_no));
+    ASSIGN_OR_RETURN(InodeRef m, GetInode(master_no));
+    if (m->di.height != 0 || m->di.size < format::kStatfsChangeSize) {
+      return Status::Corrupt("master statfs file damaged");
+    }
+    RETURN_IF_ERROR(s.BeginTrans());
+    FoldStatfsInto(*m);
+    return Status::Ok();
+  });
 }
 
 namespace {

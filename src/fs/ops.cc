@@ -416,6 +416,9 @@ Status Engine::MaybeFree(Inode& ip) {
     opens = ip.opens;
   }
   if (opens > 0) return alloc_->SetUnlinked(ip.no);  // freed at the last Release (or unmount)
+  // A cluster node cannot know whether another node has it open (iopen glocks would tell): it
+  // stays marked unlinked and is freed by the next node that mounts alone.
+  if (cluster_) return alloc_->SetUnlinked(ip.no);
   return Dealloc(ip);
 }
 
@@ -702,7 +705,7 @@ Status Engine::Release(InodeNo ino) {
     if (ip.opens > 0) ip.opens--;
     last = ip.opens == 0 && !ip.stale && ip.di.nlink == 0;
   }
-  if (!last || read_only_ || log_->broken()) return Status::Ok();
+  if (!last || read_only_ || log_->broken() || cluster_) return Status::Ok();
   // The last close of an unlinked inode frees it, under its glock EX (re-checked: it may have
   // been opened again by handle meanwhile, or freed by another releaser).
   RETURN_IF_ERROR(RunOp<Status>([&](OpScope& s) -> Status {

@@ -22,7 +22,10 @@
 #ifndef UGFS2_SRC_GLOCK_GLOCK_RUNNER_H_
 #define UGFS2_SRC_GLOCK_GLOCK_RUNNER_H_
 
+#include <array>
 #include <condition_variable>
+#include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
@@ -37,7 +40,8 @@
 namespace ugfs2::glock {
 
 // The lock module (gfs2's lm_lockops). Remote demote requests (blocking callbacks) are delivered
-// by whoever owns the lock module through GlockRunner::RemoteDemote.
+// by whoever owns the lock module through GlockRunner::RemoteDemote (see SetBlockingCallback).
+// The DLM implementation is ugfs2::dlm::DlmLockModule (dlm/glock_lock_module.h).
 class LockModule {
  public:
   using ReplyFn = std::function<void(const LmReply&)>;
@@ -48,6 +52,29 @@ class LockModule {
   // Best effort: aborts the request in flight on `name`; its reply then says canceled, or
   // reports the grant if it came too late.
   virtual void Cancel(const GlockName& name) { (void)name; }
+
+  // Where the lock module reports that another node wants `name` held in at most `wanted` (UN,
+  // SH or DF): a blocking callback. The owner points it at GlockRunner::RemoteDemote. It may be
+  // called from any thread and must only enqueue. Modules without remote nodes never call it.
+  using BlockingCallback = std::function<void(const GlockName& name, State wanted)>;
+  virtual void SetBlockingCallback(BlockingCallback cb) { (void)cb; }
+
+  // Lock value blocks: 32 bytes the lock manager keeps with the lock of an rgrp or quota glock
+  // (gfs2's GLOF_LVB types). ReadLvb gives the value as of the last grant (or as last written
+  // here since); false when there is none or it is marked invalid. WriteLvb, while holding EX,
+  // sets the value handed back to the lock manager with the next conversion down from EX.
+  // Modules without value blocks keep none.
+  static constexpr size_t kLvbSize = 32;
+  using Lvb = std::array<uint8_t, kLvbSize>;
+  virtual bool ReadLvb(const GlockName& name, Lvb* out) {
+    (void)name;
+    (void)out;
+    return false;
+  }
+  virtual void WriteLvb(const GlockName& name, const Lvb& value) {
+    (void)name;
+    (void)value;
+  }
 };
 
 // lock_nolock: one node alone; every request is granted at once.

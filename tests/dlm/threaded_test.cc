@@ -1,116 +1,19 @@
-// The lockspace with real threads: a small in-process total-order transport with one delivery
-// thread per node, the production ThreadCallbackQueue, and LockSync/UnlockSync from many
-// application threads. Checks mutual exclusion under EX, LVB hand-over and sync timeouts.
+// The lockspace with real threads: the in-process total-order transport of threaded_transport.h
+// (one delivery thread per node), the production ThreadCallbackQueue, and LockSync/UnlockSync from
+// many application threads. Checks mutual exclusion under EX, LVB hand-over and sync timeouts.
 #include <atomic>
-#include <condition_variable>
-#include <deque>
+#include <cstring>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "lockspace.h"
+#include "threaded_transport.h"
 
 namespace ugfs2::dlm {
 namespace {
-
-// Total order = order of appends to one log; each node's thread delivers the log in order.
-class Sequencer {
- public:
-  struct Ev {
-    bool confchg = false;
-    MemberId from;
-    std::vector<uint8_t> msg;
-    std::vector<MemberId> members, joined;
-  };
-  void Append(Ev ev) {
-    std::lock_guard<std::mutex> l(mu_);
-    log_.push_back(std::move(ev));
-    cv_.notify_all();
-  }
-  // Blocks until event `i` exists or stop; returns a copy.
-  bool Get(size_t i, Ev* out, const std::atomic<bool>& stop) {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return stop || i < log_.size(); });
-    if (i >= log_.size()) return false;
-    *out = log_[i];
-    return true;
-  }
-  size_t size() {
-    std::lock_guard<std::mutex> l(mu_);
-    return log_.size();
-  }
-  void Wake() { cv_.notify_all(); }
-  std::vector<MemberId> members;  // guarded by mu_ in Join
-
-  std::mutex mu_;
-
- private:
-  std::condition_variable cv_;
-  std::deque<Ev> log_;
-};
-
-class ThreadedTransport final : public Transport {
- public:
-  ThreadedTransport(Sequencer* s, uint32_t nodeid) : seq_(s), id_{nodeid, 5000 + nodeid} {}
-  ~ThreadedTransport() override { Stop(); }
-  Status Start(TransportListener* l) override {
-    listener_ = l;
-    thread_ = std::thread([this] { Run(); });
-    return Status::Ok();
-  }
-  Status Join() override {
-    Sequencer::Ev ev;
-    ev.confchg = true;
-    {
-      std::lock_guard<std::mutex> l(seq_->mu_);
-      seq_->members.push_back(id_);
-      ev.members = seq_->members;
-    }
-    ev.joined = {id_};
-    start_at_ = seq_->size();  // our join is the next event
-    joined_ = true;
-    seq_->Append(std::move(ev));
-    return Status::Ok();
-  }
-  Status Leave() override { return Status::Ok(); }
-  void Stop() override {
-    stop_ = true;
-    seq_->Wake();
-    if (thread_.joinable()) thread_.join();
-  }
-  Status Multicast(std::vector<uint8_t> msg) override {
-    Sequencer::Ev ev;
-    ev.from = id_;
-    ev.msg = std::move(msg);
-    seq_->Append(std::move(ev));
-    return Status::Ok();
-  }
-  MemberId self() const override { return id_; }
-
- private:
-  void Run() {
-    listener_->OnQuorum(true);
-    while (!joined_ && !stop_) std::this_thread::yield();
-    for (size_t i = start_at_; !stop_; ++i) {
-      Sequencer::Ev ev;
-      if (!seq_->Get(i, &ev, stop_)) return;
-      if (ev.confchg) {
-        listener_->OnConfChg(ev.members, {}, ev.joined);
-      } else {
-        listener_->OnDeliver(ev.from, ev.msg.data(), ev.msg.size());
-      }
-    }
-  }
-  Sequencer* seq_;
-  MemberId id_;
-  TransportListener* listener_ = nullptr;
-  std::thread thread_;
-  std::atomic<bool> stop_{false}, joined_{false};
-  std::atomic<size_t> start_at_{0};
-};
 
 TEST(ThreadedLockspaceTest, ManyThreadsMutualExclusionAndLvb) {
   Sequencer seq;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # How users mount: `cmake --install` into a temp prefix, `mount -t fuse.ugfs2` through the fuse3
 # mount helper, an fstab line (mount --fstab FILE), umount(8), the detached daemon (no -f),
-# --help/--version, bad options and lock_dlm volumes (refused without lockproto=lock_nolock),
+# --help/--version, bad options and lock_dlm volumes (refused without corosync, naming
+# lockproto=lock_nolock),
 # ro mounts, and the stats_file written at exit. fsck CLEAN after each unmount.
 source "$(dirname "$0")/fs_lib.sh"
 fs_init
@@ -85,7 +86,8 @@ umount "$mnt" || fail "umount ro"
 for _ in $(seq 100); do pgrep -f "ugfs2 $img" >/dev/null || break; sleep 0.1; done
 check_clean "$img"
 
-# lock_dlm volume: refused without lockproto=lock_nolock, mounts with it.
+# lock_dlm volume: without corosync on this host, refused naming lockproto=lock_nolock (and
+# corosync); mounts with lockproto=lock_nolock.
 dlm=$T/dlm.img
 truncate -s 128M "$dlm"
 mkfs.gfs2 -O -p lock_dlm -t testclu:vol -b 4096 -j 2 "$dlm" >/dev/null 2>&1 || fail "mkfs lock_dlm"
@@ -93,6 +95,7 @@ rc=0; ugfs2 "$dlm" "$mnt" 2>"$T/dlm.err" || rc=$?
 [ $rc -ne 0 ] || { umount "$mnt"; fail "lock_dlm volume mounted without lockproto=lock_nolock"; }
 [ "$(grep -c . "$T/dlm.err")" -eq 1 ] || fail "lock_dlm refusal: $(cat "$T/dlm.err")"
 grep -q "lock_nolock" "$T/dlm.err" || fail "lock_dlm refusal does not say what to do: $(cat "$T/dlm.err")"
+grep -q "corosync" "$T/dlm.err" || fail "lock_dlm refusal does not name corosync: $(cat "$T/dlm.err")"
 log "lock_dlm refused: $(cat "$T/dlm.err")"
 mount_fs "$dlm" "$mnt" lockproto=lock_nolock
 echo dlm >"$mnt/f" || fail "write on lock_dlm volume mounted lock_nolock"
