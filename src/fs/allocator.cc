@@ -170,11 +170,12 @@ bool Allocator::UsableLocked(Rgrp& rg) {
 
 Result<uint8_t> Allocator::PeekStateLocked(Rgrp& rg, uint64_t blk) {
   if (!rg.stale) return GetBlockState(rg, blk);
-  // Nobody holds it and its buffers were dropped: read the one bitmap block (cached, owned by
-  // the rgrp's glock, unpinned: the next refresh forgets it).
+  // This node does not hold the rgrp's glock (its buffers were dropped): read the one bitmap
+  // block from the device, uncached. Whoever changed the bit did it together with the dinode,
+  // under the inode's glock, which the caller holds now: the device has that change.
   const uint64_t o = blk - rg.ri.data0;
   const size_t idx = BitmapBufIndex(o, geo_.bsize);
-  ASSIGN_OR_RETURN(BufferRef b, cache_->Get(rg.ri.addr + idx, rg.ri.addr));
+  ASSIGN_OR_RETURN(BufferRef b, cache_->ReadFresh(rg.ri.addr + idx));
   uint64_t byte = o / 4;
   const uint64_t first = geo_.bsize - format::kRgrpSize;
   const uint8_t* p = idx == 0 ? b->bytes() + format::kRgrpSize + byte

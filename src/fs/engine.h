@@ -62,6 +62,11 @@ struct Inode {
   BufferRef buf;  // the dinode block, pinned while the Inode is cached
   format::Dinode di;
   int opens = 0;
+  // Cluster mounts: the iopen glock's SH holder while opens > 0 (guarded with `opens`), and
+  // whether the operation dropping the last link holds iopen EX, i.e. no node has it open
+  // (set and read under the inode's glock EX).
+  glock::HolderId iopen = 0;
+  bool iopen_ex = false;
   bool damaged = false;
   bool stale = false;                 // invalidated: re-read the dinode before use
   std::atomic<uint64_t> last_mod{0};  // mod_seq_ of its newest change (the sync hook flushes that)
@@ -294,6 +299,14 @@ class Engine final : public FileSystem {
   Status CheckDirEmpty(Inode& dir, std::string_view name);  // kNotEmpty / kCorrupt
   Status DropLink(Inode& ip);  // nlink-- (or clear for dirs) and free/unlink at zero
   Status MaybeFree(Inode& ip);
+  // iopen glocks (cluster mounts; gfs2's "inode in use" lock): every node holds iopen SH while
+  // it has the inode open; whoever drops the last link or closes last tries iopen EX, which
+  // only succeeds when no other node has it open, and frees the inode then.
+  void OpenedHere(const InodeRef& ip);     // before opens++ (takes iopen SH at the first open)
+  void ClosedHere(glock::HolderId iopen);  // after the last close (gives iopen SH up)
+  // Before the transaction: tries iopen EX for `ip` if dropping a link may free it.
+  Status TryIopenToFree(OpScope& s, Inode& ip);
+  Result<bool> TryIopenExclusive(OpScope& s, InodeNo no);  // false: another node has it open
   Status DoTruncate(Inode& ip, uint64_t size);
   void TouchMC(Inode& ip);  // mtime+ctime = now
   // ---- extended attributes (xattr.cc); callers hold the inode's glock (EX to write) ----

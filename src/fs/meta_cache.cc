@@ -2,6 +2,19 @@
 
 namespace ugfs2::fs {
 
+Result<BufferRef> MetaCache::ReadFresh(uint64_t blkno) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = map_.find(blkno);
+    if (it != map_.end() && it->second->dirty) return it->second;  // our own newer image
+  }
+  auto b = std::make_shared<Buffer>(blkno, bsize_);
+  RETURN_IF_ERROR(dev_->ReadAt(blkno * bsize_, b->bytes(), bsize_));
+  std::lock_guard<std::mutex> l(mu_);
+  reads_++;
+  return b;
+}
+
 Result<BufferRef> MetaCache::Get(uint64_t blkno, uint64_t owner) {
   {
     std::lock_guard<std::mutex> l(mu_);

@@ -63,6 +63,9 @@ class MetaCache {
   // Returns the buffer for blkno, reading it from the device if it is not cached; a buffer read
   // now (or owned by nobody so far) gets `owner`.
   Result<BufferRef> Get(uint64_t blkno, uint64_t owner = kNoOwner);
+  // The block as the device has it now (or this cache's dirty image), not kept in the cache: for
+  // reads of metadata whose glock this node does not hold.
+  Result<BufferRef> ReadFresh(uint64_t blkno);
   // Returns a zeroed buffer for a newly allocated block without reading it. Marks it dirty and
   // gives it to `owner`.
   BufferRef GetNew(uint64_t blkno, uint64_t owner = kNoOwner);

@@ -71,6 +71,21 @@ Status OpScope::Lock(const GlockName& name, State state, uint32_t flags) {
   return st;
 }
 
+Result<bool> OpScope::TryLock(const GlockName& name, State state, uint32_t flags) {
+  if (in_trans()) {
+    LOG_ERROR("glock " << name.ToString() << " tried inside a transaction");
+    return Status(Code::kDeadlock, "glock requested inside a transaction");
+  }
+  if (Holds(name, state)) return true;
+  auto id = e_->glocks_->Acquire(name, state, flags | glock::kTry);
+  if (!id.ok()) {
+    if (id.status().code() == Code::kLockConflict) return false;
+    return id.status();
+  }
+  held_.push_back({name, state, flags, *id, /*optional=*/true});
+  return true;
+}
+
 Status OpScope::BeginTrans() {
   if (in_trans()) return Status::Ok();
   trans_ = std::shared_lock<std::shared_mutex>(e_->log_->trans_mutex());
@@ -112,7 +127,9 @@ Status OpScope::Restart() {
   // Everything held and everything refused, the strongest state per glock, in ascending order.
   std::vector<Want> all = std::move(refused_);
   refused_.clear();
-  for (const auto& h : held_) all.push_back({h.name, h.state, h.flags});
+  for (const auto& h : held_) {
+    if (!h.optional) all.push_back({h.name, h.state, h.flags});
+  }
   std::sort(all.begin(), all.end(), [](const Want& a, const Want& b) {
     return a.name < b.name ||
            (a.name == b.name && a.state == State::kExclusive && b.state != State::kExclusive);

@@ -48,6 +48,9 @@ class OpScope {
   Status Shared(InodeNo no) { return LockInode(no, glock::State::kShared); }
   Status Exclusive(InodeNo no) { return LockInode(no, glock::State::kExclusive); }
   bool Holds(const glock::GlockName& name, glock::State state) const;
+  // Tries `name` once (kTry), in order or not; false if it is busy. Not retried by Restart (a
+  // body that reruns tries again): nothing ever waits for it.
+  Result<bool> TryLock(const glock::GlockName& name, glock::State state, uint32_t flags = 0);
   // Resource groups (before BeginTrans; their glocks sort after every inode glock). LockRgrps:
   // the rgrps (header addresses) of blocks this operation may free or re-mark. ReserveBlocks:
   // rgrps near `goal` with room for `blocks` new blocks, reserved until the scope ends.
@@ -75,6 +78,7 @@ class OpScope {
     glock::State state;
     uint32_t flags;  // as asked, without kTry
     glock::HolderId id;
+    bool optional = false;  // from TryLock: dropped, not re-taken, by Restart
   };
   struct Want {
     glock::GlockName name;

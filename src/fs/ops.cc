@@ -7,6 +7,7 @@
 #include <sys/sysmacros.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "common/crc.h"
@@ -346,6 +347,7 @@ Result<Attr> Engine::Create(InodeNo parent, std::string_view name, uint32_t mode
     } else {
       return existing.status();
     }
+    OpenedHere(ip);
     std::lock_guard<std::mutex> l(inodes_mu_);
     ip->opens++;
     return MakeAttr(*ip);
@@ -408,6 +410,58 @@ Result<Attr> Engine::Link(InodeNo ino, InodeNo new_parent, std::string_view new_
   return r;
 }
 
+void Engine::OpenedHere(const InodeRef& ip) {
+  if (!cluster_) return;
+  {
+    std::lock_guard<std::mutex> l(inodes_mu_);
+    if (ip->opens > 0 || ip->iopen != 0) return;
+  }
+  // Sorts after every inode and rgrp glock the caller holds; only a node freeing the inode
+  // holds it EX, and that node holds the inode's glock EX first, so this never waits long.
+  auto h = glocks_->Acquire({glock::GlockType::kIopen, ip->no}, State::kShared, glock::kNoCache);
+  if (!h.ok()) {
+    LOG_ERROR("iopen glock of inode " << ip->no << ": " << h.status().ToString());
+    return;  // the inode may then be freed by another node while open here (logged)
+  }
+  std::lock_guard<std::mutex> l(inodes_mu_);
+  if (ip->iopen == 0) {
+    ip->iopen = *h;
+    return;
+  }
+  (void)glocks_->Release(*h);  // another opener got there first
+}
+
+void Engine::ClosedHere(glock::HolderId iopen) {
+  if (iopen == 0) return;
+  Status st = glocks_->Release(iopen);
+  if (!st.ok()) LOG_ERROR("releasing an iopen glock: " << st.ToString());
+}
+
+Status Engine::TryIopenToFree(OpScope& s, Inode& ip) {
+  ip.iopen_ex = false;
+  if (!cluster_ || !(ip.is_dir() || ip.di.nlink <= 1)) return Status::Ok();
+  {
+    std::lock_guard<std::mutex> l(inodes_mu_);
+    if (ip.opens > 0) return Status::Ok();  // open here: freed at the last close
+  }
+  ASSIGN_OR_RETURN(ip.iopen_ex, TryIopenExclusive(s, ip.no));
+  return Status::Ok();
+}
+
+Result<bool> Engine::TryIopenExclusive(OpScope& s, InodeNo no) {
+  // Each try fails at once while another node holds iopen SH. A node that has it open keeps
+  // it (and frees the inode at its own last close); a node whose last close is still giving
+  // its SH back (kNoCache: on its way to UN) lets go within a lock-manager round trip, hence a
+  // few tries, a few milliseconds apart (bounded: 20 tries, ~100 ms, on this rare path only).
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSIGN_OR_RETURN(bool got, s.TryLock({glock::GlockType::kIopen, no}, State::kExclusive,
+                                         glock::kTry1Cb | glock::kNoCache));
+    if (got) return true;
+  }
+  return false;
+}
+
 Status Engine::MaybeFree(Inode& ip) {
   if (ip.di.nlink != 0) return Status::Ok();
   int opens;
@@ -416,9 +470,9 @@ Status Engine::MaybeFree(Inode& ip) {
     opens = ip.opens;
   }
   if (opens > 0) return alloc_->SetUnlinked(ip.no);  // freed at the last Release (or unmount)
-  // A cluster node cannot know whether another node has it open (iopen glocks would tell): it
-  // stays marked unlinked and is freed by the next node that mounts alone.
-  if (cluster_) return alloc_->SetUnlinked(ip.no);
+  // On a cluster, only with iopen EX (no node has it open); otherwise it stays marked unlinked
+  // and the node that closes it last frees it.
+  if (cluster_ && !ip.iopen_ex) return alloc_->SetUnlinked(ip.no);
   return Dealloc(ip);
 }
 
@@ -442,6 +496,7 @@ Status Engine::Unlink(InodeNo parent, std::string_view name) {
     ASSIGN_OR_RETURN(InodeRef ip, FindChild(&s, *dir, name, State::kExclusive, nullptr));
     if (ip->is_dir()) return Status::IsDir("is a directory");
     RETURN_IF_ERROR(LockRgrpsToDrop(s, *ip));
+    RETURN_IF_ERROR(TryIopenToFree(s, *ip));
     RETURN_IF_ERROR(s.BeginTrans());
     RETURN_IF_ERROR(DirRemove(*dir, name));
     TouchMC(*dir);
@@ -478,6 +533,7 @@ Status Engine::Rmdir(InodeNo parent, std::string_view name) {
     if (ip->di.entries > 2) return Status::NotEmpty(std::string(name));
     RETURN_IF_ERROR(CheckDirEmpty(*ip, name));
     RETURN_IF_ERROR(LockRgrpsToDrop(s, *ip));
+    RETURN_IF_ERROR(TryIopenToFree(s, *ip));
     RETURN_IF_ERROR(s.BeginTrans());
     RETURN_IF_ERROR(DirRemove(*dir, name));
     if (dir->di.nlink > 2) dir->di.nlink--;
@@ -574,6 +630,7 @@ Status Engine::Rename(InodeNo parent, std::string_view name, InodeNo new_parent,
     }
     if (dst) {
       RETURN_IF_ERROR(LockRgrpsToDrop(s, *dst));
+      RETURN_IF_ERROR(TryIopenToFree(s, *dst));
     } else {
       RETURN_IF_ERROR(s.ReserveBlocks(ddir->no, DirAddReserve(*ddir)));
     }
@@ -682,6 +739,7 @@ Status Engine::Open(InodeNo ino, bool truncate, const Cred& cred) {
       RETURN_IF_ERROR(s.BeginTrans());
       RETURN_IF_ERROR(DoTruncate(*ip, 0));
     }
+    OpenedHere(ip);
     std::lock_guard<std::mutex> l(inodes_mu_);
     ip->opens++;
   }
@@ -691,6 +749,7 @@ Status Engine::Open(InodeNo ino, bool truncate, const Cred& cred) {
 
 Status Engine::Release(InodeNo ino) {
   bool last = false;
+  glock::HolderId iopen = 0;
   {
     OpScope s(this);
     {
@@ -703,9 +762,14 @@ Status Engine::Release(InodeNo ino) {
     if (it == inodes_.end()) return Status::Ok();
     Inode& ip = *it->second;
     if (ip.opens > 0) ip.opens--;
+    if (ip.opens == 0) {
+      iopen = ip.iopen;
+      ip.iopen = 0;
+    }
     last = ip.opens == 0 && !ip.stale && ip.di.nlink == 0;
   }
-  if (!last || read_only_ || log_->broken() || cluster_) return Status::Ok();
+  ClosedHere(iopen);
+  if (!last || read_only_ || log_->broken()) return Status::Ok();
   // The last close of an unlinked inode frees it, under its glock EX (re-checked: it may have
   // been opened again by handle meanwhile, or freed by another releaser).
   RETURN_IF_ERROR(RunOp<Status>([&](OpScope& s) -> Status {
@@ -721,6 +785,11 @@ Status Engine::Release(InodeNo ino) {
     std::vector<uint64_t> rgrps;
     RETURN_IF_ERROR(RgrpsOfInode(*ip, &rgrps));
     RETURN_IF_ERROR(s.LockRgrps(rgrps));
+    // On a cluster: freed only if no other node has it open (else that node's last close does).
+    if (cluster_) {
+      ASSIGN_OR_RETURN(bool nobody, TryIopenExclusive(s, ino));
+      if (!nobody) return Status::Ok();
+    }
     RETURN_IF_ERROR(s.BeginTrans());
     return Dealloc(*ip);
   }));
