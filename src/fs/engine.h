@@ -290,7 +290,8 @@ class Engine final : public FileSystem {
   // ---- ops.cc helpers
   // Takes parent EX in `s` and enters the transaction.
   Result<InodeRef> CreateNode(OpScope& s, InodeNo parent, std::string_view name, uint32_t mode,
-                              uint64_t rdev, std::string_view link_target, const Cred& cred);
+                              uint64_t rdev, std::string_view link_target, const Cred& cred,
+                              bool open = false);  // open: also the new inode's iopen SH
   // Finds `name` in `dir` (whose glock the caller holds), takes the child's glock in `state`
   // in `s` (kLockConflict: out of order and busy; no glock with a null scope: mount time) and
   // returns the child.
@@ -302,7 +303,10 @@ class Engine final : public FileSystem {
   // iopen glocks (cluster mounts; gfs2's "inode in use" lock): every node holds iopen SH while
   // it has the inode open; whoever drops the last link or closes last tries iopen EX, which
   // only succeeds when no other node has it open, and frees the inode then.
-  void OpenedHere(const InodeRef& ip);     // before opens++ (takes iopen SH at the first open)
+  // An open takes iopen SH in its scope (after its other glocks, before any transaction) and,
+  // at opens++, keeps it for the inode if it has none yet (KeepIopen, inside the scope).
+  Status LockIopen(OpScope& s, InodeNo no);
+  void KeepIopen(OpScope& s, Inode& ip);   // REQUIRES inodes_mu_
   void ClosedHere(glock::HolderId iopen);  // after the last close (gives iopen SH up)
   // Before the transaction: tries iopen EX for `ip` if dropping a link may free it.
   Status TryIopenToFree(OpScope& s, Inode& ip);

@@ -86,6 +86,17 @@ Result<bool> OpScope::TryLock(const GlockName& name, State state, uint32_t flags
   return true;
 }
 
+glock::HolderId OpScope::Detach(const GlockName& name) {
+  for (auto it = held_.begin(); it != held_.end(); ++it) {
+    if (it->name == name) {
+      const glock::HolderId id = it->id;
+      held_.erase(it);
+      return id;
+    }
+  }
+  return 0;
+}
+
 Status OpScope::BeginTrans() {
   if (in_trans()) return Status::Ok();
   trans_ = std::shared_lock<std::shared_mutex>(e_->log_->trans_mutex());

@@ -51,6 +51,9 @@ class OpScope {
   // Tries `name` once (kTry), in order or not; false if it is busy. Not retried by Restart (a
   // body that reruns tries again): nothing ever waits for it.
   Result<bool> TryLock(const glock::GlockName& name, glock::State state, uint32_t flags = 0);
+  // Hands the holder of `name` over to the caller (the scope no longer releases it); 0 if the
+  // scope does not hold it. Allowed inside the transaction (it acquires nothing).
+  glock::HolderId Detach(const glock::GlockName& name);
   // Resource groups (before BeginTrans; their glocks sort after every inode glock). LockRgrps:
   // the rgrps (header addresses) of blocks this operation may free or re-mark. ReserveBlocks:
   // rgrps near `goal` with room for `blocks` new blocks, reserved until the scope ends.

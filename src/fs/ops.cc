@@ -230,7 +230,7 @@ Result<uint64_t> Engine::Lseek(InodeNo ino, uint64_t off, int whence) {
 
 Result<InodeRef> Engine::CreateNode(OpScope& s, InodeNo parent, std::string_view name,
                                     uint32_t mode, uint64_t rdev, std::string_view link_target,
-                                    const Cred& cred) {
+                                    const Cred& cred, bool open) {
   RETURN_IF_ERROR(ValidateName(name));
   RETURN_IF_ERROR(s.Exclusive(parent));
   ASSIGN_OR_RETURN(InodeRef dir, GetInode(parent));
@@ -275,6 +275,7 @@ Result<InodeRef> Engine::CreateNode(OpScope& s, InodeNo parent, std::string_view
       s.ReserveBlocks(dir->di.goal_meta ? dir->di.goal_meta : dir->no, DirAddReserve(*dir)));
   ASSIGN_OR_RETURN(uint64_t blk, alloc_->PeekFreeBlock(goal));
   RETURN_IF_ERROR(s.Lock({glock::GlockType::kInode, blk}, State::kExclusive, glock::kSkip));
+  if (open) RETURN_IF_ERROR(LockIopen(s, blk));
   RETURN_IF_ERROR(s.BeginTrans());
   uint64_t gen = 0;
   ASSIGN_OR_RETURN(bool got, alloc_->AllocDinodeAt(blk, &gen));
@@ -337,18 +338,20 @@ Result<Attr> Engine::Create(InodeNo parent, std::string_view name, uint32_t mode
       ip = *existing;
       if (exclusive) return Status::Exists(std::string(name));
       if (ip->is_dir()) return Status::IsDir(std::string(name));
+      RETURN_IF_ERROR(LockIopen(s, ip->no));
       if (truncate && ip->is_reg() && ip->di.size > 0) {
         RETURN_IF_ERROR(LockRgrpsToTruncate(s, *ip, 0));
         RETURN_IF_ERROR(s.BeginTrans());
         RETURN_IF_ERROR(DoTruncate(*ip, 0));
       }
     } else if (existing.status().IsNotFound()) {
-      ASSIGN_OR_RETURN(ip, CreateNode(s, parent, name, (mode & 07777) | S_IFREG, 0, {}, cred));
+      ASSIGN_OR_RETURN(ip, CreateNode(s, parent, name, (mode & 07777) | S_IFREG, 0, {}, cred,
+                                      /*open=*/true));
     } else {
       return existing.status();
     }
-    OpenedHere(ip);
     std::lock_guard<std::mutex> l(inodes_mu_);
+    KeepIopen(s, *ip);
     ip->opens++;
     return MakeAttr(*ip);
   });
@@ -410,25 +413,16 @@ Result<Attr> Engine::Link(InodeNo ino, InodeNo new_parent, std::string_view new_
   return r;
 }
 
-void Engine::OpenedHere(const InodeRef& ip) {
-  if (!cluster_) return;
-  {
-    std::lock_guard<std::mutex> l(inodes_mu_);
-    if (ip->opens > 0 || ip->iopen != 0) return;
-  }
-  // Sorts after every inode and rgrp glock the caller holds; only a node freeing the inode
-  // holds it EX, and that node holds the inode's glock EX first, so this never waits long.
-  auto h = glocks_->Acquire({glock::GlockType::kIopen, ip->no}, State::kShared, glock::kNoCache);
-  if (!h.ok()) {
-    LOG_ERROR("iopen glock of inode " << ip->no << ": " << h.status().ToString());
-    return;  // the inode may then be freed by another node while open here (logged)
-  }
-  std::lock_guard<std::mutex> l(inodes_mu_);
-  if (ip->iopen == 0) {
-    ip->iopen = *h;
-    return;
-  }
-  (void)glocks_->Release(*h);  // another opener got there first
+Status Engine::LockIopen(OpScope& s, InodeNo no) {
+  if (!cluster_) return Status::Ok();
+  // Sorts after every inode and rgrp glock of the operation; only a node freeing the inode
+  // holds it EX, and that node holds the inode's glock EX, which this operation holds now.
+  return s.Lock({glock::GlockType::kIopen, no}, State::kShared, glock::kNoCache);
+}
+
+void Engine::KeepIopen(OpScope& s, Inode& ip) {
+  if (!cluster_ || ip.iopen != 0) return;  // the scope releases its own holder then
+  ip.iopen = s.Detach({glock::GlockType::kIopen, ip.no});
 }
 
 void Engine::ClosedHere(glock::HolderId iopen) {
@@ -736,11 +730,14 @@ Status Engine::Open(InodeNo ino, bool truncate, const Cred& cred) {
     }
     if (truncate && ip->is_reg() && ip->di.size > 0) {
       RETURN_IF_ERROR(LockRgrpsToTruncate(s, *ip, 0));
+    }
+    RETURN_IF_ERROR(LockIopen(s, ip->no));
+    if (truncate && ip->is_reg() && ip->di.size > 0) {
       RETURN_IF_ERROR(s.BeginTrans());
       RETURN_IF_ERROR(DoTruncate(*ip, 0));
     }
-    OpenedHere(ip);
     std::lock_guard<std::mutex> l(inodes_mu_);
+    KeepIopen(s, *ip);
     ip->opens++;
   }
   (void)cred;
