@@ -438,6 +438,17 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
     Deliver(&after);
   }
 
+  // A request waiting behind an unlock of the same glock never reached the lock manager: it
+  // answers "canceled" from where it was. REQUIRES mu.
+  void CancelDeferredLocked(Entry* e, AfterUnlock* after) {
+    Pending d = std::move(*e->deferred);
+    e->deferred.reset();
+    LmReply r;
+    r.canceled = true;
+    r.state = d.from;
+    Reply(after, std::move(d.reply), r);
+  }
+
   void CancelRequest(const GlockName& name) {
     AfterUnlock after;
     {
@@ -445,12 +456,7 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
       Entry* e = Find(name);
       if (e == nullptr) return;
       if (e->deferred) {
-        Pending d = std::move(*e->deferred);
-        e->deferred.reset();
-        LmReply r;
-        r.canceled = true;
-        r.state = d.from;
-        Reply(&after, std::move(d.reply), r);
+        CancelDeferredLocked(e, &after);
       } else if (e->inflight && e->has_lock()) {
         const Status st = ls->Unlock(e->lksb.lkid, kLkfCancel);
         if (!st.ok())
@@ -474,14 +480,7 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
     shut_down = true;
     for (auto& [name, e] : entries) {
       NlRemove(e.get());
-      if (e->deferred) {
-        Pending d = std::move(*e->deferred);
-        e->deferred.reset();
-        LmReply r;
-        r.canceled = true;
-        r.state = d.from;
-        Reply(&after, std::move(d.reply), r);
-      }
+      if (e->deferred) CancelDeferredLocked(e.get(), &after);
       if (e->inflight && e->has_lock()) (void)ls->Unlock(e->lksb.lkid, kLkfCancel);
     }
     if (Begin(after)) {
