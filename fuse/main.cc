@@ -393,11 +393,22 @@ int Run(int argc, char** argv) {
   const bool cluster_mount = IsClusterMount(opts, &locktable);
   FileDeviceOptions dev_opts;
   dev_opts.read_only = opts.read_only;
-  dev_opts.direct = opts.direct_device;
+  // Several nodes: no host page cache may serve what another node's writes bypass, so a
+  // cluster mount always opens the device O_DIRECT (where the file system under an image file
+  // refuses O_DIRECT, e.g. tmpfs, every node of the local cluster shares this host's page cache,
+  // which is coherent: it falls back, and says so).
+  dev_opts.direct = opts.direct_device || cluster_mount;
   dev_opts.claim = cluster_mount    ? DeviceClaim::kCluster
                    : opts.read_only ? DeviceClaim::kShared
                                     : DeviceClaim::kExclusive;
   auto dev = OpenFileBlockDevice(opts.device, dev_opts);
+  if (cluster_mount && !opts.direct_device && !dev.ok() && dev.status().code() == Code::kInvalid) {
+    LOG_WARN(opts.device << " refuses O_DIRECT (" << dev.status().message()
+                         << "); using the host page cache: safe only while every node of the "
+                            "cluster runs on this host");
+    dev_opts.direct = false;
+    dev = OpenFileBlockDevice(opts.device, dev_opts);
+  }
   // A daemon still unmounting the volume (its mount already gone from the table, its final flush
   // or the kernel's release of the device not yet done) holds it for a moment: wait for that,
   // bounded, instead of refusing a mount that follows an unmount.
@@ -428,8 +439,9 @@ int Run(int argc, char** argv) {
     if (!joined.ok()) {
       std::string hint;
       if (joined.code() == Code::kNotConnected) {
-        hint = " (a lock_dlm volume mounts through the cluster; to mount it on this node only, "
-               "make sure no other node has it mounted and pass -o lockproto=lock_nolock)";
+        hint =
+            " (a lock_dlm volume mounts through the cluster; to mount it on this node only, "
+            "make sure no other node has it mounted and pass -o lockproto=lock_nolock)";
       }
       return Fail("cannot mount " + opts.device + ": " + joined.message() + hint);
     }
