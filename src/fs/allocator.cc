@@ -496,15 +496,27 @@ uint64_t Allocator::PickDirGoal(uint64_t parent_goal) {
   uint64_t total = 0;
   for (const auto& rg : rgrps_) total += rg.damaged ? 0 : rg.hdr.free;
   uint64_t avg = total / rgrps_.size();
-  for (size_t k = 0; k < rgrps_.size(); ++k) {
-    size_t i = (alloc_rr_ + k) % rgrps_.size();
-    const Rgrp& rg = rgrps_[i];
-    if (!rg.damaged && rg.hdr.free > 0 && rg.hdr.free >= avg) {
-      alloc_rr_ = i + 1;
-      return rg.ri.data0;
+  // Several nodes: this node's share of the rgrps first (every share_count_-th, from
+  // share_index_), so that nodes rarely allocate from, hence lock, the same rgrps; then any.
+  for (int pass = share_count_ > 1 ? 0 : 1; pass < 2; ++pass) {
+    for (size_t k = 0; k < rgrps_.size(); ++k) {
+      size_t i = (alloc_rr_ + k) % rgrps_.size();
+      if (pass == 0 && i % share_count_ != share_index_ % share_count_) continue;
+      const Rgrp& rg = rgrps_[i];
+      if (!rg.damaged && rg.hdr.free > 0 && rg.hdr.free >= avg) {
+        alloc_rr_ = i + 1;
+        return rg.ri.data0;
+      }
     }
   }
   return parent_goal;
+}
+
+void Allocator::SetShare(uint32_t index, uint32_t count) {
+  std::lock_guard<std::mutex> l(mu_);
+  share_index_ = index;
+  share_count_ = count;
+  alloc_rr_ = count > 1 && !rgrps_.empty() ? index % rgrps_.size() : 0;
 }
 
 void Allocator::SetJournalRuns(std::vector<std::pair<uint64_t, uint64_t>> runs) {

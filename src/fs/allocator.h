@@ -100,6 +100,9 @@ class Allocator {
   Status FreeDinode(uint64_t blk);
   Status SetUnlinked(uint64_t blk);
   uint64_t PickDirGoal(uint64_t parent_goal);
+  // Cluster mounts: node `index` of `count` (its journal id and the journal count) prefers every
+  // count-th rgrp from index for new directories (gfs2's preferred rgrps, GFS2_RDF_PREFERRED).
+  void SetShare(uint32_t index, uint32_t count);
 
   // ---- rgrp glocks
   // On while the glock layer runs: transactions then touch only held rgrps.
@@ -169,12 +172,13 @@ class Allocator {
   const uint64_t dev_blocks_;
   std::vector<std::pair<uint64_t, uint64_t>> journal_runs_;  // set once at mount
 
-  mutable std::mutex mu_;      // lock order: mu_ -> pending_mu_ -> MetaCache::mu_
-  std::vector<Rgrp> rgrps_;    // sorted by address; the vector itself is fixed after Load
-  size_t alloc_rr_ = 0;        // round-robin cursor for spreading directories
-  bool enforced_ = false;      // SetEnforced
-  StatfsDelta local_;          // not yet folded into the master statfs
-  StatfsDelta local_on_disk_;  // the part of local_ written to statfs_change<jid>
+  mutable std::mutex mu_;    // lock order: mu_ -> pending_mu_ -> MetaCache::mu_
+  std::vector<Rgrp> rgrps_;  // sorted by address; the vector itself is fixed after Load
+  size_t alloc_rr_ = 0;      // round-robin cursor for spreading directories
+  bool enforced_ = false;    // SetEnforced
+  uint32_t share_index_ = 0, share_count_ = 1;  // SetShare
+  StatfsDelta local_;                           // not yet folded into the master statfs
+  StatfsDelta local_on_disk_;                   // the part of local_ written to statfs_change<jid>
 
   mutable std::mutex pending_mu_;                    // leaf
   std::unordered_set<uint64_t> pending_free_;        // freed in the current batch

@@ -176,6 +176,7 @@ Status Engine::OpenJournal() {
     uint32_t journals = 0;
     while (LookupChild(*jindex, "journal" + std::to_string(journals), nullptr).ok()) journals++;
     ASSIGN_OR_RETURN(jid_, ClaimJournal(journals));
+    alloc_->SetShare(jid_, journals);
   } else {
     jid_ = opts_.jid >= 0 ? static_cast<uint32_t>(opts_.jid) : 0;
   }

@@ -265,6 +265,30 @@ TEST_F(ClusterCoreTest, ConcurrentCreatesAndWritesOnThreeNodes) {
   ExpectCleanAfterSingleNodeMount();
 }
 
+// Each node puts new directories in its own share of the rgrps (every second one here), so two
+// nodes creating trees rarely lock the same rgrps. The volume has 32 MiB rgrps (8192 blocks), so
+// block / 8192 tells the rgrp of a directory's dinode.
+TEST_F(ClusterCoreTest, NodesPutNewDirectoriesInTheirOwnRgrps) {
+  MakeVolume(2);
+  Node a, b;
+  ASSERT_TRUE(Mount(&a, 1).ok());
+  ASSERT_TRUE(Mount(&b, 2).ok());
+  std::set<uint64_t> rgrps_a, rgrps_b;
+  for (int i = 0; i < 4; ++i) {
+    auto da = a.fs->Mkdir(a.fs->root(), "a" + std::to_string(i), 0755, RootCred());
+    auto db = b.fs->Mkdir(b.fs->root(), "b" + std::to_string(i), 0755, RootCred());
+    ASSERT_TRUE(da.ok() && db.ok());
+    rgrps_a.insert(da->ino / 8192);
+    rgrps_b.insert(db->ino / 8192);
+  }
+  for (uint64_t r : rgrps_a) EXPECT_EQ(rgrps_b.count(r), 0u) << "both nodes use rgrp " << r;
+  EXPECT_GE(rgrps_a.size(), 2u);  // still spread over the node's share
+  Unmount(&b);
+  Unmount(&a);
+  std::string report;
+  EXPECT_TRUE(FsckClean(img_, &report)) << report;
+}
+
 TEST_F(ClusterCoreTest, JournalsAreClaimedOnePerNode) {
   MakeVolume(2);
   Node a, b, c, d;
