@@ -491,10 +491,10 @@ Status Engine::Unmount() {
           if (ip->di.nlink == 0 && !ip->damaged) orphans.push_back(ip);
         }
       }
-      // On a cluster another node may have them open: they stay marked unlinked, for the next
-      // node that mounts alone.
+      // On a cluster these are inodes another node had open at their last close here: that
+      // node frees them at its own last close (iopen glocks), so they stay marked unlinked.
+      if (cluster_) orphans.clear();
       for (auto& ip : orphans) {
-        if (cluster_) break;
         Status st = Dealloc(*ip);
         if (!st.ok()) LOG_ERROR("deallocating inode " << ip->no << ": " << st.ToString());
       }

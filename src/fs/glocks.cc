@@ -85,11 +85,12 @@ Status Engine::SyncInodeGlock(InodeNo no) {
 
 Status Engine::SyncRgrpGlock(uint64_t rgrp) {
   // Every change to the rgrp was made while some operation held its glock, inside a
-  // transaction. The last holder is gone, but a transaction that allocated from the rgrp under
-  // another operation's holder may still be open: wait for the open ones (they bump the mod
-  // sequence as they end), then flush if any of its buffers is dirty.
-  { std::unique_lock<std::shared_mutex> quiesce(log_->trans_mutex()); }
+  // transaction, and dirtied its buffers at once: clean buffers mean nothing to write. The last
+  // holder is gone, but a transaction that allocated from the rgrp under another operation's
+  // holder may still be open and not yet have bumped the mod sequence (a flush up to the current
+  // one would then miss it): wait for the open ones, then flush.
   if (!alloc_->RgrpDirty(rgrp)) return Status::Ok();
+  { std::unique_lock<std::shared_mutex> quiesce(log_->trans_mutex()); }
   return FlushLog();
 }
 
