@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <shared_mutex>
+#include <unordered_map>
 
 #include "fs/file_system.h"
 #include "inode_table.h"
@@ -20,8 +21,34 @@ struct fuse_session;
 namespace ugfs2::fusefs {
 
 class CacheInvalidator;
+class KernelCacheBridge;
 class MountWatcher;
 class RawProtocol;
+class Revoker;
+
+// Files this node has open for reading and writing (cluster mounts): their pages are filled
+// under EX (FileSystem::ReadForUpdate), since a shared writable mapping dirties them unseen.
+// Thread safety: thread-safe; mu_ is a leaf lock.
+class WritableOpens {
+ public:
+  void Add(InodeNo ino) {
+    std::lock_guard<std::mutex> l(mu_);
+    ++count_[ino];
+  }
+  void Remove(InodeNo ino) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = count_.find(ino);
+    if (it != count_.end() && --it->second == 0) count_.erase(it);
+  }
+  bool Has(InodeNo ino) const {
+    std::lock_guard<std::mutex> l(mu_);
+    return count_.count(ino) != 0;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<InodeNo, int> count_;
+};
 
 struct DaemonContext {
   FileSystem* fs = nullptr;
@@ -30,7 +57,11 @@ struct DaemonContext {
   const Options* opts = nullptr;
   bool dont_mask = false;  // set at INIT: the kernel leaves the umask to us (Cred::umask)
   fuse_session* session = nullptr;
-  CacheInvalidator* invalidator = nullptr;  // kernel cache notifications; may be null
+  CacheInvalidator* invalidator = nullptr;    // kernel cache notifications; may be null
+  KernelCacheBridge* kernel_cache = nullptr;  // the core's KernelCache; may be null
+  Revoker* revoker = nullptr;                 // the two-phase page revoke; null: revoke=async
+  bool cluster = false;                       // a lock_dlm mount through the cluster
+  WritableOpens writable;                     // used on cluster mounts only
   RawProtocol* raw = nullptr;
   // Remounts that bypass the control socket: while the core is read-only because of a remount
   // (`remounted_ro`), a modifying request re-checks the kernel's state through the watcher first.

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -19,7 +20,9 @@
 #include "control.h"
 #include "daemon_context.h"
 #include "errno_map.h"
+#include "kernel_cache_bridge.h"
 #include "reply.h"
+#include "revoker.h"
 
 namespace ugfs2::fusefs {
 namespace {
@@ -47,11 +50,12 @@ bool IsModifying(Op op) {
   }
 }
 
-// Runs a handler body; exceptions never cross into libfuse. `body` replies itself.
+// Runs a handler body; exceptions never cross into libfuse. `body` replies itself. `count`:
+// count the request (false for a parked request served again later).
 template <typename F>
-void Guarded(fuse_req_t req, Op op, F&& body) noexcept {
+void GuardedImpl(fuse_req_t req, Op op, bool count, F&& body) noexcept {
   DaemonContext& ctx = Ctx(req);
-  ctx.stats->Count(op);
+  if (count) ctx.stats->Count(op);
   ctx.in_flight.fetch_add(1);
   struct Leave {
     DaemonContext& c;
@@ -86,6 +90,29 @@ void Guarded(fuse_req_t req, Op op, F&& body) noexcept {
     fuse_reply_err(req, EIO);
   }
 }
+
+template <typename F>
+void Guarded(fuse_req_t req, Op op, F&& body) noexcept {
+  GuardedImpl(req, op, true, std::forward<F>(body));
+}
+
+// Brackets a request that makes the kernel cache names in `dir` (KernelCacheBridge::
+// ExpireNames waits for such requests before a directory's glock goes).
+class NameScope {
+ public:
+  NameScope(DaemonContext& ctx, InodeNo dir) : bridge_(ctx.kernel_cache), dir_(dir) {
+    if (bridge_ != nullptr) bridge_->NameRequestBegin(dir_);
+  }
+  ~NameScope() {
+    if (bridge_ != nullptr) bridge_->NameRequestEnd(dir_);
+  }
+  NameScope(const NameScope&) = delete;
+  NameScope& operator=(const NameScope&) = delete;
+
+ private:
+  KernelCacheBridge* const bridge_;
+  const InodeNo dir_;
+};
 
 // Credentials of the caller. Supplementary groups are read (from /proc, costly) only when the
 // core may need them: non-root callers of ops that set ownership or mode bits.
@@ -182,6 +209,7 @@ void OpLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     // carries the generation (checked by In, and against the attributes for ".").
     auto dir = In(ctx, req, parent);
     if (!dir) return;
+    NameScope names(ctx, *dir);
     const bool self = std::strcmp(name, ".") == 0;
     auto r = self ? ctx.fs->GetAttr(*dir) : ctx.fs->Lookup(*dir, name);
     if (!r.ok() && !self && r.status().code() == Code::kNotFound) {
@@ -243,6 +271,7 @@ void OpMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, d
   Guarded(req, Op::kMknod, [&](DaemonContext& ctx) {
     auto dir = In(ctx, req, parent);
     if (!dir) return;
+    NameScope names(ctx, *dir);
     auto r = ctx.fs->Mknod(*dir, name, mode, rdev, MakeCred(req, true));
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "mknod");
     ReplyEntry(ctx, req, *r);
@@ -253,6 +282,7 @@ void OpMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   Guarded(req, Op::kMkdir, [&](DaemonContext& ctx) {
     auto dir = In(ctx, req, parent);
     if (!dir) return;
+    NameScope names(ctx, *dir);
     auto r = ctx.fs->Mkdir(*dir, name, (mode & 07777) | S_IFDIR, MakeCred(req, true));
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "mkdir");
     ReplyEntry(ctx, req, *r);
@@ -283,6 +313,7 @@ void OpSymlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* 
   Guarded(req, Op::kSymlink, [&](DaemonContext& ctx) {
     auto dir = In(ctx, req, parent);
     if (!dir) return;
+    NameScope names(ctx, *dir);
     auto r = ctx.fs->Symlink(*dir, name, link, MakeCred(req, true));
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "symlink");
     ReplyEntry(ctx, req, *r);
@@ -297,6 +328,8 @@ void OpRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t ne
     if (!dir) return;
     auto new_dir = In(ctx, req, newparent);
     if (!new_dir) return;
+    NameScope names(ctx, *dir);
+    NameScope new_names(ctx, *new_dir);
     Status st = ctx.fs->Rename(*dir, name, *new_dir, newname, flags);
     if (!st.ok()) return ReplyError(ctx, req, st, "rename");
     fuse_reply_err(req, 0);
@@ -309,10 +342,17 @@ void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
     if (!i) return;
     auto new_dir = In(ctx, req, newparent);
     if (!new_dir) return;
+    NameScope names(ctx, *new_dir);
     auto r = ctx.fs->Link(*i, *new_dir, newname);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "link");
     ReplyEntry(ctx, req, *r);
   });
+}
+
+// Cluster mounts: an open for reading and writing may back a shared writable mapping, whose
+// pages must be filled under EX (WritableOpens).
+bool IsUpdateOpen(const DaemonContext& ctx, const fuse_file_info* fi) {
+  return ctx.cluster && (fi->flags & O_ACCMODE) == O_RDWR;
 }
 
 // Open flags -> reply flags. With dio=fopen, O_DIRECT opens bypass the page cache per request
@@ -337,8 +377,11 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     bool trunc = (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY;
     auto i = In(ctx, req, ino);
     if (!i) return;
-    Status st = ctx.fs->Open(*i, trunc, MakeCred(req, false));
+    const bool update = IsUpdateOpen(ctx, fi);
+    Status st = update ? ctx.fs->OpenForUpdate(*i, trunc, MakeCred(req, false))
+                       : ctx.fs->Open(*i, trunc, MakeCred(req, false));
     if (!st.ok()) return ReplyError(ctx, req, st, "open");
+    if (update) ctx.writable.Add(*i);
     SetOpenReplyFlags(ctx, fi);
     // A read through this open must update atime (relatime: the file changed since its last
     // access; strictatime: always). Cached pages would serve it without a READ, so drop them
@@ -346,7 +389,10 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     if (fi->keep_cache && (fi->flags & O_ACCMODE) != O_WRONLY && ctx.fs->AtimeDue(*i)) {
       fi->keep_cache = 0;
     }
-    if (fuse_reply_open(req, fi) != 0) (void)ctx.fs->Release(*i);
+    if (fuse_reply_open(req, fi) != 0) {
+      if (update) ctx.writable.Remove(*i);
+      (void)ctx.fs->Release(*i);
+    }
   });
 }
 
@@ -355,11 +401,13 @@ void OpCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   Guarded(req, Op::kCreate, [&](DaemonContext& ctx) {
     auto dir = In(ctx, req, parent);
     if (!dir) return;
+    NameScope names(ctx, *dir);
     // One core operation (one glock scope): create, or open the file a racing creator made
     // (kExists with O_EXCL, kIsDir for a directory; O_TRUNC empties it). It counts as an open.
     auto r = ctx.fs->Create(*dir, name, mode, (fi->flags & O_EXCL) != 0, (fi->flags & O_TRUNC) != 0,
                             MakeCred(req, true));
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "create");
+    if (IsUpdateOpen(ctx, fi)) ctx.writable.Add(r->ino);
     SetOpenReplyFlags(ctx, fi);
     ReplyCreate(ctx, req, *r, fi);
   });
@@ -379,18 +427,36 @@ std::span<uint8_t> ReadBuffer(size_t size) {
   return {buf.get(), cap};
 }
 
+// Serves a READ (also a parked one, from the revoker's replay threads).
+void ServeRead(DaemonContext& ctx, fuse_req_t req, InodeNo i, size_t size, off_t off) {
+  IoScope scope(i);
+  auto buf = ReadBuffer(size);
+  if (buf.size() < size) return ReplyError(ctx, req, Status::NoSpace("read buffer"), "read");
+  auto span = buf.subspan(0, size);
+  auto r = ctx.cluster && ctx.writable.Has(i)
+               ? ctx.fs->ReadForUpdate(i, static_cast<uint64_t>(off), span)
+               : ctx.fs->Read(i, static_cast<uint64_t>(off), span);
+  if (!r.ok()) return ReplyError(ctx, req, r.status(), "read");
+  ctx.stats->AddReadBytes(*r);
+  fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *r);
+}
+
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
   Guarded(req, Op::kRead, [&](DaemonContext& ctx) {
     auto resolved = In(ctx, req, ino);
     if (!resolved) return;
     InodeNo i = *resolved;
-    IoScope scope(i);
-    auto buf = ReadBuffer(size);
-    if (buf.size() < size) return ReplyError(ctx, req, Status::NoSpace("read buffer"), "read");
-    auto r = ctx.fs->Read(i, static_cast<uint64_t>(off), buf.subspan(0, size));
-    if (!r.ok()) return ReplyError(ctx, req, r.status(), "read");
-    ctx.stats->AddReadBytes(*r);
-    fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *r);
+    // While the inode's pages are being revoked a READ may have to wait (fuse/revoker.h).
+    if (ctx.revoker != nullptr &&
+        ctx.revoker->Admit(i, Revoker::Kind::kRead, static_cast<uint64_t>(off), size, [&] {
+          return Revoker::Rerun([req, i, size, off] {
+            GuardedImpl(req, Op::kRead, false,
+                        [&](DaemonContext& c) { ServeRead(c, req, i, size, off); });
+          });
+        })) {
+      return;
+    }
+    ServeRead(ctx, req, i, size, off);
   });
 }
 
@@ -424,32 +490,54 @@ Status DropPrivsFor(DaemonContext& ctx, fuse_req_t req, InodeNo ino, const fuse_
   return Status::Ok();
 }
 
+// Serves a WRITE (also a parked one). `direct`: an O_DIRECT write-through, `writepage`: a
+// launder or writeback WRITE.
+void ServeWrite(DaemonContext& ctx, fuse_req_t req, InodeNo i, std::span<const uint8_t> data,
+                off_t off, const fuse_file_info* fi) {
+  Result<size_t> r = [&]() -> Result<size_t> {
+    IoScope scope(i);
+    RETURN_IF_ERROR(DropPrivsFor(ctx, req, i, fi));
+    return ctx.fs->Write(i, static_cast<uint64_t>(off), data, false);
+  }();
+  if (!r.ok()) return ReplyError(ctx, req, r.status(), "write");
+  // A direct write bypassed this node's page cache: drop the cached pages of the range before
+  // the write returns, or a buffered reader (or a mapping) that filled them meanwhile keeps
+  // the old data (generic/451). The kernel invalidates only before the write. Safe here: a
+  // direct write holds no folio lock or writeback bit of its own (fuse/README.md case N4
+  // concerns writeback and partial-page WRITEs, which never carry O_DIRECT), and no core lock
+  // is held.
+  if ((fi->flags & O_DIRECT) && !fi->writepage && ctx.invalidator != nullptr && *r > 0) {
+    Status inv = ctx.invalidator->InvalidateInodeNow(i, off, static_cast<int64_t>(*r));
+    if (!inv.ok()) LOG_WARN("write: invalidating the cached range: " << inv.ToString());
+  }
+  ctx.stats->AddWriteBytes(*r);
+  fuse_reply_write(req, *r);
+}
+
 void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off,
              fuse_file_info* fi) {
   Guarded(req, Op::kWrite, [&](DaemonContext& ctx) {
     auto resolved = In(ctx, req, ino);
     if (!resolved) return;
     InodeNo i = *resolved;
-    Result<size_t> r = [&]() -> Result<size_t> {
-      IoScope scope(i);
-      RETURN_IF_ERROR(DropPrivsFor(ctx, req, i, fi));
-      return ctx.fs->Write(i, static_cast<uint64_t>(off),
-                           std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data), size),
-                           false);
-    }();
-    if (!r.ok()) return ReplyError(ctx, req, r.status(), "write");
-    // A direct write bypassed this node's page cache: drop the cached pages of the range before
-    // the write returns, or a buffered reader (or a mapping) that filled them meanwhile keeps
-    // the old data (generic/451). The kernel invalidates only before the write. Safe here: a
-    // direct write holds no folio lock or writeback bit of its own (fuse/README.md case N4
-    // concerns writeback and partial-page WRITEs, which never carry O_DIRECT), and no core lock
-    // is held.
-    if ((fi->flags & O_DIRECT) && !fi->writepage && ctx.invalidator != nullptr && *r > 0) {
-      Status inv = ctx.invalidator->InvalidateInodeNow(i, off, static_cast<int64_t>(*r));
-      if (!inv.ok()) LOG_WARN("write: invalidating the cached range: " << inv.ToString());
+    const auto bytes = std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data), size);
+    // Launder and writeback WRITEs are always served (a revoke waits for them); a write-through
+    // WRITE may have to wait while the inode's pages are revoked (fuse/revoker.h). A parked
+    // one keeps a copy of its data: libfuse reuses the request buffer.
+    const Revoker::Kind kind = fi->writepage ? Revoker::Kind::kWritePage : Revoker::Kind::kWrite;
+    if (ctx.revoker != nullptr &&
+        ctx.revoker->Admit(i, kind, static_cast<uint64_t>(off), size, [&] {
+          auto copy = std::make_shared<std::vector<uint8_t>>(bytes.begin(), bytes.end());
+          const fuse_file_info fcopy = *fi;
+          return Revoker::Rerun([req, i, off, copy, fcopy] {
+            GuardedImpl(req, Op::kWrite, false, [&](DaemonContext& c) {
+              ServeWrite(c, req, i, std::span<const uint8_t>(*copy), off, &fcopy);
+            });
+          });
+        })) {
+      return;
     }
-    ctx.stats->AddWriteBytes(*r);
-    fuse_reply_write(req, *r);
+    ServeWrite(ctx, req, i, bytes, off, fi);
   });
 }
 
@@ -458,8 +546,9 @@ void OpFlush(fuse_req_t req, fuse_ino_t, fuse_file_info*) {
   Guarded(req, Op::kFlush, [&](DaemonContext&) { fuse_reply_err(req, 0); });
 }
 
-void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+void OpRelease(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   Guarded(req, Op::kRelease, [&](DaemonContext& ctx) {
+    if (IsUpdateOpen(ctx, fi)) ctx.writable.Remove(Unchecked(ctx, ino));
     Status st = ctx.fs->Release(Unchecked(ctx, ino));
     if (!st.ok()) LOG_WARN("release " << ino << ": " << st.ToString());
     fuse_reply_err(req, 0);  // the kernel ignores release errors
@@ -512,6 +601,7 @@ void OpReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_
     // Collect first, then stat: no core call runs inside the core's ReadDir callback.
     auto dir = In(ctx, req, ino);
     if (!dir) return;
+    NameScope names(ctx, *dir);
     std::vector<DirEntry> entries;
     size_t estimate = 0;
     Status st = ctx.fs->ReadDir(*dir, static_cast<uint64_t>(off), [&](const DirEntry& d) {
@@ -717,6 +807,10 @@ void OpDestroy(void* userdata) {
 
 Status ShutdownCore(DaemonContext& ctx) {
   ctx.core_down.store(true);
+  // No synchronous notification from here on (the kernel may be unmounting and waiting for
+  // us); parked requests are answered (EIO now that the core is going).
+  if (ctx.kernel_cache != nullptr) ctx.kernel_cache->BeginShutdown();
+  if (ctx.revoker != nullptr) ctx.revoker->Shutdown();
   // Handlers that passed the core_down check finish their core call; bounded, so that a stuck
   // request cannot keep the unmount (and umount(2) waiting on DESTROY) forever.
   {

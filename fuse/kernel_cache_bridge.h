@@ -24,13 +24,17 @@
 #ifndef UGFS2_FUSE_KERNEL_CACHE_BRIDGE_H_
 #define UGFS2_FUSE_KERNEL_CACHE_BRIDGE_H_
 
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string_view>
 
 #include "cache_invalidator.h"
 #include "fs/kernel_cache.h"
+#include "revoker.h"
 
 namespace ugfs2::fusefs {
 
@@ -40,15 +44,41 @@ class KernelCacheBridge final : public KernelCache {
   KernelCacheBridge(const KernelCacheBridge&) = delete;
   KernelCacheBridge& operator=(const KernelCacheBridge&) = delete;
 
-  // Starts forwarding to `invalidator`, which must stay valid until Detach returns.
-  void Attach(CacheInvalidator* invalidator);
+  // Starts forwarding to `invalidator` and (may be null: revoke=async) `revoker`, which must
+  // stay valid until Detach returns.
+  void Attach(CacheInvalidator* invalidator, Revoker* revoker = nullptr);
   // Stops forwarding; returns once no call is forwarding any more. Idempotent.
   void Detach();
+  // The session is going away (DESTROY, or the end of the loop): from now on Revoke, DropAttrsNow
+  // and ExpireNames return at once (a synchronous notify could wait for the unmount that waits
+  // for us; the kernel drops its caches itself).
+  void BeginShutdown() { closing_.store(true); }
+  // Whether ExpireNames waits (the kernel keeps names only within a clock tick: entry_timeout=0
+  // on a cluster mount). Set before the session starts.
+  void SetExpireNames(bool on) { expire_names_ = on; }
+
+  // Handlers of requests that make the kernel cache names in `dir` (LOOKUP, CREATE, MKNOD,
+  // MKDIR, SYMLINK, LINK, RENAME, READDIRPLUS) bracket them with these (see ExpireNames).
+  void NameRequestBegin(InodeNo dir);
+  void NameRequestEnd(InodeNo dir);
 
   // KernelCache. len 0 = to the end of the file; the data invalidation also drops attributes.
   void InvalidateData(InodeNo ino, uint64_t off, uint64_t len) override;
   void InvalidateAttr(InodeNo ino) override;
   void InvalidateEntry(InodeNo parent, std::string_view name) override;
+  // The coherence protocol (docs/coherence.md). Revoke/Thaw go to the Revoker (without one,
+  // done at once: revoke=async keeps only the posted invalidations). DropAttrsNow notifies the
+  // kernel synchronously (attributes only: never waits for pages or requests). ExpireNames: on
+  // cluster mounts the kernel keeps names for the rest of the clock tick in which they were
+  // answered (entry_timeout=0); it waits until every name request in `dir` in flight has
+  // answered and kNameExpiry has passed since the last answer, at most kNameExpiryBound.
+  void Revoke(InodeNo ino, std::function<void()> done) override;
+  void Thaw(InodeNo ino) override;
+  void DropAttrsNow(InodeNo ino) override;
+  void ExpireNames(InodeNo dir) override;
+  static constexpr std::chrono::milliseconds kNameExpiry{10};  // > one tick at HZ >= 100
+  static constexpr std::chrono::milliseconds kNameExpiryBound{30};
+  uint64_t name_waits() const { return name_waits_.load(std::memory_order_relaxed); }
 
   // Calls forwarded to the invalidator, per kind, and calls dropped while detached.
   uint64_t data_calls() const { return data_calls_.load(std::memory_order_relaxed); }
@@ -61,6 +91,18 @@ class KernelCacheBridge final : public KernelCache {
   // which never blocks on anything else, so callers holding core locks or glocks cannot stall.
   std::mutex mu_;
   CacheInvalidator* target_ = nullptr;  // guarded by mu_
+  Revoker* revoker_ = nullptr;          // guarded by mu_
+  std::atomic<bool> closing_{false};
+  bool expire_names_ = false;
+  // Name requests per directory, hashed into slots (a collision only makes a wait longer).
+  struct NameSlot {
+    std::atomic<int> in_flight{0};
+    std::atomic<int64_t> last_ns{0};  // steady clock, nanoseconds: the last answer
+  };
+  static constexpr size_t kNameSlots = 1024;
+  std::array<NameSlot, kNameSlots> names_;
+  static size_t SlotOf(InodeNo dir) { return (dir * 0x9E3779B97F4A7C15ull >> 40) % kNameSlots; }
+  std::atomic<uint64_t> name_waits_{0};
   std::atomic<uint64_t> data_calls_{0};
   std::atomic<uint64_t> attr_calls_{0};
   std::atomic<uint64_t> entry_calls_{0};

@@ -41,6 +41,7 @@
 #include "options.h"
 #include "raw_protocol.h"
 #include "request_stats.h"
+#include "revoker.h"
 #include "syslog_sink.h"
 
 #ifndef UGFS2_VERSION
@@ -135,12 +136,14 @@ void FinishDaemon(int notify_fd) {
 class StatsDumper {
  public:
   StatsDumper(const RequestStats* stats, FileSystem* fs, const InodeTable* inodes,
-              const KernelCacheBridge* kernel_cache, const CacheInvalidator* invalidator)
+              const KernelCacheBridge* kernel_cache, const CacheInvalidator* invalidator,
+              const Revoker* revoker)
       : stats_(stats),
         fs_(fs),
         inodes_(inodes),
         kernel_cache_(kernel_cache),
-        invalidator_(invalidator) {
+        invalidator_(invalidator),
+        revoker_(revoker) {
     thread_ = std::thread([this] { Run(); });
   }
   ~StatsDumper() {
@@ -167,7 +170,18 @@ class StatsDumper {
              "\nkernel_cache_dropped " + std::to_string(kernel_cache_->dropped()) +
              "\nnotify_issued " + std::to_string(invalidator_->issued()) + "\nnotify_skipped " +
              std::to_string(invalidator_->skipped()) + "\nnotify_coalesced " +
-             std::to_string(invalidator_->coalesced()) + "\n";
+             std::to_string(invalidator_->coalesced()) + "\nname_expiry_waits " +
+             std::to_string(kernel_cache_->name_waits()) + "\n";
+    if (revoker_ != nullptr) {
+      // The two-phase revokes (fuse/revoker.h) and what they cost.
+      const Revoker::Stats r = revoker_->stats();
+      extra += "revokes " + std::to_string(r.revokes) + "\nrevokes_skipped " +
+               std::to_string(r.skipped) + "\nrevoke_notifies " + std::to_string(r.notifies) +
+               "\nrevoke_parked " + std::to_string(r.parked) + "\nrevoke_stall_answers " +
+               std::to_string(r.stall_answers) + "\nrevoke_redo_pages " +
+               std::to_string(r.redo_pages) + "\nrevoke_max_us " + std::to_string(r.max_revoke_us) +
+               "\nrevoke_total_us " + std::to_string(r.total_revoke_us) + "\n";
+    }
     return stats_->Format(extra);
   }
 
@@ -190,6 +204,7 @@ class StatsDumper {
   const InodeTable* inodes_;
   const KernelCacheBridge* kernel_cache_;
   const CacheInvalidator* invalidator_;
+  const Revoker* revoker_;  // null: revoke=async
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -391,6 +406,9 @@ int Run(int argc, char** argv) {
   // this host (the local cluster's namespaces): its claim says so (DeviceClaim::kCluster).
   std::string locktable;
   const bool cluster_mount = IsClusterMount(opts, &locktable);
+  // The kernel keeps a name for entry_timeout without asking; on a cluster mount another node
+  // may change it meanwhile, so names live only within a clock tick (the revoke waits that out).
+  if (cluster_mount && !opts.entry_timeout_set) opts.entry_timeout = 0;
   FileDeviceOptions dev_opts;
   dev_opts.read_only = opts.read_only;
   // Several nodes: no host page cache may serve what another node's writes bypass, so a
@@ -513,14 +531,26 @@ int Run(int argc, char** argv) {
   FuseNotifyBackend notify_backend(se);
   CacheInvalidator invalidator(&notify_backend, &inodes);
   ctx.invalidator = &invalidator;
+  // The two-phase page revoke before an inode glock goes (fuse/revoker.h); revoke=async keeps
+  // only the invalidations posted after it went (a negative control for the coherence tests).
+  std::unique_ptr<Revoker> revoker;
+  if (!opts.revoke_async) {
+    revoker = std::make_unique<Revoker>(&notify_backend, &inodes, Revoker::Options{});
+  }
+  ctx.revoker = revoker.get();
+  ctx.kernel_cache = &kernel_cache;
+  ctx.cluster = cluster_mount;
+  kernel_cache.SetExpireNames(cluster_mount && opts.entry_timeout == 0);
   // Set before the session serves its first request. The core may call it during Unmount
   // (ShutdownCore, from DESTROY or at the end of Run) too: calls are queued while the session
   // exists, dropped after stop_notifications.
-  kernel_cache.Attach(&invalidator);
+  kernel_cache.Attach(&invalidator, revoker.get());
   fs->SetKernelCache(&kernel_cache);
   // Before fuse_session_destroy: nothing may reach the session once it is gone.
   auto stop_notifications = [&] {
+    kernel_cache.BeginShutdown();
     kernel_cache.Detach();
+    if (revoker) revoker->Shutdown();
     invalidator.Drain();
   };
   // libfuse only installs its handlers over SIG_DFL; a shell starting us in the background
@@ -588,7 +618,7 @@ int Run(int argc, char** argv) {
 
   int loop_rc;
   {
-    StatsDumper dumper(&stats, fs.get(), &inodes, &kernel_cache, &invalidator);
+    StatsDumper dumper(&stats, fs.get(), &inodes, &kernel_cache, &invalidator, revoker.get());
     fuse_loop_config* cfg = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(cfg, opts.max_threads);
     // Keep idle workers (up to max_threads) instead of recycling them after every burst.

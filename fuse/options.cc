@@ -98,6 +98,7 @@ Status ApplyOne(std::string_view item, Options* o) {
   }
   if (key == "entry_timeout") {
     ASSIGN_OR_RETURN(o->entry_timeout, ParseSeconds(key, value));
+    o->entry_timeout_set = true;
     return Status::Ok();
   }
   if (key == "stats_file") {
@@ -116,6 +117,11 @@ Status ApplyOne(std::string_view item, Options* o) {
   if (key == "allow_other") return flag(&o->allow_other);
   if (key == "writeback_cache") return flag(&o->writeback_cache);
   if (key == "fuseblk") return flag(&o->fuseblk);
+  if (key == "revoke") {
+    if (value != "p6" && value != "async") return BadValue(key, value);
+    o->revoke_async = value == "async";
+    return Status::Ok();
+  }
   if (key == "dio") {
     if (value != "fopen" && value != "kernel") return BadValue(key, value);
     o->dio_fopen = value == "fopen";
@@ -243,7 +249,9 @@ std::string UsageText(std::string_view program) {
          "     allow_other            let other users access the mount\n"
          "     writeback_cache        kernel writeback cache for buffered writes (default off)\n"
          "     attr_timeout=SECONDS   kernel attribute cache timeout (default 1)\n"
-         "     entry_timeout=SECONDS  kernel name cache timeout (default 1)\n"
+         "     entry_timeout=SECONDS  kernel name cache timeout (default 1; lock_dlm: 0)\n"
+         "     revoke=p6|async        cluster cache revoke: two-phase before a lock goes\n"
+         "                            (default), or async after it (stale reads; tests only)\n"
          "     stats_file=PATH        write the request counters to PATH at exit\n"
          "     fsname=NAME            name shown in /proc/mounts (default DEVICE; with\n"
          "                            fuseblk the block device carrying the mount)\n"

@@ -45,10 +45,15 @@ struct Options {
   bool allow_other = false;      // allow_other
   bool writeback_cache = false;  // writeback_cache
   double attr_timeout = 1.0;     // attr_timeout=SECONDS
-  double entry_timeout = 1.0;    // entry_timeout=SECONDS
-  std::string stats_file;        // stats_file=PATH: request counters written at exit
-  std::string fsname;            // fsname=NAME (default: DEVICE)
-  unsigned max_threads = 64;     // max_threads=N (FUSE worker threads)
+  double entry_timeout = 1.0;    // entry_timeout=SECONDS (cluster mounts: 0 unless given)
+  bool entry_timeout_set = false;
+  // revoke=p6 (default): before a glock goes, the kernel's pages of the inode are revoked
+  // while its requests are still served (fuse/revoker.h); revoke=async: only posted
+  // invalidations after the glock went (stale reads possible: a negative control for tests).
+  bool revoke_async = false;
+  std::string stats_file;     // stats_file=PATH: request counters written at exit
+  std::string fsname;         // fsname=NAME (default: DEVICE)
+  unsigned max_threads = 64;  // max_threads=N (FUSE worker threads)
   // dio=fopen (default): O_DIRECT opens are FOPEN_DIRECT_IO (parallel direct writes, shared
   // mmap allowed through the raw INIT bit); dio=kernel: O_DIRECT goes through the kernel's own
   // direct-I/O path on a page-cached file (the kernel serializes its writes per inode).

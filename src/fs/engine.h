@@ -126,9 +126,19 @@ class Engine final : public FileSystem {
   Status Rename(InodeNo parent, std::string_view name, InodeNo new_parent,
                 std::string_view new_name, uint32_t flags) override;
   Result<std::string> ReadLink(InodeNo ino) override;
-  Status Open(InodeNo ino, bool truncate, const Cred& cred) override;
+  Status Open(InodeNo ino, bool truncate, const Cred& cred) override {
+    return OpenImpl(ino, truncate, cred, false);
+  }
+  Status OpenForUpdate(InodeNo ino, bool truncate, const Cred& cred) override {
+    return OpenImpl(ino, truncate, cred, true);
+  }
   Status Release(InodeNo ino) override;
-  Result<size_t> Read(InodeNo ino, uint64_t off, std::span<uint8_t> buf) override;
+  Result<size_t> Read(InodeNo ino, uint64_t off, std::span<uint8_t> buf) override {
+    return ReadImpl(ino, off, buf, false);
+  }
+  Result<size_t> ReadForUpdate(InodeNo ino, uint64_t off, std::span<uint8_t> buf) override {
+    return ReadImpl(ino, off, buf, true);
+  }
   Result<size_t> Write(InodeNo ino, uint64_t off, std::span<const uint8_t> data,
                        bool kill_priv) override;
   Status Fsync(InodeNo ino, bool datasync) override;
@@ -170,6 +180,11 @@ class Engine final : public FileSystem {
   // taken again in order, and the body runs again.
   template <typename R, typename F>
   R RunOp(F&& body);
+
+  // Open and Read; `update`: EX shared among the local holders that ask for it (see
+  // FileSystem::ReadForUpdate), otherwise SH (EX plain for a truncating open).
+  Status OpenImpl(InodeNo ino, bool truncate, const Cred& cred, bool update);
+  Result<size_t> ReadImpl(InodeNo ino, uint64_t off, std::span<uint8_t> buf, bool update);
 
   // ---- glocks.cc
   static constexpr size_t kGlockLruBudget = 65536;   // idle cached glocks kept
@@ -429,6 +444,19 @@ class Engine::Hooks final : public glock::GlockHooks {
     if (name.type == glock::GlockType::kInode) e_->InvalidateInodeGlock(name.number);
     if (name.type == glock::GlockType::kRgrp) e_->alloc_->InvalidateRgrp(name.number);
     done();
+  }
+  // Inode glocks: the kernel's pages go before the demote admits no holders (the revoke needs
+  // READs and launder WRITEs served), the attributes and names after (none can be filled anew).
+  void Prepare(const glock::GlockName& name, std::function<void()> done) override {
+    if (name.type == glock::GlockType::kInode && e_->kernel_cache_ != nullptr) {
+      return e_->kernel_cache_->Revoke(name.number, std::move(done));
+    }
+    done();
+  }
+  void Thaw(const glock::GlockName& name) override {
+    if (name.type == glock::GlockType::kInode && e_->kernel_cache_ != nullptr) {
+      e_->kernel_cache_->Thaw(name.number);
+    }
   }
   void Refresh(const glock::GlockName& name, DoneFn done) override {
     switch (name.type) {

@@ -195,6 +195,18 @@ class FileSystem {
 
   // Reads up to buf.size() bytes at `off`; returns fewer at EOF. Holes read as zeros.
   virtual Result<size_t> Read(InodeNo ino, uint64_t off, std::span<uint8_t> buf) = 0;
+  // For files open for reading and writing on a cluster mount. Such a file may be mapped
+  // shared, and the kernel dirties mapped pages without telling the daemon, so its pages may be
+  // filled, and its open made, only while this node holds the inode exclusively (then every
+  // dirty page is flushed by the revoke before another node gets the inode). These take the
+  // inode glock EX, shared among local users of these calls, where Open and Read take SH.
+  // Defaults: the plain calls (nothing caches above a single-node core).
+  virtual Status OpenForUpdate(InodeNo ino, bool truncate, const Cred& cred) {
+    return Open(ino, truncate, cred);
+  }
+  virtual Result<size_t> ReadForUpdate(InodeNo ino, uint64_t off, std::span<uint8_t> buf) {
+    return Read(ino, off, buf);
+  }
   // Writes data at `off` (extending the file as needed). `kill_priv`: clear suid/sgid (the writer
   // is not privileged).
   virtual Result<size_t> Write(InodeNo ino, uint64_t off, std::span<const uint8_t> data,

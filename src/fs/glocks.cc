@@ -72,6 +72,13 @@ void Engine::GlockWorker() {
 }
 
 Status Engine::SyncInodeGlock(InodeNo no) {
+  // The demote admits no holders any more, so nothing read under this glock can be answered
+  // from here on: drop the kernel's attributes (and wait out its names) before the lock goes.
+  // The pages went in the prepare hook (Revoke), while requests were still served.
+  if (kernel_cache_ != nullptr) {
+    kernel_cache_->DropAttrsNow(no);
+    kernel_cache_->ExpireNames(no);
+  }
   uint64_t upto = 0;
   {
     std::lock_guard<std::mutex> l(inodes_mu_);

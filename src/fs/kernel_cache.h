@@ -3,9 +3,9 @@
 // CacheInvalidator. Without one (unit tests, tools) nothing is cached above the core.
 //
 // Contract for implementations:
-//  * Every call returns at once: the notification is queued and issued later, from a thread of
-//    the implementation's own, never from the calling thread. The core calls these from glock
-//    hooks, with glocks and possibly the caller's FUSE request in progress; a synchronous
+//  * The Invalidate* calls return at once: the notification is queued and issued later, from a
+//    thread of the implementation's own, never from the calling thread. The core calls these from
+//    glock hooks, with glocks and possibly the caller's FUSE request in progress; a synchronous
 //    notification could wait for a page lock held by a request that waits for that very glock
 //    (fuse/README.md, cases N1-N5).
 //  * Calls are thread-safe and may come from any thread.
@@ -14,6 +14,7 @@
 #define UGFS2_SRC_FS_KERNEL_CACHE_H_
 
 #include <cstdint>
+#include <functional>
 #include <string_view>
 
 namespace ugfs2 {
@@ -30,6 +31,21 @@ class KernelCache {
   virtual void InvalidateAttr(InodeNo ino) = 0;
   // Drops the cached name `name` in directory `parent` (positive or negative).
   virtual void InvalidateEntry(InodeNo parent, std::string_view name) = 0;
+
+  // The coherence protocol (docs/coherence.md), called by the inode glock's hooks around a
+  // demote. Defaults: nothing is cached above the core.
+  //
+  // Revoke (the glock's prepare hook): drop every page cached of `ino`, and its mappings,
+  // while requests for it are still served under the glock; call `done` once nothing filled
+  // before is left (from any thread, possibly before returning). Must not block.
+  virtual void Revoke(InodeNo ino, std::function<void()> done) { done(); }
+  // Thaw (after the demote, or when it was dropped): requests held back by Revoke go on.
+  virtual void Thaw(InodeNo ino) { (void)ino; }
+  // From the sync hook, once the demote admits no new holders: drop the cached attributes of
+  // `ino` now (synchronously; never waits for pages or requests), and for a directory wait
+  // until no name looked up in it can still be cached (a bounded wait).
+  virtual void DropAttrsNow(InodeNo ino) { (void)ino; }
+  virtual void ExpireNames(InodeNo dir) { (void)dir; }
 };
 
 }  // namespace ugfs2

@@ -126,12 +126,14 @@ Result<std::string> Engine::ReadLink(InodeNo ino) {
   return target;
 }
 
-Result<size_t> Engine::Read(InodeNo ino, uint64_t off, std::span<uint8_t> buf) {
+Result<size_t> Engine::ReadImpl(InodeNo ino, uint64_t off, std::span<uint8_t> buf, bool update) {
   size_t done = 0;
   bool touch = false;
   {
     OpScope s(this);
-    RETURN_IF_ERROR(s.Shared(ino));
+    RETURN_IF_ERROR(
+        update ? s.Lock({glock::GlockType::kInode, ino}, State::kExclusive, glock::kNodeScope)
+               : s.Shared(ino));
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     if (ip->is_dir()) return Status::IsDir("is a directory");
     RETURN_IF_ERROR(ReadData(*ip, off, buf.data(), buf.size(), &done));
@@ -718,11 +720,18 @@ Result<Attr> Engine::SetAttr(InodeNo ino, const SetAttrRequest& req, const Cred&
   return r;
 }
 
-Status Engine::Open(InodeNo ino, bool truncate, const Cred& cred) {
+Status Engine::OpenImpl(InodeNo ino, bool truncate, const Cred& cred, bool update) {
   if (truncate) RETURN_IF_ERROR(CheckWritable());
   {
     OpScope s(this);
-    RETURN_IF_ERROR(s.LockInode(ino, truncate ? State::kExclusive : State::kShared));
+    if (truncate) {
+      RETURN_IF_ERROR(s.Exclusive(ino));
+    } else if (update) {
+      RETURN_IF_ERROR(
+          s.Lock({glock::GlockType::kInode, ino}, State::kExclusive, glock::kNodeScope));
+    } else {
+      RETURN_IF_ERROR(s.Shared(ino));
+    }
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     {
       std::lock_guard<std::mutex> l(inodes_mu_);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <sstream>
+#include <utility>
 
 namespace ugfs2::glock {
 
@@ -65,7 +66,7 @@ std::string FlagsString(uint32_t flags) {
 TypeTraits TraitsOf(GlockType type) {
   switch (type) {
     case GlockType::kInode:
-      return {.sync = true, .invalidate = true, .refresh = true, .min_hold = true};
+      return {.sync = true, .invalidate = true, .refresh = true, .min_hold = true, .prepare = true};
     case GlockType::kRgrp:
       return {.sync = true, .invalidate = true, .refresh = true, .min_hold = false};
     default:
@@ -89,6 +90,10 @@ const char* EffectKindName(Effect::Kind k) {
       return "Invalidate";
     case Effect::kRefresh:
       return "Refresh";
+    case Effect::kPrepare:
+      return "Prepare";
+    case Effect::kThaw:
+      return "Thaw";
   }
   return "?";
 }
@@ -133,6 +138,14 @@ bool IsTry(uint32_t flags) { return (flags & (kTry | kTry1Cb)) != 0; }
 
 // A remote demote to `wanted` is satisfied once this node holds `wanted` or nothing.
 bool Satisfied(State state, State wanted) { return state == S::kUnlocked || state == wanted; }
+
+// Moves after which what was cached above the glock may be wrong or was dirtied beyond what the
+// new state allows: anything that drops to UN or DF (caches get invalidated), and EX to SH
+// (dirty kernel pages must be written back first). These need a completed prepare.
+bool Lowers(State from, State to) {
+  if (from == S::kUnlocked || from == to) return false;
+  return to == S::kUnlocked || to == S::kDeferred || (from == S::kExclusive && to == S::kShared);
+}
 
 }  // namespace
 
@@ -238,6 +251,23 @@ void GlockTable::RequestDemote(Glock* g, State wanted, bool delayed) {
   if (!delayed) g->demote_delayed = false;
 }
 
+// Emits kPrepare unless one is out already. Never while prepared: each kPrepare gets its kThaw
+// before the next one.
+void GlockTable::StartPrepare(Glock* g, std::vector<Effect>* out) {
+  if (g->preparing || g->prepared) return;
+  g->preparing = true;
+  Emit(*g, Effect::kPrepare, out);
+}
+
+// A completed prepare is kept only while the demote it was for is still due (or running); once
+// that demote is gone (satisfied, or ended by its transition) the layer above may cache again.
+void GlockTable::ThawIfUnwanted(Glock* g, std::vector<Effect>* out) {
+  if (!g->prepared || g->demote_in_progress) return;
+  if (g->demote && !Satisfied(g->state, *g->demote) && DemoteDue(g)) return;
+  g->prepared = false;
+  Emit(*g, Effect::kThaw, out);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The queue runner (gfs2's run_queue / do_promote / do_xmote / finish_xmote)
 
@@ -246,10 +276,23 @@ void GlockTable::RequestDemote(Glock* g, State wanted, bool delayed) {
 // when a refresh was started on a waiter's behalf.
 bool GlockTable::DoPromote(Glock* g, std::vector<Effect>* out) {
   const HolderRec* current = FirstGranted(*g);
+  bool blocked_head = false;  // preparing: the first waiter cannot be granted (skipped)
+  bool granted_any = false;
+  std::vector<HolderId> doomed;
   for (size_t i = 0; i < g->queue.size(); ++i) {
     HolderRec& h = holders_.at(g->queue[i]);
     if (h.granted) continue;
     if (!MayGrant(*g, current, h)) {
+      if (g->preparing) {
+        // The revoke in flight waits for requests that need a holder in the current state (a
+        // READ, a launder WRITE under EX): FIFO must not queue them behind a waiter that needs
+        // another state (a promotion, or a conversion refused and waiting for UN), or the
+        // prepare never finishes. Grant the compatible ones past it; the skipped waiter goes
+        // first again once the demote is over.
+        if (!granted_any && current == nullptr && i == 0) blocked_head = true;
+        if (IsTry(h.flags) && !blocked_head) doomed.push_back(h.id);  // a try lock never waits
+        continue;
+      }
       if (i == 0) return false;
       FailWaiters(g, /*only_try=*/true, Status(Code::kLockConflict, "glock try lock failed"), out);
       return true;
@@ -261,6 +304,12 @@ bool GlockTable::DoPromote(Glock* g, std::vector<Effect>* out) {
       return true;
     }
     h.granted = true;
+    granted_any = true;
+    // Granted past a skipped waiter: keep "granted holders first" in the queue (FirstGranted,
+    // AnyGranted and the exclusivity of MayGrant rely on it).
+    for (size_t j = i; j > 0 && !holders_.at(g->queue[j - 1]).granted; --j) {
+      std::swap(g->queue[j - 1], g->queue[j]);
+    }
     Effect e;
     e.kind = Effect::kGrant;
     e.name = g->name;
@@ -268,25 +317,44 @@ bool GlockTable::DoPromote(Glock* g, std::vector<Effect>* out) {
     out->push_back(std::move(e));
     if (current == nullptr) current = &h;
   }
-  return true;
+  for (HolderId id : doomed) {
+    FailHolder(g, id, Status(Code::kLockConflict, "glock try lock failed"), out);
+  }
+  // Nothing granted and the head needs another state: let the caller start its transition.
+  return !(blocked_head && !granted_any);
 }
 
 void GlockTable::RunQueue(Glock* g, std::vector<Effect>* out) {
   if (g->phase != Phase::kIdle) return;
   g->retry = false;
-  if (g->demote) {
-    if (Satisfied(g->state, *g->demote)) {
-      g->demote.reset();
-      g->demote_delayed = false;
-    } else if (DemoteDue(g)) {
+  if (g->demote && Satisfied(g->state, *g->demote)) {
+    g->demote.reset();
+    g->demote_delayed = false;
+  }
+  ThawIfUnwanted(g, out);
+  if (g->demote && DemoteDue(g)) {
+    if (!g->traits.prepare || g->prepared) {
       // An active demote admits no new holders; it runs once the granted ones have left.
       if (AnyGranted(*g)) return;
       StartTransition(g, *g->demote, 0, /*demote=*/true, out);
       return;
     }
+    // The revoke above the glock needs holders to be served while it runs (reads, write-backs
+    // of dirty pages), so until PrepareDone the glock carries on as if no demote were pending.
+    StartPrepare(g, out);
   }
   if (DoPromote(g, out)) return;
   const HolderRec* head = FirstWaiter(*g);
+  if (g->traits.prepare && Lowers(g->state, head->state)) {
+    // A waiter that needs a lower state (kExact SH under EX, DF): that move must be prepared
+    // like any demote, so make it one; the waiter is granted when it is over. (Not prepared
+    // here: a prepared glock has a due demote and returned above.)
+    RequestDemote(g, head->state, /*delayed=*/false);
+    StartPrepare(g, out);
+    return;
+  }
+  // After a refused conversion the head waiter asks again only from UN (see FinishTransition).
+  if (g->preparing && g->unlock_first) return;
   const State target = head->state;
   const uint32_t flags = head->flags & kLockModuleFlags;
   if (!IsTry(head->flags)) {
@@ -301,10 +369,15 @@ void GlockTable::StartTransition(Glock* g, State to, uint32_t lm_flags, bool dem
   g->lm_flags = lm_flags;
   g->demote_in_progress = demote;
   g->cancel_sent = false;
+  g->unlock_first = false;
   if ((to == S::kUnlocked || to == S::kDeferred) && g->traits.invalidate) {
     FailWaiters(g, /*only_try=*/true, Status(Code::kLockConflict, "glock try lock failed"), out);
   }
-  if (g->traits.sync && NeedsSync(g->state, to)) {
+  // Prepare types sync on every downward move too: the hook drops what the kernel caches of
+  // the inode's attributes once no holder can be admitted (docs/coherence.md).
+  const bool sync = g->traits.sync && (NeedsSync(g->state, to) ||
+                                       (g->traits.prepare && demote && g->state != S::kUnlocked));
+  if (sync) {
     g->phase = Phase::kSync;
     Emit(*g, Effect::kSync, out);
     return;
@@ -348,6 +421,14 @@ void GlockTable::FinishTransition(Glock* g, const LmReply& reply, std::vector<Ef
   g->after_invalidate.reset();
   const bool was_demote = g->demote_in_progress;
   g->demote_in_progress = false;
+  if (was_demote && g->prepared) {
+    // Whatever the outcome, the demote this prepare was for is over; a retry or a further
+    // demote prepares again.
+    g->prepared = false;
+    Emit(*g, Effect::kThaw, out);
+  }
+  // A promotion that was in flight when PrepareDone came may have satisfied the demote.
+  ThawIfUnwanted(g, out);
   if (!reply.error.ok()) {
     FailWaiters(g, /*only_try=*/false, reply.error, out);
     g->retry = true;
@@ -355,8 +436,10 @@ void GlockTable::FinishTransition(Glock* g, const LmReply& reply, std::vector<Ef
     return;
   }
   if (g->state == g->target) {
-    // Waiters that asked for this state get it before a demote that arrived meanwhile runs.
-    if (!was_demote && g->state != S::kUnlocked) DoPromote(g, out);
+    // Waiters that asked for this state get it before a demote that arrived meanwhile runs;
+    // not after a prepare for it is done, though: the layer above has revoked its caches and
+    // holders granted now would fill them again.
+    if (!was_demote && g->state != S::kUnlocked && !g->prepared) DoPromote(g, out);
     RunQueue(g, out);
     return;
   }
@@ -372,6 +455,14 @@ void GlockTable::FinishTransition(Glock* g, const LmReply& reply, std::vector<Ef
     return;
   }
   // A conversion out of SH or DF was refused (a conversion deadlock): unlock, then try again.
+  if (g->traits.prepare) {
+    // The unlock gives the state up like any demote, so it is one and goes through prepare;
+    // the head waiter stays queued and is promoted from UN afterwards.
+    g->unlock_first = true;
+    RequestDemote(g, S::kUnlocked, /*delayed=*/false);
+    RunQueue(g, out);
+    return;
+  }
   StartTransition(g, S::kUnlocked, 0, was_demote, out);
 }
 
@@ -553,7 +644,23 @@ Status GlockTable::RefreshDone(const GlockName& name, const Status& result, Time
   } else if (holders_.count(for_holder) && !holders_.at(for_holder).granted) {
     FailHolder(g, for_holder, result, out);
   }
-  DoPromote(g, out);
+  // A prepare that completed during the refresh stops grants, as in FinishTransition.
+  if (!g->prepared) DoPromote(g, out);
+  RunQueue(g, out);
+  Settle(g);
+  return Status::Ok();
+}
+
+Status GlockTable::PrepareDone(const GlockName& name, Time now, std::vector<Effect>* out) {
+  Advance(now);
+  Glock* g = Find(name);
+  if (g == nullptr || !g->preparing) {
+    return Status::Invalid("prepare completion without one in flight: " + name.ToString());
+  }
+  g->preparing = false;
+  g->prepared = true;
+  // If the demote went away meanwhile, thaw at once, even during a transition (a promotion).
+  ThawIfUnwanted(g, out);
   RunQueue(g, out);
   Settle(g);
   return Status::Ok();
@@ -606,7 +713,8 @@ void GlockTable::SetRecoveryBlocked(bool blocked, Time now, std::vector<Effect>*
 }
 
 void GlockTable::Settle(Glock* g) {
-  const bool idle = g->phase == Phase::kIdle && !g->frozen;
+  // A glock with a prepare out is kept (PrepareDone will name it) and off the LRU.
+  const bool idle = g->phase == Phase::kIdle && !g->frozen && !g->preparing;
   const GlockName name = g->name;
   if (idle && g->queue.empty() && g->state == S::kUnlocked) {
     if (g->lru_seq) lru_.erase(g->lru_seq);
@@ -661,6 +769,8 @@ std::optional<GlockInfo> GlockTable::Info(const GlockName& name) const {
   i.demote_delayed = g.demote_delayed;
   i.frozen = g.frozen.has_value();
   i.needs_refresh = g.needs_refresh && g.traits.refresh;
+  i.preparing = g.preparing;
+  i.prepared = g.prepared;
   i.on_lru = g.lru_seq != 0;
   for (HolderId id : g.queue) (holders_.at(id).granted ? i.granted : i.waiting)++;
   i.tchange = g.tchange;
@@ -731,17 +841,31 @@ std::string GlockTable::CheckInvariants() const {
       err << n << ": invalidate bookkeeping wrong\n";
     }
     if (g.demote_in_progress && g.phase == Phase::kIdle) err << n << ": stale demote flag\n";
+    if (g.preparing && g.prepared) err << n << ": preparing and prepared at once\n";
+    if ((g.preparing || g.prepared) && !g.traits.prepare)
+      err << n << ": prepare on a type without it\n";
+    if (g.demote_in_progress && g.traits.prepare && !g.prepared) {
+      err << n << ": demote running without a completed prepare\n";
+    }
+    if (g.prepared && g.phase == Phase::kIdle &&
+        (!g.demote || Satisfied(g.state, *g.demote) || g.demote_delayed)) {
+      err << n << ": prepared without a due demote\n";
+    }
+    if (g.prepared && g.phase == Phase::kIdle && !g.retry && granted.empty()) {
+      err << n << ": prepared demote not started\n";
+    }
     if (g.lru_seq != 0) {
       auto it = lru_.find(g.lru_seq);
       if (it == lru_.end() || it->second != name) err << n << ": LRU entry missing\n";
-      if (!g.queue.empty() || g.phase != Phase::kIdle || g.state == S::kUnlocked) {
+      if (!g.queue.empty() || g.phase != Phase::kIdle || g.state == S::kUnlocked || g.preparing) {
         err << n << ": on the LRU while not idle\n";
       }
     }
-    if (g.phase == Phase::kIdle && !g.frozen && g.queue.empty() && g.state == S::kUnlocked) {
+    const bool idle = g.phase == Phase::kIdle && !g.frozen && !g.preparing;
+    if (idle && g.queue.empty() && g.state == S::kUnlocked) {
       err << n << ": idle UN glock not forgotten\n";
     }
-    if (g.phase == Phase::kIdle && !g.frozen && g.queue.empty() && !g.demote && g.lru_seq == 0) {
+    if (idle && g.queue.empty() && !g.demote && g.lru_seq == 0) {
       err << n << ": idle cached glock not on the LRU\n";
     }
   }
@@ -763,6 +887,8 @@ std::string GlockTable::Dump() const {
     if (g.demote && !g.demote_delayed) o << 'D';
     if (g.demote && g.demote_delayed) o << 'd';
     if (g.demote_in_progress) o << 'p';
+    if (g.preparing) o << 'v';  // not gfs2's: revoking what is cached above
+    if (g.prepared) o << 'V';   // not gfs2's: revoked, the demote may run
     if (g.phase == Phase::kInvalidate) o << 'i';
     if (g.frozen) o << 'F';
     if (!g.queue.empty()) o << 'q';

@@ -9,8 +9,8 @@
 // after the last holder leaves until it is asked to give it up or the LRU reclaims it.
 //
 // The table consumes inputs (Acquire, Release, Cancel, LockModuleReply, DemoteRequest, the hook
-// completions, Tick, ShrinkLru, SetRecoveryBlocked) and appends Effects to a vector for a
-// runner to carry out (ask the lock module, run a hook, wake a holder). Hooks and the lock
+// completions, PrepareDone, Tick, ShrinkLru, SetRecoveryBlocked) and appends Effects to a vector
+// for a runner to carry out (ask the lock module, run a hook, wake a holder). Hooks and the lock
 // module report back through inputs, so nothing here ever blocks. Time is an input too: every
 // input carries `now` (nanoseconds on any monotonic clock); the table never reads a clock. The
 // same inputs in the same order always give the same effects.
@@ -104,6 +104,10 @@ struct TypeTraits {
   bool invalidate = false;  // drop cached data after dropping to UN or DF
   bool refresh = false;     // re-read before the first grant after an invalidate
   bool min_hold = false;    // remote demotes wait for Options::min_hold after a state change
+  // Before a demote becomes active (and before any other move to a lower state), revoke what is
+  // cached above the glock (the kernel's pages, attributes and names of an inode). The revoke
+  // needs holders granted while it runs, so it comes before the demote stops admitting them.
+  bool prepare = false;
 };
 TypeTraits TraitsOf(GlockType type);
 
@@ -128,6 +132,10 @@ struct Effect {
     kSync,           // write back what `name` protects; answer with SyncDone
     kInvalidate,     // drop cached data of `name`; answer with InvalidateDone
     kRefresh,        // re-read `name`'s object; answer with RefreshDone
+    kPrepare,        // revoke what is cached above `name` while holders still run; answer
+                     // with PrepareDone
+    kThaw,           // informational, no answer: the demote a kPrepare was for has finished,
+                     // or is no longer wanted
   };
   Kind kind = kRequest;
   GlockName name;
@@ -160,6 +168,8 @@ struct GlockInfo {
   bool demote_delayed = false;      // ... and waits for the minimum hold time
   bool frozen = false;              // a reply is withheld while recovery blocks replies
   bool needs_refresh = false;       // the next (non-kSkip) grant runs the refresh hook
+  bool preparing = false;           // a kPrepare is out, its PrepareDone not yet in
+  bool prepared = false;            // the prepare is done; its kThaw has not been emitted yet
   bool on_lru = false;
   size_t granted = 0;
   size_t waiting = 0;
@@ -203,6 +213,9 @@ class GlockTable {
   Status InvalidateDone(const GlockName& name, Time now, std::vector<Effect>* out);
   Status RefreshDone(const GlockName& name, const Status& result, Time now,
                      std::vector<Effect>* out);
+  // The kPrepare on `name` is done (kInvalid if none is in flight). The demote it was for now
+  // runs as any other; if none is due any more, kThaw follows at once.
+  Status PrepareDone(const GlockName& name, Time now, std::vector<Effect>* out);
   // Time passes: demotes whose minimum hold time is over, and retries, run.
   void Tick(Time now, std::vector<Effect>* out);
   // Memory pressure: demotes up to `budget` idle cached glocks, least recently used first.
@@ -247,6 +260,11 @@ class GlockTable {
     bool demote_delayed = false;
     bool needs_refresh = true;
     bool cancel_sent = false;
+    bool preparing = false;  // kPrepare emitted, PrepareDone not yet in
+    bool prepared = false;   // PrepareDone in, kThaw not yet emitted
+    // A conversion out of SH/DF was refused and the unlock waits for a prepare: the head waiter
+    // must not ask the lock module again meanwhile (it would be refused again, over and over).
+    bool unlock_first = false;
     bool retry = false;
     Time retry_at = 0;
     Time tchange = 0;
@@ -265,6 +283,8 @@ class GlockTable {
   bool AnyGranted(const Glock& g) const;
   bool DemoteDue(Glock* g);
   void RequestDemote(Glock* g, State wanted, bool delayed);
+  void StartPrepare(Glock* g, std::vector<Effect>* out);
+  void ThawIfUnwanted(Glock* g, std::vector<Effect>* out);
   void RunQueue(Glock* g, std::vector<Effect>* out);
   bool DoPromote(Glock* g, std::vector<Effect>* out);
   void StartTransition(Glock* g, State to, uint32_t lm_flags, bool demote,

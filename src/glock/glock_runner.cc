@@ -85,6 +85,12 @@ void GlockRunner::Execute(const Effect& e) {
     case Effect::kRefresh:
       hooks_->Refresh(name, [this, name](const Status& st) { OnRefreshDone(name, st); });
       break;
+    case Effect::kPrepare:
+      hooks_->Prepare(name, [this, name] { OnPrepareDone(name); });
+      break;
+    case Effect::kThaw:
+      hooks_->Thaw(name);
+      break;
     case Effect::kGrant:
     case Effect::kFail:
       break;  // handled under the lock in Apply
@@ -241,6 +247,13 @@ void GlockRunner::OnRefreshDone(const GlockName& name, const Status& st) {
   std::unique_lock l(mu_);
   std::vector<Effect> out;
   Report(table_.RefreshDone(name, st, clock_(), &out));
+  Apply(l, std::move(out));
+}
+
+void GlockRunner::OnPrepareDone(const GlockName& name) {
+  std::unique_lock l(mu_);
+  std::vector<Effect> out;
+  Report(table_.PrepareDone(name, clock_(), &out));
   Apply(l, std::move(out));
 }
 

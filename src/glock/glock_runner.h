@@ -1,7 +1,8 @@
 // GlockRunner: drives a GlockTable. It turns calls and callbacks into the table's inputs and
 // carries out the table's effects through two seams: a LockModule (the cluster lock manager, or
-// NoLockModule on a single node) and GlockHooks (write back, invalidate, re-read; supplied by
-// the filesystem engine). It makes no decisions of its own: every rule lives in GlockTable.
+// NoLockModule on a single node) and GlockHooks (write back, invalidate, re-read, revoke what is
+// cached above; supplied by the filesystem engine). It makes no decisions of its own: every rule
+// lives in GlockTable.
 //
 // Waiting: Acquire without kAsync blocks until the holder is granted or fails. With kAsync it
 // returns the holder at once; Poll and Wait (optionally with a deadline, after which the holder
@@ -94,6 +95,17 @@ class GlockHooks {
   virtual void Invalidate(const GlockName& name, std::function<void()> done) = 0;
   // Re-read `name`'s object (before the first grant after an invalidate).
   virtual void Refresh(const GlockName& name, DoneFn done) = 0;
+  // Revoke what is cached above `name` (e.g. kernel pages) while holders still run; call done
+  // exactly once (may be synchronous). Default: done() at once.
+  // The revoke needs holders granted (the kernel's reads and write-backs), and granting one may
+  // need effects run on this very thread: so do not wait here for the revoke to finish; call
+  // done from whichever thread sees it finish.
+  virtual void Prepare(const GlockName& name, std::function<void()> done) {
+    (void)name;
+    done();
+  }
+  // The demote a Prepare was for is over (or no longer wanted). Must not block. Default: nothing.
+  virtual void Thaw(const GlockName& name) { (void)name; }
 };
 
 // Hooks that have nothing to do (every type behaves as if it had no cached objects).
@@ -150,6 +162,7 @@ class GlockRunner {
   void OnSyncDone(const GlockName& name, const Status& st);
   void OnInvalidateDone(const GlockName& name);
   void OnRefreshDone(const GlockName& name, const Status& st);
+  void OnPrepareDone(const GlockName& name);
   void Report(const Status& st);  // an input the table refused: a seam misbehaved
 
   LockModule* const lm_;

@@ -18,11 +18,24 @@
 //  * every granted holder fits its glock's cached state (so none is granted in UN), and granted
 //    holders of one glock on different nodes are compatible;
 //  * at most one lock-module request is in flight per glock and node; no request, sync or
-//    invalidate runs while a holder is granted; a request leaving EX/DF follows a sync;
-//  * holders are granted in queue order (FIFO); every holder completes exactly once, try locks
-//    fail only as try locks, cancelled ones only as cancelled;
+//    invalidate runs while a holder is granted; a request leaving EX/DF follows a sync; a sync
+//    runs only when leaving EX/DF, except on prepare types (inode glocks), where every demote
+//    from a held state syncs, and a request to a lower state follows a sync;
+//  * holders granted on one node and glock at once are compatible (SH with SH, DF with DF, EX
+//    only among kNodeScope holders), restated here apart from CheckInvariants;
+//  * holders are granted in queue order (FIFO), with one exception: while the glock is preparing
+//    a holder may be granted before an earlier waiter that could not be granted (it needs
+//    another state, or conflicts with the granted holders); every holder completes exactly
+//    once, try locks fail only as try locks, cancelled ones only as cancelled;
 //  * data: a holder is granted only over a cache holding the latest version (unless kSkip or
 //    DF), an invalidate never drops unwritten data;
+//  * prepare (inode glocks; PrepareDone comes back after a random delay like the other hook
+//    completions): no request to a lower state (to UN or DF, or EX->SH) from a non-UN state
+//    unless prepared; kPrepare and kThaw alternate per glock and node, and every kPrepare has
+//    its kThaw at the end; PrepareDone only while preparing; no holder is granted while
+//    prepared (the demote is then due); a holder arriving while preparing that fits the state
+//    and the granted holders, with nobody waiting before it that could be granted, is granted
+//    at once;
 //  * GlockTable::CheckInvariants on every node.
 // At the end it releases everything and runs to quiescence: every waiting holder must have been
 // granted or failed (no lost wakeups), and after shrinking the LRUs every node has forgotten every
@@ -48,7 +61,16 @@ namespace {
 using S = State;
 
 struct Msg {
-  enum Kind : uint8_t { kToLm, kCancelToLm, kReply, kBast, kSyncDone, kInvalDone, kRefreshDone };
+  enum Kind : uint8_t {
+    kToLm,
+    kCancelToLm,
+    kReply,
+    kBast,
+    kSyncDone,
+    kInvalDone,
+    kRefreshDone,
+    kPrepareDone,
+  };
   Kind kind = kToLm;
   int node = 0;
   GlockName name;
@@ -80,7 +102,16 @@ struct NodeGlock {
   uint64_t cache_version = 0;
   bool dirty = false;
   bool refresh_failed = false;  // an injected refresh error is owed to a holder
+  bool preparing = false;       // kPrepare seen, PrepareDone not yet delivered
+  bool prepared = false;        // PrepareDone delivered, kThaw not yet seen
+  bool synced = false;          // kSync seen since the last kRequest
 };
+
+// Moves that need a completed prepare on a type with it (the table's rule, restated).
+bool Lowers(State from, State to) {
+  if (from == S::kUnlocked || from == to) return false;
+  return to == S::kUnlocked || to == S::kDeferred || (from == S::kExclusive && to == S::kShared);
+}
 
 // The simulated lock manager's state for one resource.
 struct Resource {
@@ -183,6 +214,13 @@ class Model {
         return err_;
       }
     }
+    for (const auto& [key, ng] : ng_) {
+      if (ng.preparing || ng.prepared) {
+        Fail("n" + std::to_string(key.first) + " " + Name(key.second) +
+             ": a kPrepare without its kThaw at the end");
+        return err_;
+      }
+    }
     return err_;
   }
 
@@ -225,6 +263,11 @@ class Model {
   // --- Driving a node ---
 
   void Handle(int n, const std::vector<Effect>& out) {
+    // The holders granted before this input, for judging what an earlier waiter could have had.
+    granted_before_.clear();
+    for (const auto& [key, h] : holders_) {
+      if (key.first == n && h.st == MHolder::kGranted) granted_before_.insert(key);
+    }
     for (const Effect& e : out) {
       if (!err_.empty()) return;
       OnEffect(n, e);
@@ -251,6 +294,17 @@ class Model {
                                   " without a sync first" + where);
           Check(!ng.dirty, "request over unwritten data" + where);
         }
+        if (traits.prepare && Lowers(e.from, e.to)) {
+          Check(ng.prepared, "request " + std::string(StateName(e.from)) + "->" + StateName(e.to) +
+                                 " without a completed prepare" + where);
+          // Every demote of a prepare type syncs first (the hook drops the kernel's cached
+          // attributes once no holder can be admitted), not only those leaving EX/DF.
+          Check(ng.synced, "request " + std::string(StateName(e.from)) + "->" + StateName(e.to) +
+                               " without a sync first" + where);
+          if (e.from == S::kShared) stats_["demote from SH synced"]++;
+        }
+        ng.synced = false;
+        if (ng.preparing) stats_["request while preparing"]++;
         ng.lm_outstanding = true;
         Msg m;
         m.kind = Msg::kToLm;
@@ -277,6 +331,23 @@ class Model {
       case Effect::kFail:
         OnFail(n, e, ng);
         break;
+      case Effect::kPrepare: {
+        Check(traits.prepare, "prepare for a type without it" + where);
+        Check(!ng.preparing && !ng.prepared, "kPrepare before the last one's kThaw" + where);
+        auto info = tables_[n]->Info(e.name);
+        Check(info && info->state != S::kUnlocked, "prepare in UN" + where);
+        ng.preparing = true;
+        Msg m;
+        m.kind = Msg::kPrepareDone;
+        m.node = n;
+        m.name = e.name;
+        Push(m);
+        break;
+      }
+      case Effect::kThaw:
+        Check(ng.prepared && !ng.preparing, "kThaw without a completed kPrepare" + where);
+        ng.prepared = false;
+        break;
       case Effect::kSync:
       case Effect::kInvalidate:
       case Effect::kRefresh: {
@@ -291,7 +362,21 @@ class Model {
           Check(st == S::kUnlocked || st == S::kDeferred, "invalidate while holding SH/EX" + where);
         }
         if (e.kind == Effect::kRefresh) Check(st != S::kUnlocked, "refresh in UN" + where);
-        if (e.kind == Effect::kSync) Check(traits.sync, "sync for a type without it" + where);
+        if (e.kind == Effect::kSync) {
+          Check(traits.sync, "sync for a type without it" + where);
+          // Which transitions sync: leaving EX or DF; on prepare types, also every demote from a
+          // held state (SH->UN, SH->DF).
+          const State to = info ? info->target : S::kUnlocked;
+          const bool leaves_writer =
+              (st == S::kExclusive && to != S::kExclusive) ||
+              (st == S::kDeferred && (to == S::kShared || to == S::kUnlocked));
+          const bool demote = info && info->demote_in_progress && st != S::kUnlocked;
+          Check(info && info->phase == Phase::kSync, "kSync outside the sync phase" + where);
+          Check(leaves_writer || (traits.prepare && demote),
+                "sync for " + std::string(StateName(st)) + "->" + StateName(to) + where);
+          if (traits.prepare && demote) Check(ng.prepared, "demote sync without a prepare" + where);
+          ng.synced = true;
+        }
         ng.hook_running = true;
         Msg m;
         m.kind = e.kind == Effect::kSync         ? Msg::kSyncDone
@@ -313,14 +398,40 @@ class Model {
     h.completions++;
     Check(h.st == MHolder::kWaiting, "grant of a holder that is not waiting");
     h.st = MHolder::kGranted;
-    for (const auto& [key, o] : holders_) {
-      if (key.first == n && o.name == h.name && o.seq < h.seq && o.st == MHolder::kWaiting) {
-        return Fail("FIFO violated: h" + std::to_string(e.holder) + " granted before h" +
-                    std::to_string(key.second) + " on n" + std::to_string(n) + " " + Name(h.name));
-      }
-    }
+    Check(!ng.prepared, "holder granted on n" + std::to_string(n) + " " + Name(h.name) +
+                            " while prepared (its demote is due)");
+    if (ng.preparing) stats_["granted while preparing"]++;
     auto info = tables_[n]->Info(h.name);
     const State st = info ? info->state : S::kUnlocked;
+    // Exclusivity on this node: the holders granted at once go together.
+    std::vector<const MHolder*> now_granted;  // the others granted on this node and glock
+    std::vector<const MHolder*> before;       // ... of them, those granted before this input
+    for (const auto& [key, o] : holders_) {
+      if (key.first != n || o.name != h.name || o.st != MHolder::kGranted) continue;
+      if (key.second == e.holder) continue;
+      if (!Joins(o, h)) {
+        return Fail("holders h" + std::to_string(key.second) + " (" + StateName(o.state) +
+                    ") and h" + std::to_string(e.holder) + " (" + StateName(h.state) +
+                    ") granted at once on n" + std::to_string(n) + " " + Name(h.name));
+      }
+      now_granted.push_back(&o);
+      if (granted_before_.count(key)) before.push_back(&o);
+    }
+    for (const auto& [key, o] : holders_) {
+      if (key.first != n || o.name != h.name || o.seq >= h.seq || o.st != MHolder::kWaiting) {
+        continue;
+      }
+      // While preparing, FIFO gives way for a waiter that could not be granted: the revoke in
+      // flight needs holders in the current state, which must not queue behind it. Judged with
+      // the holders granted before this input and with those granted now (the table walks the
+      // queue once, so a waiter it passed may fit the holders granted after it).
+      if (ng.preparing && (!MayGrantModel(st, before, o) || !MayGrantModel(st, now_granted, o))) {
+        stats_["granted past a waiter while preparing"]++;
+        continue;
+      }
+      return Fail("FIFO violated: h" + std::to_string(e.holder) + " granted before h" +
+                  std::to_string(key.second) + " on n" + std::to_string(n) + " " + Name(h.name));
+    }
     Check(st != S::kUnlocked, "holder granted in UN");
     Check(Fits(st, h),
           "holder wanting " + std::string(StateName(h.state)) + " granted in " + StateName(st));
@@ -359,6 +470,30 @@ class Model {
     return st == h.state || st == S::kExclusive || ((h.flags & kAny) && st != S::kUnlocked);
   }
 
+  // Whether two holders may be granted at once on one node: the same state, and EX only among
+  // kNodeScope holders.
+  static bool Joins(const MHolder& a, const MHolder& b) {
+    if (a.state != b.state) return false;
+    return a.state != S::kExclusive || ((a.flags & kNodeScope) && (b.flags & kNodeScope));
+  }
+
+  // The table's grant rule (gfs2's may_grant plus the fit to the cached state), restated: with
+  // holders granted, `h` must fit the state and join them; with none, the cached state decides.
+  static bool MayGrantModel(State st, const std::vector<const MHolder*>& granted,
+                            const MHolder& h) {
+    if (!granted.empty()) {
+      if (!Fits(st, h)) return false;
+      for (const MHolder* o : granted) {
+        if (!Joins(*o, h)) return false;
+      }
+      return true;
+    }
+    if (st == h.state) return true;
+    if (h.flags & kExact) return false;
+    if (st == S::kExclusive) return h.state == S::kShared || h.state == S::kDeferred;
+    return (h.flags & kAny) && st != S::kUnlocked;
+  }
+
   int GrantedCount(int n, const GlockName& name) const {
     int c = 0;
     for (const auto& [key, h] : holders_) {
@@ -384,9 +519,23 @@ class Model {
     if (rng_() % 20 == 0) flags |= kSkip;
     if (st == S::kExclusive && rng_() % 6 == 0) flags |= kNodeScope;
     if (rng_() % 3 == 0) flags |= kAsync;
+    const bool at_once = MustGrantWhilePreparing(n, name, st, flags);
+    const auto before = tables_[n]->Info(name);
+    const bool behind_waiters = before && before->waiting != 0;
     std::vector<Effect> out;
     Result<HolderId> id = tables_[n]->Acquire(name, st, flags, now_, &out);
     if (!id.ok()) return Fail("acquire refused: " + id.status().ToString());
+    if (at_once) {
+      // The revoke above needs such holders served: granted (or refreshed for) now, not queued.
+      bool served = false;
+      for (const Effect& e : out) {
+        served |= (e.kind == Effect::kGrant && e.holder == *id) || e.kind == Effect::kRefresh;
+      }
+      Check(served, "n" + std::to_string(n) + " " + Name(name) + ": a fitting holder h" +
+                        std::to_string(*id) + " waits while preparing");
+      stats_["fitting holder arrived while preparing"]++;
+      if (behind_waiters) stats_["fitting holder arrived behind a waiter while preparing"]++;
+    }
     MHolder h;
     h.node = n;
     h.name = name;
@@ -398,6 +547,39 @@ class Model {
          << " f:" << FlagsString(flags) << "\n";
     Handle(n, out);
     CheckStep();
+  }
+
+  // Whether a holder asking `st` with `flags` now must be served at once: the glock is preparing
+  // and idle, nobody waits who could be granted (a waiter that needs another state does not
+  // block it), and the holder fits the cached state and the granted holders.
+  bool MustGrantWhilePreparing(int n, const GlockName& name, State st, uint32_t flags) {
+    auto info = tables_[n]->Info(name);
+    if (!info || !info->preparing || info->phase != Phase::kIdle) return false;
+    if (info->waiting != 0) {
+      std::vector<const MHolder*> granted;
+      for (const auto& [key, o] : holders_) {
+        if (key.first == n && o.name == name && o.st == MHolder::kGranted) granted.push_back(&o);
+      }
+      for (const auto& [key, o] : holders_) {
+        if (key.first != n || o.name != name || o.st != MHolder::kWaiting) continue;
+        if (MayGrantModel(info->state, granted, o)) return false;
+      }
+    }
+    if (st == S::kExclusive) return false;  // node-scope sharing: not worth restating here
+    MHolder h;
+    h.state = st;
+    h.flags = flags;
+    if (!Fits(info->state, h)) return false;
+    bool any_granted = false;
+    for (const auto& [key, o] : holders_) {
+      if (key.first != n || o.name != name || o.st != MHolder::kGranted) continue;
+      any_granted = true;
+      if (o.state != st) return false;
+    }
+    if (any_granted) return true;
+    if (info->state == st) return true;
+    if (flags & kExact) return false;
+    return info->state == S::kExclusive || ((flags & kAny) && info->state != S::kUnlocked);
   }
 
   void Release(int n, HolderId id) {
@@ -550,6 +732,17 @@ class Model {
         ng.cache_valid = false;
         st = tables_[n]->InvalidateDone(m.name, now_, &out);
         break;
+      case Msg::kPrepareDone: {
+        log_ << "n" << n << " <- prepare done " << Name(m.name) << "\n";
+        auto i = tables_[n]->Info(m.name);
+        Check(ng.preparing && i && i->preparing, "PrepareDone while not preparing");
+        if (i && i->phase != Phase::kIdle) stats_["prepare done during a transition"]++;
+        if (i && i->granted != 0) stats_["prepare done with holders granted"]++;
+        ng.preparing = false;
+        ng.prepared = true;
+        st = tables_[n]->PrepareDone(m.name, now_, &out);
+        break;
+      }
       case Msg::kRefreshDone:
         log_ << "n" << n << " <- refresh done " << Name(m.name) << (m.fail ? " (error)" : "")
              << "\n";
@@ -811,6 +1004,7 @@ class Model {
   std::map<GlockName, uint64_t> latest_;  // newest version written by any EX holder
   std::map<GlockName, uint64_t> disk_;    // version on "disk"
   std::deque<Msg> msgs_;
+  std::set<std::pair<int, HolderId>> granted_before_;  // see Handle
   Time now_ = 1000 * kMillisecond;
   uint64_t seq_ = 0;
   std::string err_;
@@ -844,10 +1038,28 @@ TEST(GlockModelCheckTest, RandomSchedules) {
   for (const auto& [what, n] : stats) summary += "  " + what + ": " + std::to_string(n) + "\n";
   std::printf("exercised:\n%s", summary.c_str());
   // The schedules must reach the interesting paths, or the checks above prove little.
-  for (const char* what :
-       {"Sync", "Invalidate", "Refresh", "CancelRequest", "fail LockConflict", "fail Canceled",
-        "lm conversion deadlock", "lm blocking callback", "frozen reply", "canceled reply",
-        "demote delayed by hold time", "demote request during a transition"}) {
+  const char* const kMustHappen[] = {"Sync",
+                                     "Invalidate",
+                                     "Refresh",
+                                     "CancelRequest",
+                                     "fail LockConflict",
+                                     "fail Canceled",
+                                     "lm conversion deadlock",
+                                     "lm blocking callback",
+                                     "frozen reply",
+                                     "canceled reply",
+                                     "demote delayed by hold time",
+                                     "demote request during a transition",
+                                     "Prepare",
+                                     "Thaw",
+                                     "granted while preparing",
+                                     "fitting holder arrived while preparing",
+                                     "request while preparing",
+                                     "prepare done during a transition",
+                                     "prepare done with holders granted",
+                                     "granted past a waiter while preparing",
+                                     "demote from SH synced"};
+  for (const char* what : kMustHappen) {
     if (count >= 200) {
       EXPECT_GT(stats[what], 0u) << what << " never happened";
     }

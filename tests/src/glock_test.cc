@@ -1,6 +1,7 @@
 // The glock state machine's rules, one at a time: grants, FIFO, holder flags, demotes, the
-// minimum hold time, the LRU, one transition in flight, and the order of the hooks. Then the
-// runner with lock_nolock, recording seams and several threads.
+// minimum hold time, the LRU, one transition in flight, the order of the hooks, and the prepare
+// step before an inode glock gives its state up. Then the runner with lock_nolock, recording
+// seams and several threads.
 #include "glock/glock.h"
 
 #include <atomic>
@@ -76,12 +77,21 @@ class GlockTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << r.ToString();
     Check();
   }
+  void PrepDone(const GlockName& n) {
+    out_.clear();
+    Status r = t_.PrepareDone(n, now_, &out_);
+    EXPECT_TRUE(r.ok()) << r.ToString();
+    Check();
+  }
   void Tick() {
     out_.clear();
     t_.Tick(now_, &out_);
     Check();
   }
-  void Check() { EXPECT_EQ(t_.CheckInvariants(), ""); }
+  void Check() {
+    EXPECT_EQ(t_.CheckInvariants(), "");
+    for (const Effect& e : out_) history_ += e.ToString() + "; ";
+  }
 
   // The effects of the last input, in order, e.g. "Request 6/42 UN->SH; Grant 6/42 h1".
   std::string Effects() const {
@@ -114,9 +124,20 @@ class GlockTest : public ::testing::Test {
     ASSERT_EQ(Effects(), "");
   }
 
+  // Brings the inode glock to `s` through a holder, granted and released (refreshed on the way).
+  void CacheInode(State s) {
+    HolderId h = Acq(kInode, s);
+    Reply(kInode, s);
+    RefreshDone(kInode);
+    ASSERT_TRUE(Granted(h)) << Effects();
+    Rel(h);
+    ASSERT_EQ(Effects(), "");
+  }
+
   GlockTable t_;
   Time now_ = 1000 * kMs;
   std::vector<Effect> out_;
+  std::string history_;  // every effect of the test so far
 };
 
 // --- Names, states, types -----------------------------------------------------------------
@@ -154,14 +175,14 @@ TEST(GlockStateTest, CompatibilityAndCover) {
 
 TEST(GlockStateTest, PerTypeHooks) {
   TypeTraits inode = TraitsOf(GlockType::kInode);
-  EXPECT_TRUE(inode.sync && inode.invalidate && inode.refresh && inode.min_hold);
+  EXPECT_TRUE(inode.sync && inode.invalidate && inode.refresh && inode.min_hold && inode.prepare);
   TypeTraits rgrp = TraitsOf(GlockType::kRgrp);
   EXPECT_TRUE(rgrp.sync && rgrp.invalidate && rgrp.refresh);
-  EXPECT_FALSE(rgrp.min_hold);
+  EXPECT_FALSE(rgrp.min_hold || rgrp.prepare);
   for (GlockType t : {GlockType::kNondisk, GlockType::kMeta, GlockType::kIopen, GlockType::kFlock,
                       GlockType::kQuota, GlockType::kJournal}) {
     TypeTraits x = TraitsOf(t);
-    EXPECT_FALSE(x.sync || x.invalidate || x.refresh || x.min_hold);
+    EXPECT_FALSE(x.sync || x.invalidate || x.refresh || x.min_hold || x.prepare);
   }
 }
 
@@ -309,13 +330,15 @@ TEST_F(GlockTest, NoCacheDropsTheStateOnRelease) {
   RefreshDone(kInode);
   ASSERT_TRUE(Granted(a));
   Rel(a);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");  // the release's demote, like any other, prepares
+  PrepDone(kInode);
   EXPECT_EQ(Effects(), "Sync 2/1b3a");
   SyncDone(kInode);
   EXPECT_EQ(Effects(), "Request 2/1b3a EX->UN");
   Reply(kInode, S::kUnlocked);
   EXPECT_EQ(Effects(), "Invalidate 2/1b3a");
   InvalDone(kInode);
-  EXPECT_EQ(Effects(), "");
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a");
   EXPECT_FALSE(t_.Info(kInode).has_value());
 }
 
@@ -335,6 +358,8 @@ TEST_F(GlockTest, DemoteWithoutHoldersRunsAtOnce) {
   Rel(a);
   now_ += 1 * kMs;  // well within the hold time: it only protects holders
   Demote(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  PrepDone(kInode);
   EXPECT_EQ(Effects(), "Sync 2/1b3a");
 }
 
@@ -386,8 +411,10 @@ TEST_F(GlockTest, DemoteWaitsForTheMinimumHoldTime) {
   EXPECT_EQ(Effects(), "");
   now_ = t0 + 200 * kMs;
   Tick();
-  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");  // a delayed demote prepares only once it is due
   EXPECT_FALSE(t_.NextDeadline().has_value());
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
 }
 
 TEST_F(GlockTest, DemoteToSharedKeepsTheCache) {
@@ -396,11 +423,13 @@ TEST_F(GlockTest, DemoteToSharedKeepsTheCache) {
   RefreshDone(kInode);
   Rel(a);
   Demote(kInode, S::kShared);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");  // EX->SH too: dirty pages above must go first
+  PrepDone(kInode);
   EXPECT_EQ(Effects(), "Sync 2/1b3a");
   SyncDone(kInode);
   EXPECT_EQ(Effects(), "Request 2/1b3a EX->SH");
   Reply(kInode, S::kShared);
-  EXPECT_EQ(Effects(), "");  // no invalidate: SH keeps what EX had
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a");  // no invalidate: SH keeps what EX had
   HolderId b = Acq(kInode, S::kShared);
   EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(b));  // and no refresh
 }
@@ -530,6 +559,9 @@ TEST_F(GlockTest, HookOrdering) {
   EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(a));
   Rel(a);
   Demote(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");  // prepare before anything is given up
+  EXPECT_EQ(t_.Info(kInode)->phase, Phase::kIdle);
+  PrepDone(kInode);
   EXPECT_EQ(Effects(), "Sync 2/1b3a");  // sync before the demote request
   EXPECT_EQ(t_.Info(kInode)->phase, Phase::kSync);
   SyncDone(kInode);
@@ -539,16 +571,25 @@ TEST_F(GlockTest, HookOrdering) {
   HolderId b = Acq(kInode, S::kShared);
   EXPECT_EQ(Effects(), "");  // waits: the transition is not over before the invalidate is
   InvalDone(kInode);
-  EXPECT_EQ(Effects(), "Request 2/1b3a UN->SH");
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Request 2/1b3a UN->SH");  // the demote is over: thaw
   Reply(kInode, S::kShared);
   EXPECT_EQ(Effects(), "Refresh 2/1b3a");
   RefreshDone(kInode);
   EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(b));
   Rel(b);
   Demote(kInode, S::kUnlocked);
-  EXPECT_EQ(Effects(), "Request 2/1b3a SH->UN");  // nothing to write back from SH
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  PrepDone(kInode);
+  // Nothing to write back from SH, but an inode syncs on every demote: the hook drops what the
+  // kernel caches of the inode's attributes once no new holder can be admitted.
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  EXPECT_EQ(t_.Info(kInode)->phase, Phase::kSync);
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->UN");
   Reply(kInode, S::kUnlocked);
   EXPECT_EQ(Effects(), "Invalidate 2/1b3a");
+  InvalDone(kInode);
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a");
 }
 
 TEST_F(GlockTest, SkipGrantsWithoutRefresh) {
@@ -577,16 +618,22 @@ TEST_F(GlockTest, FailedSyncKeepsTheLockAndRetries) {
   RefreshDone(kInode);
   Rel(a);
   Demote(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  PrepDone(kInode);
   EXPECT_EQ(Effects(), "Sync 2/1b3a");
   SyncDone(kInode, Status::IoError("write failed"));
   EXPECT_EQ(Effects(), "");  // never give the lock up over unwritten data
   EXPECT_EQ(StateOf(kInode), S::kExclusive);
+  EXPECT_TRUE(t_.Info(kInode)->prepared);  // the retry continues the same demote
   EXPECT_EQ(t_.NextDeadline(), now_ + 100 * kMs);
   now_ += 100 * kMs;
   Tick();
-  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");  // no second prepare
   SyncDone(kInode);
   EXPECT_EQ(Effects(), "Request 2/1b3a EX->UN");
+  Reply(kInode, S::kUnlocked);
+  InvalDone(kInode);
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a");
 }
 
 TEST_F(GlockTest, NoHooksForOtherTypes) {
@@ -601,6 +648,385 @@ TEST_F(GlockTest, HookCompletionsOutOfPhaseAreRefused) {
   EXPECT_FALSE(t_.SyncDone(kInode, Status::Ok(), now_, &out_).ok());
   EXPECT_FALSE(t_.InvalidateDone(kInode, now_, &out_).ok());
   EXPECT_FALSE(t_.RefreshDone(kInode, Status::Ok(), now_, &out_).ok());
+  EXPECT_EQ(t_.PrepareDone(kInode, now_, &out_).code(), Code::kInvalid);
+  HolderId a = Acq(kInode, S::kShared);
+  Reply(kInode, S::kShared);
+  RefreshDone(kInode);
+  ASSERT_TRUE(Granted(a));
+  EXPECT_EQ(t_.PrepareDone(kInode, now_, &out_).code(), Code::kInvalid);  // none in flight
+  now_ += 300 * kMs;
+  Demote(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  PrepDone(kInode);
+  EXPECT_EQ(t_.PrepareDone(kInode, now_, &out_).code(), Code::kInvalid);  // answered already
+}
+
+// --- Prepare (kInode: revoke the caches above before a demote) ----------------------------
+
+TEST_F(GlockTest, PrepareAdmitsHoldersUntilDone) {
+  HolderId a = Acq(kInode, S::kShared);
+  Reply(kInode, S::kShared);
+  RefreshDone(kInode);
+  ASSERT_TRUE(Granted(a));
+  now_ += 300 * kMs;  // past the hold time: the demote is due at once
+  Demote(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  EXPECT_TRUE(t_.Info(kInode)->preparing);
+  EXPECT_NE(t_.Dump().find("f:Dvq"), std::string::npos) << t_.Dump();
+  // The revoke's own reads need the glock: a compatible newcomer is still granted.
+  HolderId b = Acq(kInode, S::kShared);
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(b));
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "");  // a and b are still granted
+  auto i = t_.Info(kInode);
+  EXPECT_TRUE(i->prepared && !i->preparing);
+  EXPECT_NE(t_.Dump().find("f:DVq"), std::string::npos) << t_.Dump();
+  // From now on the demote is active: the next holder waits.
+  HolderId c = Acq(kInode, S::kShared);
+  EXPECT_EQ(Effects(), "");
+  Rel(a);
+  EXPECT_EQ(Effects(), "");
+  Rel(b);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->UN");
+  Reply(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Invalidate 2/1b3a");
+  EXPECT_TRUE(t_.Info(kInode)->prepared);  // until the transition is over
+  InvalDone(kInode);
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Request 2/1b3a UN->SH");  // then c asks again
+  Reply(kInode, S::kShared);
+  RefreshDone(kInode);
+  EXPECT_TRUE(Granted(c));
+}
+
+TEST_F(GlockTest, PrepareLetsAWaiterPromote) {
+  CacheInode(S::kShared);
+  Demote(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  HolderId a = Acq(kInode, S::kExclusive);  // e.g. a write-back of dirty pages the revoke needs
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->EX");
+  Reply(kInode, S::kExclusive);
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(a));
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "");
+  Rel(a);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a EX->UN");
+}
+
+TEST_F(GlockTest, PromotionEndingAfterPrepareDoneGrantsNobody) {
+  CacheInode(S::kShared);
+  Demote(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  HolderId a = Acq(kInode, S::kExclusive);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->EX");
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "");  // the promotion is in flight
+  Reply(kInode, S::kExclusive);
+  // Not "waiters first": the caches above are revoked, a holder now would fill them again.
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  EXPECT_FALSE(Granted(a));
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a EX->UN");
+  Reply(kInode, S::kUnlocked);
+  InvalDone(kInode);
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Request 2/1b3a UN->EX");
+  Reply(kInode, S::kExclusive);
+  RefreshDone(kInode);
+  EXPECT_TRUE(Granted(a));
+}
+
+TEST_F(GlockTest, RefusedConversionOfAnInodeUnlocksThroughPrepare) {
+  CacheInode(S::kShared);
+  HolderId a = Acq(kInode, S::kExclusive);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->EX");
+  Reply(kInode, S::kShared);               // conversion deadlock: refused
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");  // not straight to SH->UN, and not SH->EX again
+  EXPECT_EQ(t_.Info(kInode)->demote, S::kUnlocked);
+  // a waits for UN; while preparing, a compatible newcomer is granted past it (the revoke's
+  // own reads must not queue behind a), and nothing new is asked of the lock module.
+  HolderId b = Acq(kInode, S::kShared);
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(b));
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "");  // the demote is active, but b still holds SH
+  HolderId c = Acq(kInode, S::kShared);
+  EXPECT_EQ(Effects(), "");  // no grants while prepared
+  Rel(b);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->UN");
+  Reply(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Invalidate 2/1b3a");
+  InvalDone(kInode);
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Request 2/1b3a UN->EX");  // a first, promoted from UN
+  Reply(kInode, S::kExclusive);
+  EXPECT_EQ(Effects(), "Refresh 2/1b3a");
+  RefreshDone(kInode);
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(a));
+  Rel(a);
+  EXPECT_TRUE(Granted(c));
+}
+
+// Rule: while preparing, a waiter that cannot be granted (here an EX waiter that needs a
+// promotion, behind a granted SH holder) does not block the queue; a compatible holder behind it
+// is granted. Once the prepare is done the demote runs as soon as the holders are gone, and the
+// skipped waiter is served first afterwards.
+TEST_F(GlockTest, PrepareGrantsPastAWaiterThatNeedsAPromotion) {
+  HolderId a = Acq(kInode, S::kShared);
+  Reply(kInode, S::kShared);
+  RefreshDone(kInode);
+  ASSERT_TRUE(Granted(a));
+  HolderId w = Acq(kInode, S::kExclusive);  // waits for a (FIFO, then SH->EX)
+  EXPECT_EQ(Effects(), "");
+  now_ += 300 * kMs;
+  Demote(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  HolderId b = Acq(kInode, S::kShared);  // e.g. a READ the revoke waits for
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(b));
+  auto i = t_.Info(kInode);
+  EXPECT_EQ(i->granted, 2u);
+  EXPECT_EQ(i->waiting, 1u);
+  Rel(a);
+  EXPECT_EQ(Effects(), "");  // b still holds SH: no transition while a holder is granted
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "");  // the demote is active and waits for b
+  HolderId c = Acq(kInode, S::kShared);
+  EXPECT_EQ(Effects(), "");  // no grants while prepared
+  Rel(b);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->UN");
+  Reply(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Invalidate 2/1b3a");
+  InvalDone(kInode);
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Request 2/1b3a UN->EX");  // the skipped waiter first
+  Reply(kInode, S::kExclusive);
+  EXPECT_EQ(Effects(), "Refresh 2/1b3a");
+  RefreshDone(kInode);
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(w));
+  Rel(w);
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(c));  // SH under the cached EX
+}
+
+// While preparing, a cached EX serves a holder behind a waiter that needs a lower state (kExact
+// SH): that waiter turned the move into a demote, and it does not block the queue either. The
+// holders granted past it still exclude each other.
+TEST_F(GlockTest, PrepareGrantsPastAWaiterBelowTheCachedStateOneAtATime) {
+  CacheInode(S::kExclusive);
+  HolderId w = Acq(kInode, S::kShared, kExact);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  HolderId a = Acq(kInode, S::kExclusive);  // e.g. a launder WRITE the revoke waits for
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(a));
+  HolderId b = Acq(kInode, S::kExclusive);
+  EXPECT_EQ(Effects(), "");  // EX excludes EX, past a skipped waiter or not
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "");
+  Rel(a);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a EX->SH");
+  Reply(kInode, S::kShared);
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Grant 2/1b3a h" + std::to_string(w));
+  EXPECT_FALSE(Granted(b));
+  Rel(w);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->EX");
+  Reply(kInode, S::kExclusive);
+  EXPECT_TRUE(Granted(b));
+}
+
+// Rule: skipping a waiter while preparing is for holders that wait; a try lock that cannot be
+// granted still fails at once, whether it would queue behind a granted holder or a waiter.
+TEST_F(GlockTest, PrepareFailsTryLocksThatCannotBeGranted) {
+  HolderId a = Acq(kInode, S::kShared);
+  Reply(kInode, S::kShared);
+  RefreshDone(kInode);
+  ASSERT_TRUE(Granted(a));
+  now_ += 300 * kMs;
+  Demote(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  HolderId t = Acq(kInode, S::kExclusive, kTry);
+  ASSERT_NE(Failed(t), nullptr) << Effects();
+  EXPECT_EQ(Failed(t)->status.code(), Code::kLockConflict);
+  HolderId w = Acq(kInode, S::kExclusive);  // a blocking waiter stays queued
+  EXPECT_EQ(Effects(), "");
+  HolderId t1 = Acq(kInode, S::kExclusive, kTry1Cb);  // behind it, and it cannot be granted
+  ASSERT_NE(Failed(t1), nullptr) << Effects();
+  EXPECT_EQ(Failed(t1)->status.code(), Code::kLockConflict);
+  EXPECT_EQ(t_.Info(kInode)->waiting, 1u);  // only w
+  Rel(a);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->EX");  // w may promote while preparing
+  Reply(kInode, S::kExclusive);
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(w));
+  HolderId t2 = Acq(kInode, S::kShared, kTry);  // behind the granted EX
+  ASSERT_NE(Failed(t2), nullptr) << Effects();
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "");
+  Rel(w);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a EX->UN");
+}
+
+// Rule: an inode glock syncs before every demote request from a held state, SH->UN included
+// (the engine's hook drops the kernel's cached attributes there); an rgrp glock syncs only when
+// leaving EX or DF.
+TEST_F(GlockTest, InodeSyncsOnEveryDemoteRgrpOnlyWhenLeavingAWriterState) {
+  CacheInode(S::kShared);
+  Demote(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");  // before the request
+  EXPECT_EQ(t_.Info(kInode)->phase, Phase::kSync);
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->UN");
+  Reply(kInode, S::kUnlocked);
+  InvalDone(kInode);
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a");
+
+  HolderId a = Acq(kRgrp, S::kShared);
+  Reply(kRgrp, S::kShared);
+  RefreshDone(kRgrp);
+  ASSERT_TRUE(Granted(a));
+  Rel(a);
+  Demote(kRgrp, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Request 3/11221 SH->UN");  // no sync from SH
+  Reply(kRgrp, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Invalidate 3/11221");
+  InvalDone(kRgrp);
+  EXPECT_FALSE(t_.Info(kRgrp).has_value());
+  EXPECT_EQ(history_.find("Sync 3/11221"), std::string::npos) << history_;
+}
+
+TEST_F(GlockTest, WaiterBelowTheCachedStateIsPrepared) {
+  CacheInode(S::kExclusive);
+  HolderId a = Acq(kInode, S::kShared, kExact);  // EX->SH is a demote for the caches above
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  EXPECT_EQ(t_.Info(kInode)->demote, S::kShared);
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a EX->SH");
+  Reply(kInode, S::kShared);
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Grant 2/1b3a h" + std::to_string(a));
+}
+
+TEST_F(GlockTest, DemoteSatisfiedWhilePreparingThawsAtPrepareDone) {
+  CacheInode(S::kDeferred);
+  Demote(kInode, S::kShared);  // DF does not go with a remote SH
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  HolderId a = Acq(kInode, S::kShared);  // its promotion satisfies the demote
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a DF->SH");
+  Reply(kInode, S::kShared);
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(a));
+  EXPECT_FALSE(t_.Info(kInode)->demote.has_value());
+  EXPECT_TRUE(t_.Info(kInode)->preparing);
+  HolderId b = Acq(kInode, S::kExclusive);
+  Rel(a);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->EX");
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a");  // nothing is due any more: at once, mid-transition
+  Reply(kInode, S::kExclusive);
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(b));
+}
+
+TEST_F(GlockTest, RefusedDemoteThawsAndPreparesAgain) {
+  CacheInode(S::kShared);
+  Demote(kInode, S::kDeferred);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");  // every demote of an inode syncs, SH->DF too
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->DF");
+  Reply(kInode, S::kShared);  // refused: its demote is over, the unlock is a new one
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Prepare 2/1b3a");
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->UN");
+}
+
+TEST_F(GlockTest, LockModuleErrorDuringADemoteThawsAndRetries) {
+  CacheInode(S::kShared);
+  Demote(kInode, S::kUnlocked);
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->UN");
+  out_.clear();
+  LmReply r;
+  r.state = S::kShared;
+  r.error = Status::IoError("lock manager gone");
+  ASSERT_TRUE(t_.LockModuleReply(kInode, r, now_, &out_).ok());
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a");
+  now_ += 100 * kMs;
+  Tick();
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");  // the retry prepares again
+}
+
+TEST_F(GlockTest, DemoteSatisfiedWhilePreparedThaws) {
+  CacheInode(S::kDeferred);
+  Demote(kInode, S::kShared);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  HolderId a = Acq(kInode, S::kShared);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  PrepDone(kInode);  // during the promotion's sync
+  EXPECT_EQ(Effects(), "");
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a DF->SH");
+  Reply(kInode, S::kShared);  // the demote is satisfied without a transition of its own
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Grant 2/1b3a h" + std::to_string(a));
+}
+
+TEST_F(GlockTest, LruShrinkAndNoCacheOfAnInodePrepare) {
+  CacheInode(S::kShared);
+  out_.clear();
+  EXPECT_EQ(t_.ShrinkLru(5, now_, &out_), 1u);
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  EXPECT_EQ(t_.lru_size(), 0u);
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->UN");
+  Reply(kInode, S::kUnlocked);
+  InvalDone(kInode);
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a");
+  EXPECT_FALSE(t_.Info(kInode).has_value());
+}
+
+TEST_F(GlockTest, RgrpGlocksNeverPrepare) {
+  HolderId a = Acq(kRgrp, S::kShared);
+  Reply(kRgrp, S::kShared);
+  RefreshDone(kRgrp);
+  ASSERT_TRUE(Granted(a));
+  HolderId b = Acq(kRgrp, S::kExclusive);
+  EXPECT_EQ(Effects(), "");
+  Rel(a);
+  EXPECT_EQ(Effects(), "Request 3/11221 SH->EX");
+  Reply(kRgrp, S::kShared);  // refused: unlocks at once, as before
+  EXPECT_EQ(Effects(), "Request 3/11221 SH->UN");
+  Reply(kRgrp, S::kUnlocked);
+  InvalDone(kRgrp);
+  Reply(kRgrp, S::kExclusive);
+  RefreshDone(kRgrp);
+  ASSERT_TRUE(Granted(b));
+  Demote(kRgrp, S::kShared);
+  Rel(b);
+  EXPECT_EQ(Effects(), "Sync 3/11221");
+  SyncDone(kRgrp);
+  Reply(kRgrp, S::kShared);
+  HolderId c = Acq(kRgrp, S::kShared, kNoCache);
+  ASSERT_TRUE(Granted(c));
+  Rel(c);
+  EXPECT_EQ(Effects(), "Request 3/11221 SH->UN");
+  Reply(kRgrp, S::kUnlocked);
+  InvalDone(kRgrp);
+  EXPECT_FALSE(t_.Info(kRgrp).has_value());
+  EXPECT_EQ(history_.find("Prepare"), std::string::npos) << history_;
+  EXPECT_EQ(history_.find("Thaw"), std::string::npos) << history_;
 }
 
 // --- Cancel, deadlines, recovery ------------------------------------------------------------
@@ -683,9 +1109,28 @@ class RecordingHooks : public GlockHooks {
     Note("refresh " + name.ToString());
     done(Status::Ok());
   }
+  void Prepare(const GlockName& name, std::function<void()> done) override {
+    Note("prepare " + name.ToString());
+    if (!hold_prepare_) return done();
+    std::lock_guard l(mu_);
+    held_prepare_ = std::move(done);
+  }
+  void Thaw(const GlockName& name) override { Note("thaw " + name.ToString()); }
   std::string log() {
     std::lock_guard l(mu_);
     return log_;
+  }
+  // From now on Prepare keeps its completion until FinishPrepare (the revoke takes a while).
+  void HoldPrepares() { hold_prepare_ = true; }
+  void FinishPrepare() {
+    std::function<void()> done;
+    {
+      std::lock_guard l(mu_);
+      done = std::move(held_prepare_);
+      held_prepare_ = nullptr;
+    }
+    ASSERT_TRUE(done != nullptr);
+    done();
   }
 
  private:
@@ -695,6 +1140,8 @@ class RecordingHooks : public GlockHooks {
   }
   std::mutex mu_;
   std::string log_;
+  std::atomic<bool> hold_prepare_{false};
+  std::function<void()> held_prepare_;
 };
 
 // A lock module that keeps requests until the test answers them.
@@ -747,7 +1194,8 @@ TEST(GlockRunnerTest, NoLockGrantsAtOnce) {
   EXPECT_TRUE(r.Poll(*a));
   EXPECT_NE(r.Dump().find("s:EX"), std::string::npos);
   ASSERT_TRUE(r.Release(*a).ok());
-  EXPECT_EQ(hooks.log(), "refresh 2/1b3a;sync 2/1b3a;invalidate 2/1b3a;");
+  EXPECT_EQ(hooks.log(),
+            "refresh 2/1b3a;prepare 2/1b3a;sync 2/1b3a;invalidate 2/1b3a;thaw 2/1b3a;");
   EXPECT_EQ(r.Dump(), "");
   EXPECT_EQ(r.Release(*a).code(), Code::kNotFound);
   Result<HolderId> bad = r.Acquire(kInode, S::kUnlocked, 0);
@@ -769,6 +1217,33 @@ TEST(GlockRunnerTest, RemoteDemoteAndLru) {
   ASSERT_TRUE(r.Release(*b).ok());
   EXPECT_EQ(r.ShrinkLru(10), 1u);
   EXPECT_EQ(r.Dump(), "");
+}
+
+// The revoke above an inode glock completes later (from another thread, as the kernel-cache
+// bridge will): holders are granted until it does, and the demote runs after.
+TEST(GlockRunnerTest, PrepareCompletesLater) {
+  NoLockModule lm;
+  RecordingHooks hooks;
+  hooks.HoldPrepares();
+  GlockRunner r(&lm, &hooks, Options{.min_hold = 0});
+  Result<HolderId> a = r.Acquire(kInode, S::kShared, 0);
+  ASSERT_TRUE(a.ok());
+  r.RemoteDemote(kInode, S::kUnlocked);
+  EXPECT_EQ(hooks.log(), "refresh 2/1b3a;prepare 2/1b3a;");
+  Result<HolderId> b = r.Acquire(kInode, S::kShared, 0);  // would block if the demote were active
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE(r.Release(*b).ok());
+  std::thread t([&] { hooks.FinishPrepare(); });
+  t.join();
+  Result<HolderId> c = r.Acquire(kInode, S::kShared, kAsync);
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(r.Poll(*c));  // the demote is active now
+  ASSERT_TRUE(r.Release(*a).ok());
+  EXPECT_EQ(hooks.log(),
+            "refresh 2/1b3a;prepare 2/1b3a;sync 2/1b3a;invalidate 2/1b3a;thaw 2/1b3a;"
+            "refresh 2/1b3a;");
+  EXPECT_TRUE(r.Wait(*c).ok());
+  ASSERT_TRUE(r.Release(*c).ok());
 }
 
 TEST(GlockRunnerTest, AsyncWaitTimesOut) {
