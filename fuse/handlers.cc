@@ -367,6 +367,14 @@ void SetOpenReplyFlags(const DaemonContext& ctx, fuse_file_info* fi) {
   fi->noflush = 1;
   if ((fi->flags & O_DIRECT) && ctx.opts->dio_fopen) {
     fi->direct_io = 1;
+  } else if (ctx.cluster && (fi->flags & O_ACCMODE) != O_RDONLY) {
+    // Cluster mounts: a write-through WRITE through the page cache holds its folios locked
+    // until it is answered, and answering may need this node's glock promoted, which may need
+    // the revoke that waits for those folios (docs/coherence.md). Opens for writing bypass the
+    // page cache (mappings still use it). O_APPEND also needs it: the kernel appends at the
+    // size it has cached, which another node may have grown since, so the daemon appends at
+    // the size under the glock (Append).
+    fi->direct_io = 1;
   } else {
     fi->keep_cache = 1;
   }
@@ -497,6 +505,10 @@ void ServeWrite(DaemonContext& ctx, fuse_req_t req, InodeNo i, std::span<const u
   Result<size_t> r = [&]() -> Result<size_t> {
     IoScope scope(i);
     RETURN_IF_ERROR(DropPrivsFor(ctx, req, i, fi));
+    if (fi->writepage) return ctx.fs->WriteBack(i, static_cast<uint64_t>(off), data);
+    if (ctx.cluster && (fi->flags & O_APPEND)) {
+      return ctx.fs->Append(i, data, false);  // see SetOpenReplyFlags
+    }
     return ctx.fs->Write(i, static_cast<uint64_t>(off), data, false);
   }();
   if (!r.ok()) return ReplyError(ctx, req, r.status(), "write");
@@ -506,7 +518,8 @@ void ServeWrite(DaemonContext& ctx, fuse_req_t req, InodeNo i, std::span<const u
   // direct write holds no folio lock or writeback bit of its own (fuse/README.md case N4
   // concerns writeback and partial-page WRITEs, which never carry O_DIRECT), and no core lock
   // is held.
-  if ((fi->flags & O_DIRECT) && !fi->writepage && ctx.invalidator != nullptr && *r > 0) {
+  const bool bypassed = (fi->flags & O_DIRECT) || (ctx.cluster && !(fi->flags & O_APPEND));
+  if (bypassed && !fi->writepage && ctx.invalidator != nullptr && *r > 0) {
     Status inv = ctx.invalidator->InvalidateInodeNow(i, off, static_cast<int64_t>(*r));
     if (!inv.ok()) LOG_WARN("write: invalidating the cached range: " << inv.ToString());
   }

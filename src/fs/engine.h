@@ -34,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <thread>
@@ -141,6 +142,12 @@ class Engine final : public FileSystem {
   }
   Result<size_t> Write(InodeNo ino, uint64_t off, std::span<const uint8_t> data,
                        bool kill_priv) override;
+  Result<size_t> Append(InodeNo ino, std::span<const uint8_t> data, bool kill_priv) override {
+    return WriteImpl(ino, std::nullopt, data, kill_priv, false);
+  }
+  Result<size_t> WriteBack(InodeNo ino, uint64_t off, std::span<const uint8_t> data) override {
+    return WriteImpl(ino, off, data, false, true);
+  }
   Status Fsync(InodeNo ino, bool datasync) override;
   Status SyncFs() override;
   Status Fallocate(InodeNo ino, int mode, uint64_t off, uint64_t len) override;
@@ -185,6 +192,10 @@ class Engine final : public FileSystem {
   // FileSystem::ReadForUpdate), otherwise SH (EX plain for a truncating open).
   Status OpenImpl(InodeNo ino, bool truncate, const Cred& cred, bool update);
   Result<size_t> ReadImpl(InodeNo ino, uint64_t off, std::span<uint8_t> buf, bool update);
+  // Write at `off`, or (nullopt) at the end of the file as the glock EX sees it.
+  // `writeback`: the kernel's dirty pages (glock::kPrepareAny).
+  Result<size_t> WriteImpl(InodeNo ino, std::optional<uint64_t> off, std::span<const uint8_t> data,
+                           bool kill_priv, bool writeback);
 
   // ---- glocks.cc
   static constexpr size_t kGlockLruBudget = 65536;   // idle cached glocks kept

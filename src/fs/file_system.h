@@ -211,6 +211,21 @@ class FileSystem {
   // is not privileged).
   virtual Result<size_t> Write(InodeNo ino, uint64_t off, std::span<const uint8_t> data,
                                bool kill_priv) = 0;
+  // A launder or writeback WRITE of the kernel's dirty (mapped) pages. While the inode glock
+  // prepares a demote it is served in the state held (glock::kPrepareAny): the revoke waits for
+  // it. Default: Write.
+  virtual Result<size_t> WriteBack(InodeNo ino, uint64_t off, std::span<const uint8_t> data) {
+    return Write(ino, off, data, false);
+  }
+  // O_APPEND on a cluster mount: writes at the end of the file as it is under the inode's glock
+  // EX (the kernel's idea of the size may be older: another node may have appended since).
+  // Returns the bytes written; the offset used is the size before. Default: not supported.
+  virtual Result<size_t> Append(InodeNo ino, std::span<const uint8_t> data, bool kill_priv) {
+    (void)ino;
+    (void)data;
+    (void)kill_priv;
+    return Status::NotSupported("append");
+  }
   virtual Status Fsync(InodeNo ino, bool datasync) = 0;
   virtual Status SyncFs() = 0;
   virtual Status Fallocate(InodeNo ino, int mode, uint64_t off, uint64_t len) = 0;

@@ -804,13 +804,21 @@ Status Engine::Release(InodeNo ino) {
 
 Result<size_t> Engine::Write(InodeNo ino, uint64_t off, std::span<const uint8_t> data,
                              bool kill_priv) {
+  return WriteImpl(ino, off, data, kill_priv, false);
+}
+
+Result<size_t> Engine::WriteImpl(InodeNo ino, std::optional<uint64_t> at,
+                                 std::span<const uint8_t> data, bool kill_priv, bool writeback) {
   RETURN_IF_ERROR(CheckWritable());
   RETURN_IF_ERROR(EnsureSpace(data.size() / geo_.bsize + 8));
   Result<size_t> r = RunOp<Result<size_t>>([&](OpScope& s) -> Result<size_t> {
-    RETURN_IF_ERROR(s.Exclusive(ino));
+    RETURN_IF_ERROR(
+        writeback ? s.Lock({glock::GlockType::kInode, ino}, State::kExclusive, glock::kPrepareAny)
+                  : s.Exclusive(ino));
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     if (ip->is_dir()) return Status::IsDir("is a directory");
     if (!ip->is_reg()) return Status::Invalid("not a regular file");
+    const uint64_t off = at ? *at : ip->di.size;
     if (off + data.size() > MaxFileSize() || off + data.size() < off) {
       return Status(Code::kTooBig, "file too large");
     }

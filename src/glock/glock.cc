@@ -54,7 +54,7 @@ bool Covers(State held, State want) {
 std::string FlagsString(uint32_t flags) {
   static constexpr std::pair<uint32_t, char> kLetters[] = {
       {kTry, 't'},   {kTry1Cb, 'T'}, {kNoExp, 'e'}, {kAny, 'A'},     {kNodeScope, 'n'},
-      {kAsync, 'a'}, {kExact, 'E'},  {kSkip, 's'},  {kNoCache, 'c'},
+      {kAsync, 'a'}, {kExact, 'E'},  {kSkip, 's'},  {kNoCache, 'c'}, {kPrepareAny, 'P'},
   };
   std::string s;
   for (const auto& [bit, letter] : kLetters) {
@@ -183,9 +183,10 @@ bool GlockTable::AnyGranted(const Glock& g) const { return FirstGranted(g) != nu
 // the granted holder's requested state only, so after a kAny holder asking DF got in under a
 // cached SH, a plain DF holder would be granted in SH.
 bool GlockTable::MayGrant(const Glock& g, const HolderRec* current, const HolderRec& h) const {
+  const bool any = (h.flags & kAny) || ((h.flags & kPrepareAny) && g.preparing);
   if (current != nullptr) {
-    const bool fits = g.state == h.state || g.state == S::kExclusive ||
-                      ((h.flags & kAny) && g.state != S::kUnlocked);
+    const bool fits =
+        g.state == h.state || g.state == S::kExclusive || (any && g.state != S::kUnlocked);
     if (!fits) return false;
     switch (current->state) {
       case S::kExclusive:
@@ -200,7 +201,7 @@ bool GlockTable::MayGrant(const Glock& g, const HolderRec* current, const Holder
   if (g.state == h.state) return true;
   if (h.flags & kExact) return false;
   if (g.state == S::kExclusive) return h.state == S::kShared || h.state == S::kDeferred;
-  if (h.flags & kAny) return g.state != S::kUnlocked;
+  if (any) return g.state != S::kUnlocked;
   return false;
 }
 
@@ -819,8 +820,9 @@ std::string GlockTable::CheckInvariants() const {
       if (g.state == S::kUnlocked) err << n << ": holder " << h.id << " granted in UN\n";
       // With holders granted, gfs2 compares a newcomer with them only, so an EXACT holder may
       // join others under a cached EX; hence no EXACT test here.
+      // A kPrepareAny holder granted while preparing keeps its grant after the prepare.
       const bool fits = g.state == h.state || g.state == S::kExclusive ||
-                        ((h.flags & kAny) && g.state != S::kUnlocked);
+                        ((h.flags & (kAny | kPrepareAny)) && g.state != S::kUnlocked);
       if (!fits) {
         err << n << ": holder " << h.id << " wants " << StateName(h.state) << " in "
             << StateName(g.state) << "\n";

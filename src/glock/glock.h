@@ -93,6 +93,10 @@ inline constexpr uint32_t kAsync = 0x40;      // the caller polls/waits (runner 
 inline constexpr uint32_t kExact = 0x80;      // the cached state must equal the requested one
 inline constexpr uint32_t kSkip = 0x100;      // grant without the refresh hook (e.g. new inode)
 inline constexpr uint32_t kNoCache = 0x400;   // on release, give the cached state up (to UN)
+// Like kAny, but only while the glock prepares a demote: a request the revoke above the glock
+// waits for (a launder WRITE, a READ holding a folio) is served in the state held, since a
+// promotion could need the very demote that waits for it (docs/coherence.md).
+inline constexpr uint32_t kPrepareAny = 0x1000;
 // The flags passed on to the lock module with a request.
 inline constexpr uint32_t kLockModuleFlags = kTry | kTry1Cb | kNoExp;
 std::string FlagsString(uint32_t flags);  // gfs2's holder flag letters, e.g. "tE"
