@@ -53,6 +53,18 @@ struct CpgTransport::Impl {
   bool report_due = false;
   int retry_ms = 0;
 
+  // Counters (CpgTransportCounters): relaxed, bumped where sends and deliveries happen.
+  std::atomic<uint64_t> msgs_sent{0}, bytes_sent{0}, mcasts{0}, send_queued{0};
+  std::atomic<uint64_t> msgs_delivered{0}, bytes_delivered{0};
+  // `m` was accepted by corosync in one cpg_mcast_joined call.
+  void CountSent(const std::vector<const std::vector<uint8_t>*>& m) {
+    uint64_t bytes = 0;
+    for (const auto* msg : m) bytes += msg->size();
+    msgs_sent.fetch_add(m.size(), std::memory_order_relaxed);
+    bytes_sent.fetch_add(bytes, std::memory_order_relaxed);
+    mcasts.fetch_add(1, std::memory_order_relaxed);
+  }
+
   void Signal() {
     uint64_t one = 1;
     (void)!write(ev_fd, &one, sizeof(one));
@@ -90,6 +102,7 @@ struct CpgTransport::Impl {
         LOG_ERROR("dlm cpg: mcast failed: " << err);
         return false;
       }
+      CountSent(batch);
       for (size_t i = 0; i < batch.size(); ++i) sendq.pop_front();
     }
     return true;
@@ -294,6 +307,8 @@ void DeliverCb(cpg_handle_t h, const cpg_name*, uint32_t nodeid, uint32_t pid, v
     std::memcpy(&n, p + off, 4);
     off += 4;
     if (n > len - off) break;
+    impl->msgs_delivered.fetch_add(1, std::memory_order_relaxed);
+    impl->bytes_delivered.fetch_add(n, std::memory_order_relaxed);
     lst->OnDeliver(MemberId{nodeid, pid}, p + off, n);
     off += n;
   }
@@ -510,14 +525,31 @@ Status CpgTransport::Multicast(std::vector<uint8_t> msg) {
   if (impl_->sendq.empty()) {
     const std::vector<const std::vector<uint8_t>*> one = {&msg};
     cs_error_t err = Impl::SendFrames(impl_->cpg, one);
-    if (err == CS_OK) return Status::Ok();
+    if (err == CS_OK) {
+      impl_->CountSent(one);
+      return Status::Ok();
+    }
     if (err != CS_ERR_TRY_AGAIN) {
       return Status(Code::kNotConnected, "cpg_mcast_joined failed: " + std::to_string(err));
     }
   }
   impl_->sendq.push_back(std::move(msg));
+  impl_->send_queued.fetch_add(1, std::memory_order_relaxed);
   impl_->Signal();
   return Status::Ok();
+}
+
+CpgTransportCounters CpgTransport::Counters() const {
+  CpgTransportCounters c;
+  if (!impl_) return c;
+  const Impl& i = *impl_;
+  c.msgs_sent = i.msgs_sent.load(std::memory_order_relaxed);
+  c.bytes_sent = i.bytes_sent.load(std::memory_order_relaxed);
+  c.mcasts = i.mcasts.load(std::memory_order_relaxed);
+  c.send_queued = i.send_queued.load(std::memory_order_relaxed);
+  c.msgs_delivered = i.msgs_delivered.load(std::memory_order_relaxed);
+  c.bytes_delivered = i.bytes_delivered.load(std::memory_order_relaxed);
+  return c;
 }
 
 }  // namespace ugfs2::dlm

@@ -16,6 +16,9 @@
 // ids equal), like dlm_controld's ring-id check, and is re-reported after every membership change
 // that removed members.
 //
+// Counters (Counters()): what this node handed to corosync and what corosync delivered to it,
+// relaxed atomics bumped where the send or delivery already happens (no lock of their own).
+//
 // Thread safety: all public methods from any thread (Stop() not from a listener callback).
 #ifndef UGFS2_DLM_CPG_TRANSPORT_H_
 #define UGFS2_DLM_CPG_TRANSPORT_H_
@@ -32,6 +35,17 @@
 
 namespace ugfs2::dlm {
 
+// Since the transport was created. A "message" is one Multicast() (one lockspace message); the
+// loop may pack several into one CPG message (`mcasts` counts those).
+struct CpgTransportCounters {
+  uint64_t msgs_sent = 0;        // messages corosync accepted from this node (cpg_mcast_joined OK)
+  uint64_t bytes_sent = 0;       // their bytes (payload, without the 4-byte frame headers)
+  uint64_t mcasts = 0;           // successful cpg_mcast_joined calls (one or more messages each)
+  uint64_t send_queued = 0;      // messages that waited in the send queue (TRY_AGAIN, or a queue)
+  uint64_t msgs_delivered = 0;   // messages delivered to this node (every member's, ours too)
+  uint64_t bytes_delivered = 0;  // their bytes
+};
+
 class CpgTransport final : public Transport {
  public:
   // Connects to the local corosync; `group` is the CPG group name (e.g. "ugfs2:ls:NAME").
@@ -44,6 +58,7 @@ class CpgTransport final : public Transport {
   void Stop() override;
   Status Multicast(std::vector<uint8_t> msg) override;
   MemberId self() const override { return self_; }
+  CpgTransportCounters Counters() const;
 
   // Implementation details (public for the C trampolines).
   struct Impl;

@@ -1,6 +1,7 @@
 #include "glock_lock_module.h"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -141,6 +142,7 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
       if (st.ok()) {
         old->unlocking = true;
         stats.nl_unlocks++;
+        Bump(unlocks);
       } else {
         LOG_WARN("glock lock module: unlocking idle NL lock of " << old->name.ToString()
                                                                  << " failed: " << st.ToString());
@@ -287,7 +289,10 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
     }
     const Status st = ls->Lock(mode, &e->lksb, lkf, resname, std::move(ast), std::move(bast));
     stats.requests++;
-    if (st.ok()) return;
+    if (st.ok()) {
+      Bump(convert ? converts : requests);
+      return;
+    }
     stats.failed++;
     e->inflight = false;
     ReplyFn fn = std::move(e->reply);
@@ -312,6 +317,7 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
 
   // The lock's completion callback (callback thread).
   void OnCompletion(const GlockName& name, uint64_t gen) {
+    Bump(completions);
     AfterUnlock after;
     {
       std::lock_guard<std::mutex> l(mu);
@@ -425,6 +431,7 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
 
   // The lock's blocking callback (callback thread).
   void OnBlocking(const GlockName& name, uint64_t gen, int mode) {
+    Bump(callbacks);
     AfterUnlock after;
     {
       std::lock_guard<std::mutex> l(mu);
@@ -459,8 +466,11 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
         CancelDeferredLocked(e, &after);
       } else if (e->inflight && e->has_lock()) {
         const Status st = ls->Unlock(e->lksb.lkid, kLkfCancel);
-        if (!st.ok())
+        if (st.ok()) {
+          Bump(cancels);
+        } else {
           LOG_DEBUG("glock lock module: cancel " << name.ToString() << ": " << st.ToString());
+        }
       }
       if (!Begin(after)) return;
     }
@@ -481,7 +491,9 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
     for (auto& [name, e] : entries) {
       NlRemove(e.get());
       if (e->deferred) CancelDeferredLocked(e.get(), &after);
-      if (e->inflight && e->has_lock()) (void)ls->Unlock(e->lksb.lkid, kLkfCancel);
+      if (e->inflight && e->has_lock() && ls->Unlock(e->lksb.lkid, kLkfCancel).ok()) {
+        Bump(cancels);
+      }
     }
     if (Begin(after)) {
       l.unlock();
@@ -525,6 +537,7 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
           deadline - std::chrono::steady_clock::now());
       const Status st =
           ls->UnlockSync(t.lkid, t.flags, t.lksb, std::max(left, std::chrono::milliseconds(0)));
+      if (st.ok() || st.code() == Code::kTimedOut) Bump(unlocks);  // sent (maybe not done)
       std::lock_guard<std::mutex> g(mu);
       Entry* e = Find(t.name);
       if (e == nullptr || e->gen != t.gen) continue;
@@ -597,6 +610,10 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
   bool shutdown_done = false;
   bool dead = false;  // the module object is gone: replies and blocking callbacks are dropped
   DlmLockModuleStats stats;
+  // DlmLockModuleCounters: relaxed atomics (read without mu).
+  std::atomic<uint64_t> requests{0}, converts{0}, unlocks{0}, cancels{0}, completions{0},
+      callbacks{0};
+  static void Bump(std::atomic<uint64_t>& c) { c.fetch_add(1, std::memory_order_relaxed); }
   int running = 0;  // batches of replies and callbacks executing outside mu (Begin/Deliver)
 };
 
@@ -684,6 +701,18 @@ bool DlmLockModule::fenced() const {
 DlmLockModuleStats DlmLockModule::Stats() const {
   std::lock_guard<std::mutex> l(core_->mu);
   return core_->stats;
+}
+
+DlmLockModuleCounters DlmLockModule::Counters() const {
+  const Core& c = *core_;
+  DlmLockModuleCounters out;
+  out.requests = c.requests.load(std::memory_order_relaxed);
+  out.converts = c.converts.load(std::memory_order_relaxed);
+  out.unlocks = c.unlocks.load(std::memory_order_relaxed);
+  out.cancels = c.cancels.load(std::memory_order_relaxed);
+  out.completions = c.completions.load(std::memory_order_relaxed);
+  out.callbacks = c.callbacks.load(std::memory_order_relaxed);
+  return out;
 }
 
 std::string DlmLockModule::Dump() const {

@@ -90,6 +90,18 @@ struct DlmLockModuleStats {
   uint64_t nl_unlocks = 0;  // idle NL locks unlocked to stay within max_idle_nl_locks
 };
 
+// What the module asked of the lock manager, since it was created: one lockspace message each
+// (the lockspace sends one per call). Relaxed atomics, read without the module's mutex
+// (Counters()).
+struct DlmLockModuleCounters {
+  uint64_t requests = 0;     // new locks requested (Lock calls the lockspace accepted)
+  uint64_t converts = 0;     // conversions requested (Lock with CONVERT, "to UN" included)
+  uint64_t unlocks = 0;      // unlocks (idle NL locks beyond the cap, Shutdown)
+  uint64_t cancels = 0;      // cancels of a request in flight
+  uint64_t completions = 0;  // completion callbacks received (grants, refusals, unlocks, ...)
+  uint64_t callbacks = 0;    // blocking callbacks received (another node wants a glock)
+};
+
 class DlmLockModule final : public glock::LockModule {
  public:
   // `ls` must outlive the module (and the lockspace's callbacks may outlive it; see above).
@@ -120,7 +132,8 @@ class DlmLockModule final : public glock::LockModule {
   size_t LockCount() const;                             // DLM locks held
   bool fenced() const;
   DlmLockModuleStats Stats() const;
-  std::string Dump() const;  // counters, then one line per lock
+  DlmLockModuleCounters Counters() const;  // lock-free
+  std::string Dump() const;                // counters, then one line per lock
 
   // The mappings above.
   static int ModeFor(glock::State state);

@@ -146,11 +146,19 @@ Status Lockspace::SendOpLocked(const LockOp& op) {
   ByteWriter w;
   w.U8(kMsgOp);
   op.Encode(&w);
-  return MulticastLocked(w.Take());
+  Status st = MulticastLocked(w.Take());
+  if (st.ok()) op_msgs_sent_.fetch_add(1, std::memory_order_relaxed);
+  return st;
 }
 
 Status Lockspace::MulticastLocked(std::vector<uint8_t> msg) {
-  return transport_->Multicast(std::move(msg));
+  const size_t bytes = msg.size();
+  Status st = transport_->Multicast(std::move(msg));
+  if (st.ok()) {
+    msgs_sent_.fetch_add(1, std::memory_order_relaxed);
+    bytes_sent_.fetch_add(bytes, std::memory_order_relaxed);
+  }
+  return st;
 }
 
 namespace {
@@ -385,6 +393,15 @@ LockspaceInfo Lockspace::Info() const {
   return info;
 }
 
+LockspaceCounters Lockspace::Counters() const {
+  LockspaceCounters c;
+  c.msgs_sent = msgs_sent_.load(std::memory_order_relaxed);
+  c.bytes_sent = bytes_sent_.load(std::memory_order_relaxed);
+  c.op_msgs_sent = op_msgs_sent_.load(std::memory_order_relaxed);
+  c.msgs_delivered = msgs_delivered_.load(std::memory_order_relaxed);
+  return c;
+}
+
 uint64_t Lockspace::TEST_Digest() const {
   std::lock_guard<std::mutex> l(mu_);
   return table_.Digest();
@@ -568,6 +585,7 @@ void Lockspace::FoundLocked(const std::vector<MemberId>& members) {
 }
 
 void Lockspace::OnDeliver(const MemberId& from, const uint8_t* data, size_t len) {
+  msgs_delivered_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard<std::mutex> l(mu_);
   if (state_ != LsState::kJoining && state_ != LsState::kMember) return;
   if (len == 0) return;

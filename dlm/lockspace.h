@@ -13,11 +13,15 @@
 // requests with kStatusFenced, drops its replica, leaves the group and rejoins fresh once quorum
 // is back.
 //
+// Counters (Counters()): the messages this node multicast and was delivered, relaxed atomics
+// (readable without the lockspace mutex).
+//
 // Thread safety: all public methods may be called from any thread, including from callbacks
 // (except the *Sync helpers, which refuse to block on the callback thread).
 #ifndef UGFS2_DLM_LOCKSPACE_H_
 #define UGFS2_DLM_LOCKSPACE_H_
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -80,6 +84,14 @@ struct LockspaceInfo {
   uint64_t fence_count = 0;
 };
 
+// Since the lockspace was created. Sent = accepted by the transport's Multicast.
+struct LockspaceCounters {
+  uint64_t msgs_sent = 0;       // every message this node multicast (lock ops, sync, hello, ...)
+  uint64_t bytes_sent = 0;      // their bytes
+  uint64_t op_msgs_sent = 0;    // ... of which lock operations (lock, convert, unlock, cancel)
+  uint64_t msgs_delivered = 0;  // messages the transport delivered (every member's, ours too)
+};
+
 class Lockspace final : public TransportListener {
  public:
   Lockspace(Transport* transport, LockspaceOptions opts);
@@ -123,6 +135,7 @@ class Lockspace final : public TransportListener {
   bool fenced() const;
   LsState state() const;
   LockspaceInfo Info() const;
+  LockspaceCounters Counters() const;
   const std::string& name() const { return opts_.name; }
   // This node's view of the lock table, rendered as text (dlm_tool lockdebug-like) or JSON.
   std::string Dump(bool json) const;
@@ -234,6 +247,8 @@ class Lockspace final : public TransportListener {
   uint64_t next_query_ = 1;
   std::map<uint64_t, std::map<MemberId, std::string>> query_replies_;
   std::map<uint64_t, std::set<MemberId>> query_expected_;
+  // Counters (LockspaceCounters), relaxed; bumped under mu_ but read without it.
+  std::atomic<uint64_t> msgs_sent_{0}, bytes_sent_{0}, op_msgs_sent_{0}, msgs_delivered_{0};
 };
 
 }  // namespace ugfs2::dlm

@@ -72,6 +72,35 @@ Status ClusterMember::Leave(std::chrono::milliseconds timeout) {
 
 glock::LockModule* ClusterMember::lock_module() { return lm_.get(); }
 
+std::vector<std::pair<std::string, uint64_t>> ClusterMember::Counters() const {
+  std::vector<std::pair<std::string, uint64_t>> v;
+  if (transport_) {
+    const dlm::CpgTransportCounters t = transport_->Counters();
+    v.insert(v.end(), {{"dlm_msgs_sent", t.msgs_sent},
+                       {"dlm_bytes_sent", t.bytes_sent},
+                       {"dlm_mcasts", t.mcasts},
+                       {"dlm_send_queued", t.send_queued},
+                       {"dlm_msgs_delivered", t.msgs_delivered},
+                       {"dlm_bytes_delivered", t.bytes_delivered}});
+  }
+  if (ls_) {
+    const dlm::LockspaceCounters l = ls_->Counters();
+    v.insert(v.end(), {{"ls_msgs_sent", l.msgs_sent},
+                       {"ls_op_msgs_sent", l.op_msgs_sent},
+                       {"ls_msgs_delivered", l.msgs_delivered}});
+  }
+  if (lm_) {
+    const dlm::DlmLockModuleCounters m = lm_->Counters();
+    v.insert(v.end(), {{"lm_requests", m.requests},
+                       {"lm_converts", m.converts},
+                       {"lm_unlocks", m.unlocks},
+                       {"lm_cancels", m.cancels},
+                       {"lm_completions", m.completions},
+                       {"lm_callbacks", m.callbacks}});
+  }
+  return v;
+}
+
 std::string ClusterMember::Describe() const {
   std::string s = "cluster " + cluster_ + ", lockspace " + fsname_;
   if (ls_) s += ", node " + std::to_string(ls_->Info().self.nodeid);

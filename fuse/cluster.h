@@ -9,14 +9,21 @@
 // lockspace and disconnects; the FileSystem must be destroyed only after it (no callback may
 // reach it any more).
 //
-// Thread safety: Join and Leave from one thread; fenced() from any.
+// Counters(): what this node sent to the lock manager (`ugfs2-tool counters MNT`; names in
+// docs/cluster.md).
+//
+// Thread safety: Join and Leave from one thread; fenced() and Counters() from any (Counters()
+// only between Join and Leave).
 #ifndef UGFS2_FUSE_CLUSTER_H_
 #define UGFS2_FUSE_CLUSTER_H_
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/status.h"
 #include "glock/glock_runner.h"
@@ -41,6 +48,8 @@ class ClusterMember {
   glock::LockModule* lock_module();
   bool fenced() const { return fenced_.load(); }
   std::string Describe() const;  // "cluster C, lockspace L, node N"
+  // (name, value): dlm_* the CPG transport's, ls_* the lockspace's, lm_* the lock module's.
+  std::vector<std::pair<std::string, uint64_t>> Counters() const;
 
  private:
   std::unique_ptr<dlm::CpgTransport> transport_;

@@ -4,7 +4,8 @@
 // `ugfs2 DEV MNT -o remount,...` (through mount.fuse3), which tells the daemon to go read-write
 // before the kernel's remount, or read-only after it (so the daemon never refuses a write the
 // kernel allows, and the journal is clean once a read-only remount returns); and by
-// `ugfs2-tool glocks|demote MNT` (glock dumps and demotes).
+// `ugfs2-tool glocks|demote|counters MNT` (glock dumps, demotes, and the counters of what this
+// node sent to the lock manager and of its cache revokes: one "NAME VALUE\n" line each).
 //
 // Protocol (framing, requests): control_client.h, which also has the client (ControlRequest).
 // This file: the server, and the mount-table helpers only the daemon needs.

@@ -15,7 +15,8 @@
 // and closes the connection. EncodeControlReply picks the form; ReadControlReply undoes it, so a
 // caller only sees Result<std::string>.
 // Requests (ControlServer's handler in fuse/main.cc): "ro", "rw", "atime MODE NODIRATIME",
-// "glocks", "demote NAME", "demote all" (result: the number of glocks asked).
+// "glocks", "demote NAME", "demote all" (result: the number of glocks asked), "counters" (one
+// "NAME VALUE" line per counter: lock manager messages, cache revokes).
 //
 // Thread safety: free functions without shared state.
 #ifndef UGFS2_FUSE_CONTROL_CLIENT_H_

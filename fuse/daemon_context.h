@@ -7,9 +7,14 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
+#include <functional>
 #include <mutex>
 #include <shared_mutex>
+#include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "fs/file_system.h"
 #include "inode_table.h"
@@ -62,6 +67,9 @@ struct DaemonContext {
   Revoker* revoker = nullptr;                 // the two-phase page revoke; null: revoke=async
   bool cluster = false;                       // a lock_dlm mount through the cluster
   WritableOpens writable;                     // used on cluster mounts only
+  // The lock manager's counters (cluster mounts; ClusterMember::Counters), for the control
+  // request "counters". Empty on a single-node mount.
+  std::function<std::vector<std::pair<std::string, uint64_t>>()> lock_counters;
   RawProtocol* raw = nullptr;
   // Remounts that bypass the control socket: while the core is read-only because of a remount
   // (`remounted_ro`), a modifying request re-checks the kernel's state through the watcher first.

@@ -334,8 +334,29 @@ Result<std::string> GlockControl(DaemonContext& ctx, std::string_view req) {
   return std::string();
 }
 
+// "counters": what this node sent to the lock manager, and what its cache revokes did.
+Result<std::string> CountersText(const DaemonContext& ctx) {
+  std::vector<std::pair<std::string, uint64_t>> v;
+  if (ctx.lock_counters) v = ctx.lock_counters();
+  if (ctx.revoker != nullptr) {
+    const Revoker::Stats r = ctx.revoker->stats();
+    v.insert(v.end(), {{"revokes", r.revokes},
+                       {"revokes_skipped", r.skipped},
+                       {"revoke_notifies", r.notifies},
+                       {"revoke_parked", r.parked},
+                       {"revoke_stall_answers", r.stall_answers},
+                       {"revoke_redo_pages", r.redo_pages},
+                       {"revoke_max_us", r.max_revoke_us}});
+  }
+  if (v.empty()) return Status::NotFound("no counters (a single-node mount with revoke=async)");
+  std::string out;
+  for (const auto& [name, value] : v) out += name + " " + std::to_string(value) + "\n";
+  return out;
+}
+
 // The daemon side of the control socket (requests: control_client.h).
 Result<std::string> HandleControl(DaemonContext& ctx, std::string_view req) {
+  if (req == "counters") return CountersText(ctx);
   if (req == "glocks" || req == "demote" || req.starts_with("demote ")) {
     return GlockControl(ctx, req);
   }
@@ -492,6 +513,8 @@ int Run(int argc, char** argv) {
   ctx.inodes = &inodes;
   ctx.stats = &stats;
   ctx.opts = &opts;
+  // Read by the control server's thread, which stops (control.reset()) before cluster.Leave.
+  if (cluster_mount) ctx.lock_counters = [&cluster] { return cluster.Counters(); };
 
   auto unmount_core = [&] { return ShutdownCore(ctx); };
 

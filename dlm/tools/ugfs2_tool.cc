@@ -5,11 +5,12 @@
 //   ugfs2-tool lockdump LOCKSPACE [--all-nodes] [--json]
 //   ugfs2-tool glocks MOUNTPOINT
 //   ugfs2-tool demote MOUNTPOINT NAME|all [--count N] [--interval-ms M]
+//   ugfs2-tool counters MOUNTPOINT [--json]
 //
 // ls/lockdump talk over libqb IPC (service $UGFS2_DLM_IPC or "ugfs2-dlm") to the process hosting
-// the lockspaces on this node. glocks/demote talk to the ugfs2 daemon serving MOUNTPOINT over its
-// control socket (/run/ugfs2/ctl/MAJ:MIN.sock, fuse/control_client.h); MOUNTPOINT is found in
-// /proc/self/mountinfo without touching the mount, so a daemon that hangs cannot hang the tool
+// the lockspaces on this node. glocks/demote/counters talk to the ugfs2 daemon serving MOUNTPOINT
+// over its control socket (/run/ugfs2/ctl/MAJ:MIN.sock, fuse/control_client.h); MOUNTPOINT is found
+// in /proc/self/mountinfo without touching the mount, so a daemon that hangs cannot hang the tool
 // before its request times out. Root only.
 #include <cerrno>
 #include <chrono>
@@ -19,6 +20,7 @@
 #include <map>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <qb/qbipcc.h>
@@ -39,13 +41,18 @@ constexpr const char* kUsage =
     "       ugfs2-tool lockdump LOCKSPACE [--all-nodes] [--json]\n"
     "       ugfs2-tool glocks MOUNTPOINT\n"
     "       ugfs2-tool demote MOUNTPOINT NAME|all [--count N] [--interval-ms M]\n"
+    "       ugfs2-tool counters MOUNTPOINT [--json]\n"
     "\n"
     "  ls, lockdump  the lock manager's lockspaces and locks on this node\n"
     "  glocks        the glocks of the ugfs2 mount at MOUNTPOINT (gfs2's glocks format)\n"
     "  demote        demote the glock NAME (TYPE/HEXNUMBER as in the dump, e.g. 2/1b3a), or all\n"
     "                of them, to UN as a remote node's request would; N times (default 1), M ms\n"
     "                apart (default 0). Prints 'demote NAME: S sent, A accepted, R refused' (and\n"
-    "                ', G glocks asked' for all); exit 0 only if every request was accepted.\n";
+    "                ', G glocks asked' for all); exit 0 only if every request was accepted.\n"
+    "  counters      what the daemon of the cluster mount at MOUNTPOINT sent to the lock manager\n"
+    "                since it mounted: one 'NAME VALUE' line per counter (dlm_msgs_sent,\n"
+    "                dlm_bytes_sent, lm_requests, lm_converts, lm_unlocks, lm_callbacks, ...;\n"
+    "                docs/cluster.md), or one JSON object with --json.\n";
 
 int Usage() {
   std::fputs(kUsage, stderr);
@@ -82,6 +89,49 @@ int Glocks(const std::string& mountpoint) {
   }
   std::fwrite(dump->data(), 1, dump->size(), stdout);
   if (!dump->empty() && dump->back() != '\n') std::fputc('\n', stdout);
+  return std::fflush(stdout) == 0 ? 0 : 1;
+}
+
+// "NAME VALUE" lines as the daemon sends them, or one JSON object {"NAME": VALUE, ...}.
+int Counters(const std::string& mountpoint, bool json) {
+  auto path = ControlSocketOf(mountpoint);
+  if (!path.ok()) {
+    std::fprintf(stderr, "ugfs2-tool: %s\n", path.status().ToString().c_str());
+    return 1;
+  }
+  auto text = ugfs2::fusefs::ControlRequest(*path, "counters", kControlTimeoutMs);
+  if (!text.ok()) {
+    std::fprintf(stderr, "ugfs2-tool: counters %s: %s\n", mountpoint.c_str(),
+                 text.status().ToString().c_str());
+    return 1;
+  }
+  std::vector<std::pair<std::string, std::string>> values;
+  size_t pos = 0;
+  while (pos < text->size()) {
+    size_t end = text->find('\n', pos);
+    if (end == std::string::npos) end = text->size();
+    const std::string line = text->substr(pos, end - pos);
+    pos = end + 1;
+    if (line.empty()) continue;
+    const size_t sp = line.find(' ');
+    long long v = 0;
+    if (sp == std::string::npos || sp == 0 || !ParseCount(line.substr(sp + 1), &v)) {
+      std::fprintf(stderr, "ugfs2-tool: counters %s: bad line from the daemon: '%s'\n",
+                   mountpoint.c_str(), line.c_str());
+      return 1;
+    }
+    values.emplace_back(line.substr(0, sp), line.substr(sp + 1));
+  }
+  if (json) {
+    std::printf("{");
+    for (size_t i = 0; i < values.size(); ++i) {
+      std::printf("%s\"%s\": %s", i == 0 ? "" : ", ", values[i].first.c_str(),
+                  values[i].second.c_str());
+    }
+    std::printf("}\n");
+  } else {
+    for (const auto& [name, value] : values) std::printf("%s %s\n", name.c_str(), value.c_str());
+  }
   return std::fflush(stdout) == 0 ? 0 : 1;
 }
 
@@ -202,6 +252,9 @@ int Main(const std::vector<std::string>& args) {
   const bool demote_opts = count_given || interval_given;
   if (cmd == "glocks" && pos.size() == 2 && !demote_opts && !json && !all_nodes) {
     return Glocks(pos[1]);
+  }
+  if (cmd == "counters" && pos.size() == 2 && !demote_opts && !all_nodes) {
+    return Counters(pos[1], json);
   }
   if (cmd == "demote" && pos.size() == 3 && !json && !all_nodes) {
     if (count < 1 || pos[2].empty()) return Usage();

@@ -419,7 +419,10 @@ Status Engine::LockIopen(OpScope& s, InodeNo no) {
   if (!cluster_) return Status::Ok();
   // Sorts after every inode and rgrp glock of the operation; only a node freeing the inode
   // holds it EX, and that node holds the inode's glock EX, which this operation holds now.
-  return s.Lock({glock::GlockType::kIopen, no}, State::kShared, glock::kNoCache);
+  // Kept cached (SH) after the last close, as gfs2 keeps it while the inode is cached: opening
+  // the file again costs no lock request. A node that wants to free the inode asks with
+  // kTry1Cb, so an idle cached SH here is given up on its callback (TryIopenExclusive retries).
+  return s.Lock({glock::GlockType::kIopen, no}, State::kShared);
 }
 
 void Engine::KeepIopen(OpScope& s, Inode& ip) {

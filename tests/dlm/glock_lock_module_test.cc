@@ -693,5 +693,82 @@ TEST(GlockLockModuleTest, IdleNlLocksAreCapped) {
   EXPECT_TRUE(c.TearDown().ok());
 }
 
+// Counters: a glock this node caches costs no message however often it is used again; a request
+// another node's lock blocks costs messages on both nodes (the requester's request, the holder's
+// blocking callback and down-conversion); Shutdown counts its unlocks. Every lock-module call is
+// one lock-operation message of the lockspace.
+TEST(GlockLockModuleTest, CountersCountWhatIsSent) {
+  Cluster c(2);
+  ASSERT_TRUE(c.Start().ok());
+  Node& n1 = c.node(1);
+  Node& n2 = c.node(2);
+  const GlockName g{GlockType::kInode, 0x600};
+  const GlockName d{GlockType::kInode, 0x601};
+  const LockspaceCounters ls0 = n1.ls->Counters();
+  EXPECT_GT(ls0.msgs_sent, 0u);  // the join (hello)
+  EXPECT_EQ(ls0.op_msgs_sent, 0u);
+  EXPECT_GT(ls0.msgs_delivered, 0u);
+  EXPECT_GT(ls0.bytes_sent, 0u);
+
+  // Warm-up: two new locks (EX and SH), one message each.
+  for (const auto& [name, state] :
+       {std::pair{g, State::kExclusive}, std::pair{d, State::kShared}}) {
+    Result<HolderId> h = AcquireWithin(*n1.runner, name, state);
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    ASSERT_TRUE(n1.runner->Release(*h).ok());
+  }
+  DlmLockModuleCounters lm1 = n1.lm->Counters();
+  EXPECT_EQ(lm1.requests, 2u);
+  EXPECT_EQ(lm1.converts, 0u);
+  EXPECT_EQ(lm1.completions, 2u);
+  EXPECT_EQ(lm1.callbacks, 0u);
+  const LockspaceCounters ls1 = n1.ls->Counters();
+  EXPECT_EQ(ls1.op_msgs_sent, 2u);
+  EXPECT_EQ(ls1.msgs_sent, ls0.msgs_sent + 2);
+  EXPECT_GT(ls1.bytes_sent, ls0.bytes_sent);
+
+  // Warm: the cached glocks, used again and again in every compatible state, send nothing.
+  for (int i = 0; i < 50; ++i) {
+    Result<HolderId> a = AcquireWithin(*n1.runner, g, i % 2 ? State::kShared : State::kExclusive);
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    Result<HolderId> b = AcquireWithin(*n1.runner, d, State::kShared);
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    ASSERT_TRUE(n1.runner->Release(*b).ok());
+    ASSERT_TRUE(n1.runner->Release(*a).ok());
+  }
+  const LockspaceCounters ls2 = n1.ls->Counters();
+  EXPECT_EQ(ls2.msgs_sent, ls1.msgs_sent) << c.DumpAll();
+  EXPECT_EQ(ls2.bytes_sent, ls1.bytes_sent);
+  const DlmLockModuleCounters lm2 = n1.lm->Counters();
+  EXPECT_EQ(lm2.requests, lm1.requests);
+  EXPECT_EQ(lm2.converts, lm1.converts);
+
+  // Node 2 wants g SH: its new lock; node 1 is asked (a blocking callback) and converts EX->PR.
+  Result<HolderId> h2 = AcquireWithin(*n2.runner, g, State::kShared);
+  ASSERT_TRUE(h2.ok()) << h2.status().ToString() << "\n" << c.DumpAll();
+  ASSERT_TRUE(c.notifier().WaitUntil([&] { return n1.lm->GrantedMode(g) == kPR; })) << c.DumpAll();
+  ASSERT_TRUE(n2.runner->Release(*h2).ok());
+  const DlmLockModuleCounters lm3 = n1.lm->Counters();
+  EXPECT_EQ(lm3.callbacks, 1u);
+  EXPECT_EQ(lm3.converts, 1u);
+  EXPECT_EQ(lm3.requests, 2u);
+  const LockspaceCounters ls3 = n1.ls->Counters();
+  EXPECT_EQ(ls3.op_msgs_sent, ls2.op_msgs_sent + 1);
+  EXPECT_EQ(ls3.msgs_sent, ls2.msgs_sent + 1);
+  const DlmLockModuleCounters m2 = n2.lm->Counters();
+  EXPECT_EQ(m2.requests, 1u);
+  EXPECT_EQ(m2.callbacks, 0u);
+  EXPECT_EQ(n2.ls->Counters().op_msgs_sent, 1u);
+
+  // Shutdown unlocks every lock: one unlock (and message) each.
+  const size_t locks1 = n1.lm->LockCount();
+  EXPECT_EQ(locks1, 2u);
+  ASSERT_TRUE(n1.lm->Shutdown(kWait).ok());
+  EXPECT_EQ(n1.lm->Counters().unlocks, locks1);
+  EXPECT_EQ(n1.ls->Counters().op_msgs_sent, ls3.op_msgs_sent + locks1);
+  EXPECT_EQ(n1.lm->Counters().cancels, 0u);
+  EXPECT_TRUE(c.TearDown().ok());
+}
+
 }  // namespace
 }  // namespace ugfs2::dlm
