@@ -3,6 +3,7 @@
 #include "common/log.h"
 #include "cpg_transport.h"
 #include "glock_lock_module.h"
+#include "ipc_server.h"
 #include "lockspace.h"
 
 namespace ugfs2::fusefs {
@@ -52,12 +53,24 @@ Status ClusterMember::Join(const std::string& locktable, std::chrono::millisecon
     return st.WithContext("joining lockspace " + fsname_);
   }
   lm_ = std::make_unique<dlm::DlmLockModule>(ls_.get());
+  // `ugfs2-tool ls` and `ugfs2-tool lockdump FSNAME [--all-nodes]` on this node talk to this
+  // process (libqb IPC; one server per process, per network namespace).
+  if (Status ipc = dlm::StartDlmIpcServer(); ipc.ok()) {
+    dlm::RegisterLockspace(ls_.get());
+    ipc_registered_ = true;
+  } else {
+    LOG_WARN("lock manager inspection (ugfs2-tool ls/lockdump) unavailable: " << ipc.ToString());
+  }
   LOG_INFO("joined " << Describe());
   return Status::Ok();
 }
 
 Status ClusterMember::Leave(std::chrono::milliseconds timeout) {
   Status result;
+  if (ipc_registered_) {
+    dlm::UnregisterLockspace(ls_.get());
+    ipc_registered_ = false;
+  }
   if (lm_) result = lm_->Shutdown(timeout);
   if (ls_) {
     Status st = ls_->Leave();

@@ -57,6 +57,7 @@ class ClusterMember {
   std::unique_ptr<dlm::DlmLockModule> lm_;
   std::string cluster_, fsname_;
   std::atomic<bool> fenced_{false};
+  bool ipc_registered_ = false;  // the lockspace is inspectable through ugfs2-tool (ipc_server.h)
 };
 
 }  // namespace ugfs2::fusefs
