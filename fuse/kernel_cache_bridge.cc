@@ -100,6 +100,7 @@ void KernelCacheBridge::InvalidateData(InodeNo ino, uint64_t off, uint64_t len) 
     return;
   }
   data_calls_.fetch_add(1, std::memory_order_relaxed);
+  if (keep_pages_) return target_->PostInvalidateInode(ino, -1, 0);
   if (revoker_ != nullptr && off == 0 && len == 0) {
     // After a glock's demote: the revoke dropped the pages before the glock went; pages cached
     // now were filled under the glock taken again. Only the attributes, once more.

@@ -56,6 +56,9 @@ class KernelCacheBridge final : public KernelCache {
   // Whether ExpireNames waits (the kernel keeps names only within a clock tick: entry_timeout=0
   // on a cluster mount). Set before the session starts.
   void SetExpireNames(bool on) { expire_names_ = on; }
+  // revoke=none (tests only): data invalidations are dropped, so the kernel keeps pages another
+  // node has changed (the negative control of tests/integration/cluster_coherence.sh).
+  void SetKeepPages(bool on) { keep_pages_ = on; }
 
   // Handlers of requests that make the kernel cache names in `dir` (LOOKUP, CREATE, MKNOD,
   // MKDIR, SYMLINK, LINK, RENAME, READDIRPLUS) bracket them with these (see ExpireNames).
@@ -94,6 +97,7 @@ class KernelCacheBridge final : public KernelCache {
   Revoker* revoker_ = nullptr;          // guarded by mu_
   std::atomic<bool> closing_{false};
   bool expire_names_ = false;
+  bool keep_pages_ = false;
   // Name requests per directory, hashed into slots (a collision only makes a wait longer).
   struct NameSlot {
     std::atomic<int> in_flight{0};

@@ -564,6 +564,7 @@ int Run(int argc, char** argv) {
   ctx.kernel_cache = &kernel_cache;
   ctx.cluster = cluster_mount;
   kernel_cache.SetExpireNames(cluster_mount && opts.entry_timeout == 0);
+  kernel_cache.SetKeepPages(opts.revoke_none);
   // Set before the session serves its first request. The core may call it during Unmount
   // (ShutdownCore, from DESTROY or at the end of Run) too: calls are queued while the session
   // exists, dropped after stop_notifications.

@@ -118,8 +118,9 @@ Status ApplyOne(std::string_view item, Options* o) {
   if (key == "writeback_cache") return flag(&o->writeback_cache);
   if (key == "fuseblk") return flag(&o->fuseblk);
   if (key == "revoke") {
-    if (value != "p6" && value != "async") return BadValue(key, value);
-    o->revoke_async = value == "async";
+    if (value != "p6" && value != "async" && value != "none") return BadValue(key, value);
+    o->revoke_async = value != "p6";
+    o->revoke_none = value == "none";
     return Status::Ok();
   }
   if (key == "dio") {
@@ -250,8 +251,8 @@ std::string UsageText(std::string_view program) {
          "     writeback_cache        kernel writeback cache for buffered writes (default off)\n"
          "     attr_timeout=SECONDS   kernel attribute cache timeout (default 1)\n"
          "     entry_timeout=SECONDS  kernel name cache timeout (default 1; lock_dlm: 0)\n"
-         "     revoke=p6|async        cluster cache revoke: two-phase before a lock goes\n"
-         "                            (default), or async after it (stale reads; tests only)\n"
+         "     revoke=p6|async|none   cluster cache revoke: two-phase before a lock goes\n"
+         "                            (default); async after it, or none (tests only)\n"
          "     stats_file=PATH        write the request counters to PATH at exit\n"
          "     fsname=NAME            name shown in /proc/mounts (default DEVICE; with\n"
          "                            fuseblk the block device carrying the mount)\n"

@@ -49,8 +49,10 @@ struct Options {
   bool entry_timeout_set = false;
   // revoke=p6 (default): before a glock goes, the kernel's pages of the inode are revoked
   // while its requests are still served (fuse/revoker.h); revoke=async: only posted
-  // invalidations after the glock went (stale reads possible: a negative control for tests).
+  // invalidations after the glock went; revoke=none: the kernel keeps its pages when a glock
+  // goes (stale reads: the negative control of the coherence test). Tests only.
   bool revoke_async = false;
+  bool revoke_none = false;
   std::string stats_file;     // stats_file=PATH: request counters written at exit
   std::string fsname;         // fsname=NAME (default: DEVICE)
   unsigned max_threads = 64;  // max_threads=N (FUSE worker threads)

@@ -178,7 +178,15 @@ bool Engine::AtimeNeedsUpdate(const Inode& ip, const Timespec& now) const {
 
 void Engine::TouchAtime(InodeNo ino) {
   Status st = RunOp<Status>([&](OpScope& s) -> Status {
-    RETURN_IF_ERROR(s.Exclusive(ino));
+    if (cluster_) {
+      // The READ that asked for it is answered only after this: on a cluster its folio stays
+      // locked meanwhile, and a revoke of this inode on this node waits for that folio while
+      // EX may wait for the revoke (docs/coherence.md). Best effort: only if EX comes at once.
+      ASSIGN_OR_RETURN(bool got, s.TryLock({glock::GlockType::kInode, ino}, State::kExclusive, 0));
+      if (!got) return Status::Ok();
+    } else {
+      RETURN_IF_ERROR(s.Exclusive(ino));
+    }
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     Timespec now = Now();
     if (!AtimeNeedsUpdate(*ip, now)) return Status::Ok();  // someone else did it meanwhile

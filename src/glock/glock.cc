@@ -354,8 +354,15 @@ void GlockTable::RunQueue(Glock* g, std::vector<Effect>* out) {
     StartPrepare(g, out);
     return;
   }
-  // After a refused conversion the head waiter asks again only from UN (see FinishTransition).
-  if (g->preparing && g->unlock_first) return;
+  // No transition while a revoke runs: a promotion in flight admits no holder, and the revoke
+  // waits for holders (READs) whose folios it must drop, while the promotion may wait for
+  // another node whose own revoke waits the same way (a cycle across nodes). The head waiter
+  // is served once the demote is over. (After a refused conversion it asks again only from UN.)
+  if (g->preparing) {
+    // Every waiter left could not be granted: a try lock does not wait for the demote.
+    FailWaiters(g, /*only_try=*/true, Status(Code::kLockConflict, "glock try lock failed"), out);
+    return;
+  }
   const State target = head->state;
   const uint32_t flags = head->flags & kLockModuleFlags;
   if (!IsTry(head->flags)) {
