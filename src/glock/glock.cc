@@ -291,7 +291,7 @@ bool GlockTable::DoPromote(Glock* g, std::vector<Effect>* out) {
         // prepare never finishes. Grant the compatible ones past it; the skipped waiter goes
         // first again once the demote is over.
         if (!granted_any && current == nullptr && i == 0) blocked_head = true;
-        if (IsTry(h.flags) && !blocked_head) doomed.push_back(h.id);  // a try lock never waits
+        if (IsTry(h.flags)) doomed.push_back(h.id);  // a try lock never waits
         continue;
       }
       if (i == 0) return false;
@@ -346,6 +346,7 @@ void GlockTable::RunQueue(Glock* g, std::vector<Effect>* out) {
   }
   if (DoPromote(g, out)) return;
   const HolderRec* head = FirstWaiter(*g);
+  if (head == nullptr) return;  // the only waiters were try locks, failed while preparing
   if (g->traits.prepare && Lowers(g->state, head->state)) {
     // A waiter that needs a lower state (kExact SH under EX, DF): that move must be prepared
     // like any demote, so make it one; the waiter is granted when it is over. (Not prepared

@@ -35,7 +35,12 @@
 //    its kThaw at the end; PrepareDone only while preparing; no holder is granted while
 //    prepared (the demote is then due); a holder arriving while preparing that fits the state
 //    and the granted holders, with nobody waiting before it that could be granted, is granted
-//    at once;
+//    at once; a prepare begins only on an idle glock (no request, sync or invalidate in
+//    flight) and no transition starts while it runs (no request, sync or invalidate between
+//    kPrepare and PrepareDone, only refreshes for holders granted meanwhile), so at PrepareDone
+//    the state is the one prepared and the demote is still due; once prepared, the only request
+//    is the demote's; while preparing with no holder granted, no try lock waits, except behind
+//    a head waiter that needs a lower state (its move is a demote of its own);
 //  * GlockTable::CheckInvariants on every node.
 // At the end it releases everything and runs to quiescence: every waiting holder must have been
 // granted or failed (no lost wakeups), and after shrinking the LRUs every node has forgotten every
@@ -101,10 +106,11 @@ struct NodeGlock {
   bool cache_valid = false;
   uint64_t cache_version = 0;
   bool dirty = false;
-  bool refresh_failed = false;  // an injected refresh error is owed to a holder
-  bool preparing = false;       // kPrepare seen, PrepareDone not yet delivered
-  bool prepared = false;        // PrepareDone delivered, kThaw not yet seen
-  bool synced = false;          // kSync seen since the last kRequest
+  bool refresh_failed = false;         // an injected refresh error is owed to a holder
+  bool preparing = false;              // kPrepare seen, PrepareDone not yet delivered
+  bool prepared = false;               // PrepareDone delivered, kThaw not yet seen
+  State prepared_from = S::kUnlocked;  // the cached state when the kPrepare came
+  bool synced = false;                 // kSync seen since the last kRequest
 };
 
 // Moves that need a completed prepare on a type with it (the table's rule, restated).
@@ -303,8 +309,19 @@ class Model {
                                " without a sync first" + where);
           if (e.from == S::kShared) stats_["demote from SH synced"]++;
         }
+        // No transition starts while a revoke runs (a promotion in flight admits no holder,
+        // which the revoke may wait for), and none is in flight when one begins (see kPrepare).
+        Check(!ng.preparing, "request " + std::string(StateName(e.from)) + "->" + StateName(e.to) +
+                                 " while preparing" + where);
+        // Once prepared, the one transition that may start is the demote itself (so nothing
+        // but the demote's own end satisfies it, and no promotion ends while prepared).
+        if (ng.prepared) {
+          auto info = tables_[n]->Info(e.name);
+          Check(info && info->demote_in_progress, "request " + std::string(StateName(e.from)) +
+                                                      "->" + StateName(e.to) +
+                                                      " while prepared, not the demote" + where);
+        }
         ng.synced = false;
-        if (ng.preparing) stats_["request while preparing"]++;
         ng.lm_outstanding = true;
         Msg m;
         m.kind = Msg::kToLm;
@@ -336,7 +353,12 @@ class Model {
         Check(!ng.preparing && !ng.prepared, "kPrepare before the last one's kThaw" + where);
         auto info = tables_[n]->Info(e.name);
         Check(info && info->state != S::kUnlocked, "prepare in UN" + where);
+        // A prepare begins only on an idle glock: no request, sync or invalidate in flight (nor
+        // a refresh: one may start after the kPrepare, for a holder the revoke needs).
+        Check(!ng.lm_outstanding && !ng.hook_running && info && !info->frozen,
+              "prepare with a transition in flight" + where);
         ng.preparing = true;
+        ng.prepared_from = info ? info->state : S::kUnlocked;
         Msg m;
         m.kind = Msg::kPrepareDone;
         m.node = n;
@@ -357,7 +379,9 @@ class Model {
         const State st = info ? info->state : S::kUnlocked;
         if (e.kind != Effect::kRefresh) {
           Check(GrantedCount(n, e.name) == 0, "sync/invalidate while holders are granted" + where);
+          Check(!ng.preparing, "sync/invalidate while preparing" + where);
         }
+        if (e.kind == Effect::kRefresh && ng.preparing) stats_["refresh while preparing"]++;
         if (e.kind == Effect::kInvalidate) {
           Check(st == S::kUnlocked || st == S::kDeferred, "invalidate while holding SH/EX" + where);
         }
@@ -736,7 +760,18 @@ class Model {
         log_ << "n" << n << " <- prepare done " << Name(m.name) << "\n";
         auto i = tables_[n]->Info(m.name);
         Check(ng.preparing && i && i->preparing, "PrepareDone while not preparing");
-        if (i && i->phase != Phase::kIdle) stats_["prepare done during a transition"]++;
+        if (i) {
+          // Nothing moved the glock while it prepared (no transition started), so the demote
+          // the prepare is for is still due: no demote is satisfied while preparing. The only
+          // phase possible is a refresh for a holder granted meanwhile.
+          Check(i->phase == Phase::kIdle || i->phase == Phase::kRefresh,
+                "PrepareDone during phase " + std::string(PhaseName(i->phase)));
+          Check(i->state == ng.prepared_from, "state changed while preparing");
+          Check(
+              i->demote && i->state != S::kUnlocked && *i->demote != i->state && !i->demote_delayed,
+              "the demote went away while preparing");
+        }
+        if (i && i->phase == Phase::kRefresh) stats_["prepare done during a refresh"]++;
         if (i && i->granted != 0) stats_["prepare done with holders granted"]++;
         ng.preparing = false;
         ng.prepared = true;
@@ -923,6 +958,29 @@ class Model {
         }
       }
     }
+    // While a glock prepares, a try lock that cannot be granted does not wait for the demote:
+    // with no holder granted, the table fails it where it would have started a promotion. Not
+    // so behind a head waiter that needs a lower state (DF under SH, kExact SH under EX): that
+    // waiter made the move a demote of its own, and try locks wait for it as they do when not
+    // preparing. (With holders granted past a blocked head waiter in the same pass, a try lock
+    // behind them is failed only by the next pass over the queue: not checked here.)
+    // The first waiter per node and glock (holders_ is in queue order per node: ids grow).
+    std::map<std::pair<int, GlockName>, const MHolder*> head;
+    for (const auto& [key, h] : holders_) {
+      if (h.st == MHolder::kWaiting) head.try_emplace({key.first, h.name}, &h);
+    }
+    for (const auto& [key, h] : holders_) {
+      if (h.st != MHolder::kWaiting || !(h.flags & (kTry | kTry1Cb))) continue;
+      auto info = tables_[key.first]->Info(h.name);
+      if (!info || !info->preparing || info->phase != Phase::kIdle) continue;
+      if (info->granted != 0) continue;
+      if (Lowers(info->state, head.at({key.first, h.name})->state)) {
+        stats_["try lock waits behind a waiter below the state while preparing"]++;
+        continue;
+      }
+      return Fail("try lock h" + std::to_string(key.second) + " waits on n" +
+                  std::to_string(key.first) + " " + Name(h.name) + " while preparing");
+    }
     // Granted holders: they fit their node's state, and conflict with no other node's.
     std::map<GlockName, std::vector<std::pair<int, State>>> users;
     for (const auto& [key, h] : holders_) {
@@ -1054,8 +1112,8 @@ TEST(GlockModelCheckTest, RandomSchedules) {
                                      "Thaw",
                                      "granted while preparing",
                                      "fitting holder arrived while preparing",
-                                     "request while preparing",
-                                     "prepare done during a transition",
+                                     "refresh while preparing",
+                                     "prepare done during a refresh",
                                      "prepare done with holders granted",
                                      "granted past a waiter while preparing",
                                      "demote from SH synced"};

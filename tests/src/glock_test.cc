@@ -700,42 +700,101 @@ TEST_F(GlockTest, PrepareAdmitsHoldersUntilDone) {
   EXPECT_TRUE(Granted(c));
 }
 
-TEST_F(GlockTest, PrepareLetsAWaiterPromote) {
-  CacheInode(S::kShared);
-  Demote(kInode, S::kUnlocked);
-  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
-  HolderId a = Acq(kInode, S::kExclusive);  // e.g. a write-back of dirty pages the revoke needs
-  EXPECT_EQ(Effects(), "Request 2/1b3a SH->EX");
-  Reply(kInode, S::kExclusive);
-  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(a));
-  PrepDone(kInode);
-  EXPECT_EQ(Effects(), "");
-  Rel(a);
-  EXPECT_EQ(Effects(), "Sync 2/1b3a");
-  SyncDone(kInode);
-  EXPECT_EQ(Effects(), "Request 2/1b3a EX->UN");
-}
-
-TEST_F(GlockTest, PromotionEndingAfterPrepareDoneGrantsNobody) {
+// Rule: no transition starts while preparing. A waiter that needs a promotion (here EX under a
+// cached SH) does not start it during the prepare: a promotion in flight admits no holder, while
+// the revoke waits for holders (READs of the folios it drops), and the promotion may wait for
+// another node whose own revoke waits the same way. It waits until the demote is over and is
+// then served first, from the new state, before the waiters that came after it.
+TEST_F(GlockTest, PrepareMakesAPromotionWaitForTheDemote) {
   CacheInode(S::kShared);
   Demote(kInode, S::kUnlocked);
   EXPECT_EQ(Effects(), "Prepare 2/1b3a");
   HolderId a = Acq(kInode, S::kExclusive);
-  EXPECT_EQ(Effects(), "Request 2/1b3a SH->EX");
+  EXPECT_EQ(Effects(), "");  // not "Request 2/1b3a SH->EX"
   PrepDone(kInode);
-  EXPECT_EQ(Effects(), "");  // the promotion is in flight
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");   // nobody holds the glock: the demote runs at once
+  HolderId c = Acq(kInode, S::kShared);  // behind a
+  EXPECT_EQ(Effects(), "");
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->UN");
+  Reply(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Invalidate 2/1b3a");
+  InvalDone(kInode);
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Request 2/1b3a UN->EX");  // a first, promoted from UN
   Reply(kInode, S::kExclusive);
-  // Not "waiters first": the caches above are revoked, a holder now would fill them again.
+  EXPECT_EQ(Effects(), "Refresh 2/1b3a");
+  RefreshDone(kInode);
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(a));
+  Rel(a);
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(c));  // SH under the cached EX
+}
+
+// Rule: while preparing no transition starts (no request is emitted until PrepareDone), but the
+// holders the revoke needs are still served: a waiter that fits the cached state is granted past
+// the one that needs a promotion, and a try lock that cannot be granted fails at once instead of
+// waiting for the demote. After the demote the waiter is promoted from UN.
+TEST_F(GlockTest, NoTransitionStartsWhilePreparing) {
+  CacheInode(S::kShared);
+  now_ += 300 * kMs;
+  Demote(kInode, S::kUnlocked);  // due at once
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
+  const size_t mark = history_.size();
+  HolderId w = Acq(kInode, S::kExclusive);
+  EXPECT_EQ(Effects(), "");
+  HolderId b = Acq(kInode, S::kShared);  // e.g. a READ the revoke waits for
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(b));
+  HolderId t = Acq(kInode, S::kExclusive, kTry);
+  ASSERT_NE(Failed(t), nullptr) << Effects();
+  EXPECT_EQ(Failed(t)->status.code(), Code::kLockConflict);
+  Rel(b);
+  EXPECT_EQ(Effects(), "");  // nobody holds the glock, and still no SH->EX for w
+  HolderId t2 = Acq(kInode, S::kExclusive, kTry);  // nothing granted, behind w
+  ASSERT_NE(Failed(t2), nullptr) << Effects();
+  EXPECT_EQ(Failed(t2)->status.code(), Code::kLockConflict);
+  auto i = t_.Info(kInode);
+  EXPECT_TRUE(i->preparing);
+  EXPECT_EQ(i->phase, Phase::kIdle);
+  EXPECT_EQ(i->state, S::kShared);
+  EXPECT_EQ(i->waiting, 1u);  // only w
+  EXPECT_EQ(history_.find("Request", mark), std::string::npos) << history_.substr(mark);
+  PrepDone(kInode);
   EXPECT_EQ(Effects(), "Sync 2/1b3a");
-  EXPECT_FALSE(Granted(a));
+  SyncDone(kInode);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->UN");
+  Reply(kInode, S::kUnlocked);
+  EXPECT_EQ(Effects(), "Invalidate 2/1b3a");
+  InvalDone(kInode);
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Request 2/1b3a UN->EX");
+  Reply(kInode, S::kExclusive);
+  EXPECT_EQ(Effects(), "Refresh 2/1b3a");
+  RefreshDone(kInode);
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(w));
+}
+
+// A prepare begins only on an idle glock: a demote that arrives while a promotion is in flight
+// waits for its end, the promotion's waiters are granted first, and then the demote is
+// prepared. Since no transition starts while preparing either, a promotion never ends while
+// the glock prepares or is prepared.
+TEST_F(GlockTest, PrepareWaitsForAPromotionInFlight) {
+  CacheInode(S::kShared);
+  now_ += 300 * kMs;  // past the hold time
+  HolderId a = Acq(kInode, S::kExclusive);
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->EX");
+  Demote(kInode, S::kUnlocked);  // the callback overtook the reply
+  EXPECT_EQ(Effects(), "");
+  EXPECT_FALSE(t_.Info(kInode)->preparing);
+  Reply(kInode, S::kExclusive);
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(a) + "; Prepare 2/1b3a");
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "");  // a still holds EX
+  Rel(a);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");
   SyncDone(kInode);
   EXPECT_EQ(Effects(), "Request 2/1b3a EX->UN");
   Reply(kInode, S::kUnlocked);
   InvalDone(kInode);
-  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Request 2/1b3a UN->EX");
-  Reply(kInode, S::kExclusive);
-  RefreshDone(kInode);
-  EXPECT_TRUE(Granted(a));
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a");
+  EXPECT_FALSE(t_.Info(kInode).has_value());
 }
 
 TEST_F(GlockTest, RefusedConversionOfAnInodeUnlocksThroughPrepare) {
@@ -838,6 +897,10 @@ TEST_F(GlockTest, PrepareGrantsPastAWaiterBelowTheCachedStateOneAtATime) {
 
 // Rule: skipping a waiter while preparing is for holders that wait; a try lock that cannot be
 // granted still fails at once, whether it would queue behind a granted holder or a waiter.
+// Rule: skipping a waiter while preparing is for holders that wait; a try lock that cannot be
+// granted fails at once, whether it would queue behind a granted holder or a waiter, or be the
+// head waiter itself (its promotion would not start before the demote is over). A try lock that
+// fits is granted.
 TEST_F(GlockTest, PrepareFailsTryLocksThatCannotBeGranted) {
   HolderId a = Acq(kInode, S::kShared);
   Reply(kInode, S::kShared);
@@ -846,27 +909,34 @@ TEST_F(GlockTest, PrepareFailsTryLocksThatCannotBeGranted) {
   now_ += 300 * kMs;
   Demote(kInode, S::kUnlocked);
   EXPECT_EQ(Effects(), "Prepare 2/1b3a");
-  HolderId t = Acq(kInode, S::kExclusive, kTry);
+  HolderId t = Acq(kInode, S::kExclusive, kTry);  // behind the granted SH
   ASSERT_NE(Failed(t), nullptr) << Effects();
   EXPECT_EQ(Failed(t)->status.code(), Code::kLockConflict);
-  HolderId w = Acq(kInode, S::kExclusive);  // a blocking waiter stays queued
+  Rel(a);
   EXPECT_EQ(Effects(), "");
-  HolderId t1 = Acq(kInode, S::kExclusive, kTry1Cb);  // behind it, and it cannot be granted
+  HolderId t1 = Acq(kInode, S::kExclusive, kTry);  // the head: not "Request SH->EX f:t"
   ASSERT_NE(Failed(t1), nullptr) << Effects();
   EXPECT_EQ(Failed(t1)->status.code(), Code::kLockConflict);
-  EXPECT_EQ(t_.Info(kInode)->waiting, 1u);  // only w
-  Rel(a);
-  EXPECT_EQ(Effects(), "Request 2/1b3a SH->EX");  // w may promote while preparing
-  Reply(kInode, S::kExclusive);
-  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(w));
-  HolderId t2 = Acq(kInode, S::kShared, kTry);  // behind the granted EX
-  ASSERT_NE(Failed(t2), nullptr) << Effects();
-  PrepDone(kInode);
+  HolderId w = Acq(kInode, S::kExclusive);  // a blocking waiter stays queued
   EXPECT_EQ(Effects(), "");
-  Rel(w);
+  HolderId t2 = Acq(kInode, S::kExclusive, kTry1Cb);  // behind it, and it cannot be granted
+  ASSERT_NE(Failed(t2), nullptr) << Effects();
+  EXPECT_EQ(Failed(t2)->status.code(), Code::kLockConflict);
+  EXPECT_EQ(t_.Info(kInode)->waiting, 1u);     // only w
+  HolderId b = Acq(kInode, S::kShared, kTry);  // fits the cached SH: granted past w
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(b));
+  Rel(b);
+  EXPECT_EQ(Effects(), "");
+  PrepDone(kInode);
   EXPECT_EQ(Effects(), "Sync 2/1b3a");
   SyncDone(kInode);
-  EXPECT_EQ(Effects(), "Request 2/1b3a EX->UN");
+  EXPECT_EQ(Effects(), "Request 2/1b3a SH->UN");
+  Reply(kInode, S::kUnlocked);
+  InvalDone(kInode);
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Request 2/1b3a UN->EX");  // w, as a blocking request
+  Reply(kInode, S::kExclusive);
+  RefreshDone(kInode);
+  EXPECT_TRUE(Granted(w));
 }
 
 // Rule: an inode glock syncs before every demote request from a held state, SH->UN included
@@ -912,25 +982,25 @@ TEST_F(GlockTest, WaiterBelowTheCachedStateIsPrepared) {
   EXPECT_EQ(Effects(), "Thaw 2/1b3a; Grant 2/1b3a h" + std::to_string(a));
 }
 
-TEST_F(GlockTest, DemoteSatisfiedWhilePreparingThawsAtPrepareDone) {
+// A demote is no longer satisfied while preparing or prepared (other than by its own
+// transition): nothing else moves the glock meanwhile. Here a waiter whose promotion (DF->SH)
+// would satisfy a remote demote to SH does not start it during the prepare; the demote itself
+// moves the glock to SH, its end thaws, and the waiter is granted in the new state.
+TEST_F(GlockTest, PromotionThatWouldSatisfyAPreparedDemoteWaitsForIt) {
   CacheInode(S::kDeferred);
   Demote(kInode, S::kShared);  // DF does not go with a remote SH
   EXPECT_EQ(Effects(), "Prepare 2/1b3a");
-  HolderId a = Acq(kInode, S::kShared);  // its promotion satisfies the demote
-  EXPECT_EQ(Effects(), "Sync 2/1b3a");
+  HolderId a = Acq(kInode, S::kShared);
+  EXPECT_EQ(Effects(), "");  // not "Sync 2/1b3a" for a DF->SH promotion
+  EXPECT_EQ(t_.Info(kInode)->demote, S::kShared);
+  PrepDone(kInode);
+  EXPECT_EQ(Effects(), "Sync 2/1b3a");  // the demote's, leaving DF
+  EXPECT_TRUE(t_.Info(kInode)->demote_in_progress);
   SyncDone(kInode);
   EXPECT_EQ(Effects(), "Request 2/1b3a DF->SH");
   Reply(kInode, S::kShared);
-  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(a));
+  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Grant 2/1b3a h" + std::to_string(a));
   EXPECT_FALSE(t_.Info(kInode)->demote.has_value());
-  EXPECT_TRUE(t_.Info(kInode)->preparing);
-  HolderId b = Acq(kInode, S::kExclusive);
-  Rel(a);
-  EXPECT_EQ(Effects(), "Request 2/1b3a SH->EX");
-  PrepDone(kInode);
-  EXPECT_EQ(Effects(), "Thaw 2/1b3a");  // nothing is due any more: at once, mid-transition
-  Reply(kInode, S::kExclusive);
-  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(b));
 }
 
 TEST_F(GlockTest, RefusedDemoteThawsAndPreparesAgain) {
@@ -965,20 +1035,6 @@ TEST_F(GlockTest, LockModuleErrorDuringADemoteThawsAndRetries) {
   now_ += 100 * kMs;
   Tick();
   EXPECT_EQ(Effects(), "Prepare 2/1b3a");  // the retry prepares again
-}
-
-TEST_F(GlockTest, DemoteSatisfiedWhilePreparedThaws) {
-  CacheInode(S::kDeferred);
-  Demote(kInode, S::kShared);
-  EXPECT_EQ(Effects(), "Prepare 2/1b3a");
-  HolderId a = Acq(kInode, S::kShared);
-  EXPECT_EQ(Effects(), "Sync 2/1b3a");
-  PrepDone(kInode);  // during the promotion's sync
-  EXPECT_EQ(Effects(), "");
-  SyncDone(kInode);
-  EXPECT_EQ(Effects(), "Request 2/1b3a DF->SH");
-  Reply(kInode, S::kShared);  // the demote is satisfied without a transition of its own
-  EXPECT_EQ(Effects(), "Thaw 2/1b3a; Grant 2/1b3a h" + std::to_string(a));
 }
 
 TEST_F(GlockTest, LruShrinkAndNoCacheOfAnInodePrepare) {
