@@ -556,8 +556,11 @@ int Run(int argc, char** argv) {
   ctx.invalidator = &invalidator;
   // The two-phase page revoke before an inode glock goes (fuse/revoker.h); revoke=async keeps
   // only the invalidations posted after it went (a negative control for the coherence tests).
+  // Cluster mounts only: on one node nobody else changes what the kernel caches, and a
+  // single-node mount keeps buffered write-through (a WRITE through the page cache holds its
+  // folios, which a revoke of a forced demote would wait for while the WRITE waits for EX).
   std::unique_ptr<Revoker> revoker;
-  if (!opts.revoke_async) {
+  if (cluster_mount && !opts.revoke_async) {
     revoker = std::make_unique<Revoker>(&notify_backend, &inodes, Revoker::Options{});
   }
   ctx.revoker = revoker.get();
