@@ -343,7 +343,10 @@ void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
     auto new_dir = In(ctx, req, newparent);
     if (!new_dir) return;
     NameScope names(ctx, *new_dir);
-    auto r = ctx.fs->Link(*i, *new_dir, newname);
+    // The node id's generation is checked again under the inode's glock: on a cluster the
+    // dinode may have been freed and reused by another node since the kernel looked it up.
+    constexpr uint64_t kMask = (uint64_t{1} << (64 - kNodeIdGenerationShift)) - 1;
+    auto r = ctx.fs->LinkGeneration(*i, ino >> kNodeIdGenerationShift, kMask, *new_dir, newname);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "link");
     ReplyEntry(ctx, req, *r);
   });

@@ -121,7 +121,13 @@ class Engine final : public FileSystem {
                       bool truncate, const Cred& cred) override;
   Result<Attr> Symlink(InodeNo parent, std::string_view name, std::string_view target,
                        const Cred& cred) override;
-  Result<Attr> Link(InodeNo ino, InodeNo new_parent, std::string_view new_name) override;
+  Result<Attr> Link(InodeNo ino, InodeNo new_parent, std::string_view new_name) override {
+    return LinkImpl(ino, std::nullopt, 0, new_parent, new_name);
+  }
+  Result<Attr> LinkGeneration(InodeNo ino, uint64_t generation, uint64_t mask, InodeNo new_parent,
+                              std::string_view new_name) override {
+    return LinkImpl(ino, generation, mask, new_parent, new_name);
+  }
   Status Unlink(InodeNo parent, std::string_view name) override;
   Status Rmdir(InodeNo parent, std::string_view name) override;
   Status Rename(InodeNo parent, std::string_view name, InodeNo new_parent,
@@ -188,6 +194,9 @@ class Engine final : public FileSystem {
   template <typename R, typename F>
   R RunOp(F&& body);
 
+  // Link; with a generation, kStale unless the inode's generation & mask equals it.
+  Result<Attr> LinkImpl(InodeNo ino, std::optional<uint64_t> generation, uint64_t mask,
+                        InodeNo new_parent, std::string_view new_name);
   // Open and Read; `update`: EX shared among the local holders that ask for it (see
   // FileSystem::ReadForUpdate), otherwise SH (EX plain for a truncating open).
   Status OpenImpl(InodeNo ino, bool truncate, const Cred& cred, bool update);

@@ -183,6 +183,15 @@ class FileSystem {
   virtual Result<Attr> Symlink(InodeNo parent, std::string_view name, std::string_view target,
                                const Cred& cred) = 0;
   virtual Result<Attr> Link(InodeNo ino, InodeNo new_parent, std::string_view new_name) = 0;
+  // Link, refusing (kStale) unless the inode's generation, masked with `mask`, is `generation`:
+  // the caller's inode number may name a dinode that another node freed and reused since, and
+  // only under the inode's glock can that be told. Default: Link.
+  virtual Result<Attr> LinkGeneration(InodeNo ino, uint64_t generation, uint64_t mask,
+                                      InodeNo new_parent, std::string_view new_name) {
+    (void)generation;
+    (void)mask;
+    return Link(ino, new_parent, new_name);
+  }
   virtual Status Unlink(InodeNo parent, std::string_view name) = 0;
   virtual Status Rmdir(InodeNo parent, std::string_view name) = 0;
   virtual Status Rename(InodeNo parent, std::string_view name, InodeNo new_parent,

@@ -394,13 +394,17 @@ Result<Attr> Engine::Symlink(InodeNo parent, std::string_view name, std::string_
   return r;
 }
 
-Result<Attr> Engine::Link(InodeNo ino, InodeNo new_parent, std::string_view new_name) {
+Result<Attr> Engine::LinkImpl(InodeNo ino, std::optional<uint64_t> generation, uint64_t mask,
+                              InodeNo new_parent, std::string_view new_name) {
   RETURN_IF_ERROR(CheckWritable());
   RETURN_IF_ERROR(ValidateName(new_name));
   Result<Attr> r = RunOp<Result<Attr>>([&](OpScope& s) -> Result<Attr> {
     RETURN_IF_ERROR(s.Exclusive(std::min(ino, new_parent)));
     RETURN_IF_ERROR(s.Exclusive(std::max(ino, new_parent)));
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+    if (generation && (ip->di.generation & mask) != *generation) {
+      return Status(Code::kStale, "inode " + std::to_string(ino) + " was freed and reused");
+    }
     ASSIGN_OR_RETURN(InodeRef dir, GetInode(new_parent));
     if (!dir->is_dir()) return Status::NotDir("not a directory");
     if (dir->di.nlink == 0) return Status::NotFound("directory was removed");
