@@ -166,6 +166,10 @@ bool StaleAttr(DaemonContext& ctx, fuse_req_t req, fuse_ino_t ino, const Attr& a
 
 bool IsDotOrDotDot(const std::string& n) { return n == "." || n == ".."; }
 
+// The generation bits a node id carries (inode_table.h), for the core to check under the glock.
+constexpr uint64_t kNodeIdGenerationMask = (uint64_t{1} << (64 - kNodeIdGenerationShift)) - 1;
+uint64_t GenerationOf(fuse_ino_t ino) { return ino >> kNodeIdGenerationShift; }
+
 void OpInit(void* userdata, fuse_conn_info* conn) {
   auto& ctx = *static_cast<DaemonContext*>(userdata);
   ctx.stats->Count(Op::kInit);
@@ -345,8 +349,8 @@ void OpLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* ne
     NameScope names(ctx, *new_dir);
     // The node id's generation is checked again under the inode's glock: on a cluster the
     // dinode may have been freed and reused by another node since the kernel looked it up.
-    constexpr uint64_t kMask = (uint64_t{1} << (64 - kNodeIdGenerationShift)) - 1;
-    auto r = ctx.fs->LinkGeneration(*i, ino >> kNodeIdGenerationShift, kMask, *new_dir, newname);
+    auto r =
+        ctx.fs->LinkGeneration(*i, GenerationOf(ino), kNodeIdGenerationMask, *new_dir, newname);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "link");
     ReplyEntry(ctx, req, *r);
   });
@@ -389,8 +393,9 @@ void OpOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     auto i = In(ctx, req, ino);
     if (!i) return;
     const bool update = IsUpdateOpen(ctx, fi);
-    Status st = update ? ctx.fs->OpenForUpdate(*i, trunc, MakeCred(req, false))
-                       : ctx.fs->Open(*i, trunc, MakeCred(req, false));
+    // The node id's generation is checked again under the inode's glock (see OpLink).
+    Status st = ctx.fs->OpenGeneration(*i, GenerationOf(ino), kNodeIdGenerationMask, trunc, update,
+                                       MakeCred(req, false));
     if (!st.ok()) return ReplyError(ctx, req, st, "open");
     if (update) ctx.writable.Add(*i);
     SetOpenReplyFlags(ctx, fi);

@@ -134,10 +134,14 @@ class Engine final : public FileSystem {
                 std::string_view new_name, uint32_t flags) override;
   Result<std::string> ReadLink(InodeNo ino) override;
   Status Open(InodeNo ino, bool truncate, const Cred& cred) override {
-    return OpenImpl(ino, truncate, cred, false);
+    return OpenImpl(ino, truncate, cred, false, std::nullopt, 0);
   }
   Status OpenForUpdate(InodeNo ino, bool truncate, const Cred& cred) override {
-    return OpenImpl(ino, truncate, cred, true);
+    return OpenImpl(ino, truncate, cred, true, std::nullopt, 0);
+  }
+  Status OpenGeneration(InodeNo ino, uint64_t generation, uint64_t mask, bool truncate, bool update,
+                        const Cred& cred) override {
+    return OpenImpl(ino, truncate, cred, update, generation, mask);
   }
   Status Release(InodeNo ino) override;
   Result<size_t> Read(InodeNo ino, uint64_t off, std::span<uint8_t> buf) override {
@@ -199,7 +203,9 @@ class Engine final : public FileSystem {
                         InodeNo new_parent, std::string_view new_name);
   // Open and Read; `update`: EX shared among the local holders that ask for it (see
   // FileSystem::ReadForUpdate), otherwise SH (EX plain for a truncating open).
-  Status OpenImpl(InodeNo ino, bool truncate, const Cred& cred, bool update);
+  // With a generation: kStale unless the inode's generation & mask equals it.
+  Status OpenImpl(InodeNo ino, bool truncate, const Cred& cred, bool update,
+                  std::optional<uint64_t> generation, uint64_t mask);
   Result<size_t> ReadImpl(InodeNo ino, uint64_t off, std::span<uint8_t> buf, bool update);
   // Write at `off`, or (nullopt) at the end of the file as the glock EX sees it.
   // `writeback`: the kernel's dirty pages (glock::kPrepareAny).

@@ -216,6 +216,14 @@ class FileSystem {
   virtual Result<size_t> ReadForUpdate(InodeNo ino, uint64_t off, std::span<uint8_t> buf) {
     return Read(ino, off, buf);
   }
+  // Open (or, with `update`, OpenForUpdate), refusing (kStale) unless the inode's generation,
+  // masked with `mask`, is `generation` (see LinkGeneration). Default: the plain calls.
+  virtual Status OpenGeneration(InodeNo ino, uint64_t generation, uint64_t mask, bool truncate,
+                                bool update, const Cred& cred) {
+    (void)generation;
+    (void)mask;
+    return update ? OpenForUpdate(ino, truncate, cred) : Open(ino, truncate, cred);
+  }
   // Writes data at `off` (extending the file as needed). `kill_priv`: clear suid/sgid (the writer
   // is not privileged).
   virtual Result<size_t> Write(InodeNo ino, uint64_t off, std::span<const uint8_t> data,

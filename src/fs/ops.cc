@@ -735,7 +735,8 @@ Result<Attr> Engine::SetAttr(InodeNo ino, const SetAttrRequest& req, const Cred&
   return r;
 }
 
-Status Engine::OpenImpl(InodeNo ino, bool truncate, const Cred& cred, bool update) {
+Status Engine::OpenImpl(InodeNo ino, bool truncate, const Cred& cred, bool update,
+                        std::optional<uint64_t> generation, uint64_t mask) {
   if (truncate) RETURN_IF_ERROR(CheckWritable());
   {
     OpScope s(this);
@@ -748,6 +749,9 @@ Status Engine::OpenImpl(InodeNo ino, bool truncate, const Cred& cred, bool updat
       RETURN_IF_ERROR(s.Shared(ino));
     }
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+    if (generation && (ip->di.generation & mask) != *generation) {
+      return Status(Code::kStale, "inode " + std::to_string(ino) + " was freed and reused");
+    }
     {
       std::lock_guard<std::mutex> l(inodes_mu_);
       if (ip->di.nlink == 0 && ip->opens == 0) return Status(Code::kStale, "inode was removed");
