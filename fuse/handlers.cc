@@ -255,7 +255,14 @@ void OpSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fu
   Guarded(req, Op::kSetattr, [&](DaemonContext& ctx) {
     auto i = In(ctx, req, ino);
     if (!i) return;
-    auto r = ctx.fs->SetAttr(*i, MakeSetAttrRequest(*attr, to_set), MakeCred(req, true));
+    SetAttrRequest set = MakeSetAttrRequest(*attr, to_set);
+    // The node id's generation is checked again under the inode's glock (see OpLink). The root's
+    // node id carries none.
+    if (ino != FUSE_ROOT_ID) {
+      set.generation = GenerationOf(ino);
+      set.generation_mask = kNodeIdGenerationMask;
+    }
+    auto r = ctx.fs->SetAttr(*i, set, MakeCred(req, true));
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "setattr");
     ReplyAttr(ctx, req, *r);
   });

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -80,6 +81,10 @@ struct SetAttrRequest {
   uint32_t gid = 0;
   uint64_t size = 0;
   Timespec atime, mtime, ctime;
+  // If set: refuse (kStale) unless the inode's generation & generation_mask equals it (the
+  // caller's inode number may name a dinode another node freed and reused; see LinkGeneration).
+  std::optional<uint64_t> generation;
+  uint64_t generation_mask = 0;
 };
 
 struct StatFsInfo {

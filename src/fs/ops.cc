@@ -682,6 +682,9 @@ Result<Attr> Engine::SetAttr(InodeNo ino, const SetAttrRequest& req, const Cred&
   Result<Attr> r = RunOp<Result<Attr>>([&](OpScope& s) -> Result<Attr> {
     RETURN_IF_ERROR(s.Exclusive(ino));
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+    if (req.generation && (ip->di.generation & req.generation_mask) != *req.generation) {
+      return Status(Code::kStale, "inode " + std::to_string(ino) + " was freed and reused");
+    }
     if ((req.mask & kSetSize) && ip->is_reg() && req.size <= MaxFileSize() &&
         req.size != ip->di.size) {
       RETURN_IF_ERROR(LockRgrpsToTruncate(s, *ip, req.size));
