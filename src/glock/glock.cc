@@ -497,13 +497,19 @@ Result<HolderId> GlockTable::Acquire(const GlockName& name, State state, uint32_
   h.flags = flags;
   if (IsTry(flags)) {
     // gfs2's add_to_queue: a try lock fails at once while an invalidation is under way, or when
-    // the glock is busy, it could not be granted now, and a blocking holder is queued.
+    // the glock is busy, it could not be granted now, and a blocking holder is queued. One
+    // addition: while a transition is in flight for a blocking waiter, nothing is granted until
+    // it completes, and that may take another node's release, so a try lock fails even if the
+    // cached state would do for it (gfs2 queues it there: an operation that holds a later glock
+    // and tries this one out of order then waits for a node that waits for it).
     bool fail =
         (g->phase == Phase::kSync && (g->target == S::kUnlocked || g->target == S::kDeferred)) ||
         g->phase == Phase::kInvalidate;
-    if (!fail && g->phase != Phase::kIdle && !MayGrant(*g, FirstGranted(*g), h)) {
+    if (!fail && g->phase != Phase::kIdle) {
+      const bool grantable = MayGrant(*g, FirstGranted(*g), h);
       for (HolderId other : g->queue) {
-        if (!IsTry(holders_.at(other).flags)) fail = true;
+        const HolderRec& o = holders_.at(other);
+        if (!IsTry(o.flags) && (!grantable || !o.granted)) fail = true;
       }
     }
     if (fail) {

@@ -115,9 +115,26 @@ diag() {
       echo "-------- node $i: ugfs2-tool counters" >&2
       timeout 20 "$UGFS2_TOOL" counters "$(mnt "$i")" 2>&1 | tr '\n' ' ' >&2
       echo >&2
-      echo "-------- node $i: ugfs2-tool glocks" >&2
-      timeout 20 "$UGFS2_TOOL" glocks "$(mnt "$i")" 2>&1 | head -150 >&2
+      echo "-------- node $i: ugfs2-tool glocks (busy ones: holders, waiters or a phase)" >&2
+      timeout 20 "$UGFS2_TOOL" glocks "$(mnt "$i")" > "$TMP/glocks.n$i" 2>&1
+      awk '/^G:/ { busy = ($0 !~ /phase:idle/); g = $0; shown = 0; if (busy) { print; shown = 1 }; next }
+           { if (!shown) { print g; shown = 1 }; print }' "$TMP/glocks.n$i" | head -120 >&2
     fi
+    local pid t
+    for pid in $(daemon_pids "$i"); do
+      echo "-------- node $i: daemon $pid: threads in the kernel (wchan) and user stacks" >&2
+      for t in /proc/"$pid"/task/*; do
+        echo "  $(basename "$t") $(cat "$t/comm" 2>/dev/null) $(cat "$t/wchan" 2>/dev/null)" >&2
+      done
+      command -v gdb > /dev/null &&
+        timeout 30 gdb -p "$pid" -batch -ex 'thread apply all bt 12' 2>/dev/null |
+        grep -E '^(Thread|#)' | head -200 >&2
+    done
+  done
+  echo "-------- workers still running: kernel stacks" >&2
+  for pid in $(pgrep -f cluster_storm.py); do
+    echo "  $pid: $(tr '\0' ' ' < /proc/"$pid"/cmdline 2>/dev/null | cut -c1-120)" >&2
+    sed 's/^/    /' /proc/"$pid"/stack >&2 2>/dev/null
   done
   for f in "$TMP"/*.out "$TMP"/*.err; do
     [[ -s $f ]] || continue
