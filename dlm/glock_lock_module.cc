@@ -179,6 +179,28 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
       }
     }
   }
+  // The lockspace fenced this node (its fence hook, on the callback thread): every request still
+  // in flight is answered now and every entry goes. The lockspace posts the fenced completions
+  // of the operations it still tracked before it posts the fence hook (one queue, in order), so
+  // whatever is still in flight here never gets one: a completion it was holding back while
+  // quorum was unconfirmed is dropped when it fences. (Nothing of the lockspace refers to an
+  // entry's Lksb any more, so the entries may go.)
+  void FenceNow(const std::string& why, AfterUnlock* after) {
+    SetFenced(why);
+    for (auto& [name, ep] : entries) {
+      Entry* e = ep.get();
+      if (e->inflight && e->reply) {
+        stats.failed++;
+        Reply(after, std::move(e->reply), FencedReply(e->from, e->to));
+      }
+      if (e->deferred && e->deferred->reply) {
+        Reply(after, std::move(e->deferred->reply), FencedReply(e->deferred->from, e->deferred->to));
+      }
+    }
+    entries.clear();
+    nl_lru.clear();
+    cv.notify_all();
+  }
   LmReply FencedReply(State from, State to) const {
     LmReply r;
     if (to == State::kUnlocked) {
@@ -691,6 +713,16 @@ size_t DlmLockModule::LockCount() const {
   size_t n = 0;
   for (const auto& [name, e] : core_->entries) n += e->has_lock() ? 1 : 0;
   return n;
+}
+
+void DlmLockModule::Fence(const std::string& why) {
+  AfterUnlock after;
+  {
+    std::lock_guard<std::mutex> l(core_->mu);
+    core_->FenceNow(why, &after);
+    if (!core_->Begin(after)) return;
+  }
+  core_->Deliver(&after);
 }
 
 bool DlmLockModule::fenced() const {

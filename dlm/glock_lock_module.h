@@ -127,6 +127,11 @@ class DlmLockModule final : public glock::LockModule {
   // or the first unlock failure otherwise. Refused (kInvalid) on the lockspace's callback thread.
   Status Shutdown(std::chrono::milliseconds timeout);
 
+  // The lockspace fenced this node (call it from its fence hook): the module is fenced for
+  // good, and every request still in flight (or deferred) is answered {error = kFenced} now,
+  // since the lockspace may never complete it.
+  void Fence(const std::string& why);
+
   // Queries (tests, dumps).
   int GrantedMode(const glock::GlockName& name) const;  // kIV when the glock has no lock
   size_t LockCount() const;                             // DLM locks held

@@ -179,6 +179,21 @@ void LockTable::ApplyHello(const MemberId& from, uint64_t nonce) {
   if (m != nullptr && !m->synced) m->nonce = nonce;
 }
 
+bool LockTable::ApplyHeartbeat(const MemberId& from, uint32_t incarnation, uint64_t counter) {
+  MemberInfo* m = FindMemberMut(from);
+  if (m == nullptr || !m->synced || m->incarnation != incarnation) return false;
+  m->heartbeat = std::max(m->heartbeat, counter);
+  return true;
+}
+
+bool LockTable::ApplyEvict(const MemberId& target, uint32_t incarnation, uint64_t heartbeat_seen,
+                           std::vector<Effect>* out) {
+  const MemberInfo* m = FindMember(target);
+  if (m == nullptr || m->incarnation != incarnation || m->heartbeat > heartbeat_seen) return false;
+  ApplyConfChg({}, {{target, LeaveReason::kFailed}}, {}, out);
+  return true;
+}
+
 void LockTable::ApplySynced(const std::vector<std::pair<MemberId, uint64_t>>& targets) {
   for (const auto& [id, nonce] : targets) {
     MemberInfo* m = FindMemberMut(id);
@@ -702,6 +717,7 @@ uint64_t LockTable::Digest() const {
     h = Mix(h, (m.synced ? 1 : 0) | (m.alive ? 2 : 0));
     h = Mix(h, m.join_seq);
     h = Mix(h, m.nonce);
+    h = Mix(h, m.heartbeat);
   }
   for (const auto& [inc, node] : recovery_pending_) h = Mix(Mix(h, inc), node);
   for (const auto& [name, r] : resources_) {
@@ -773,6 +789,10 @@ void LockTable::EncodeSnapshot(ByteWriter* w) const {
       }
     }
   }
+  // Appended last so that older decoders, which stop after the resources, still understand the
+  // snapshot: the members' heartbeat counters, in member order.
+  w->U32(static_cast<uint32_t>(members_.size()));
+  for (const auto& m : members_) w->U64(m.heartbeat);
 }
 
 bool LockTable::DecodeSnapshot(ByteReader* rd) {
@@ -838,6 +858,13 @@ bool LockTable::DecodeSnapshot(ByteReader* rd) {
         qs[qi]->push_back(lk.get());
         locks_.emplace(MakeKey(lk->owner, lk->lkid), std::move(lk));
       }
+    }
+  }
+  if (rd->ok() && rd->remaining() > 0) {  // absent in snapshots of older senders
+    const uint32_t nh = rd->U32();
+    for (uint32_t i = 0; i < nh && rd->ok(); ++i) {
+      const uint64_t hb = rd->U64();
+      if (i < members_.size()) members_[i].heartbeat = hb;
     }
   }
   return rd->ok();

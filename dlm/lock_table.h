@@ -101,6 +101,9 @@ struct MemberInfo {
   bool alive = true;
   uint64_t join_seq = 0;  // table seq of the membership change that added it
   uint64_t nonce = 0;     // from the joiner's HELLO; identifies this join for state transfer
+  // Counter of the last HEARTBEAT of this incarnation applied (0: none yet). An EVICT decided
+  // before a later heartbeat was applied is void (the member proved it is alive).
+  uint64_t heartbeat = 0;
 };
 
 class LockTable {
@@ -124,6 +127,15 @@ class LockTable {
   void ApplyHello(const MemberId& from, uint64_t nonce);
   // Marks the given joins synced (they hold a copy of this table now); stale nonces are ignored.
   void ApplySynced(const std::vector<std::pair<MemberId, uint64_t>>& targets);
+  // A heartbeat of `incarnation` from `from` (a synced live member; otherwise ignored, e.g. an
+  // evicted process still in the group). Returns true when applied.
+  bool ApplyHeartbeat(const MemberId& from, uint32_t incarnation, uint64_t counter);
+  // Evicts `target` (incarnation `incarnation`), decided by a member that had applied its
+  // heartbeats up to `heartbeat_seen`: applied exactly like a failure of that member (its
+  // granted locks stay until ApplyRecoveryDone). Void (returns false) when the target is gone
+  // already, is another incarnation, or a newer heartbeat of it was applied since the decision.
+  bool ApplyEvict(const MemberId& target, uint32_t incarnation, uint64_t heartbeat_seen,
+                  std::vector<Effect>* out);
   // Founding: marks every live member synced (used when no member held state).
   void MarkAllSynced();
   // Founding a fresh table: `members` (incarnations are assigned here, in order) at `seq`.

@@ -22,7 +22,16 @@ enum MsgType : uint8_t {
   kMsgQuery = 4,
   kMsgQueryReply = 5,
   kMsgHello = 6,
+  // HEARTBEAT{u32 incarnation, u64 counter, i64 sent_ns}: sent_ns is the sender's monotonic_ns
+  // clock when it multicast the message (only the sender itself interprets it: its lease).
+  kMsgHeartbeat = 7,
+  // EVICT{u32 nodeid, u32 pid, u32 incarnation, u64 heartbeat_seen, i64 silent_ns}: the sender
+  // (a synced member) has not heard from that member for silent_ns (diagnostics only) and had
+  // applied its heartbeats up to counter heartbeat_seen.
+  kMsgEvict = 8,
 };
+
+int64_t Ns(std::chrono::milliseconds d) { return static_cast<int64_t>(d.count()) * 1000000; }
 
 uint64_t NewNonce(uint32_t pid) {
   static std::atomic<uint64_t> counter{0};
@@ -86,6 +95,12 @@ Lockspace::Lockspace(Transport* transport, LockspaceOptions opts)
 }
 
 Lockspace::~Lockspace() {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    timer_stop_ = true;
+  }
+  timer_cv_.notify_all();
+  if (timer_.joinable()) timer_.join();
   transport_->Stop();
   own_callbacks_.reset();  // drains callbacks before members go away
 }
@@ -97,10 +112,27 @@ int64_t Lockspace::NowNs() const {
   return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
 }
 
+int64_t Lockspace::MonoNs() const {
+  if (opts_.monotonic_ns) return opts_.monotonic_ns();
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec;
+}
+
+bool Lockspace::LeaseValid() const {
+  const int64_t expiry = LeaseExpiryNs();
+  return expiry != 0 && MonoNs() < expiry;
+}
+
 Status Lockspace::Join() {
   std::lock_guard<std::mutex> l(mu_);
   if (state_ != LsState::kIdle && state_ != LsState::kLeft) {
     return Status::Invalid("lockspace already joined");
+  }
+  if (HeartbeatsOn() &&
+      (opts_.lease.count() <= 0 || opts_.lease >= opts_.evict_timeout - opts_.heartbeat_interval)) {
+    return Status::Invalid("lockspace " + opts_.name +
+                           ": need 0 < lease < evict_timeout - heartbeat_interval");
   }
   if (!started_) {
     RETURN_IF_ERROR(transport_->Start(this));
@@ -110,6 +142,10 @@ Status Lockspace::Join() {
   synced_ = false;
   in_group_ = false;
   buffer_.clear();
+  lease_expiry_ns_.store(0, std::memory_order_release);
+  if (HeartbeatsOn() && opts_.heartbeat_thread && !timer_.joinable()) {
+    timer_ = std::thread([this] { TimerLoop(); });
+  }
   join_wanted_ = true;
   if (quorate_) {
     join_wanted_ = false;
@@ -390,6 +426,18 @@ LockspaceInfo Lockspace::Info() const {
   }
   info.held_callbacks = held_.size();
   info.fence_count = fence_count_;
+  info.lease_expiry_ns = LeaseExpiryNs();
+  info.lease_valid = LeaseValid();
+  info.evictions = evictions_.load(std::memory_order_relaxed);
+  info.times_evicted = times_evicted_;
+  if (synced_ && HeartbeatsOn()) {
+    const int64_t now = MonoNs();
+    for (const auto& m : table_.members()) {
+      if (!m.alive || !m.synced) continue;
+      auto it = last_heard_.find(m.incarnation);
+      if (it != last_heard_.end()) info.last_heard_age_ns[m.incarnation] = now - it->second;
+    }
+  }
   return info;
 }
 
@@ -399,6 +447,9 @@ LockspaceCounters Lockspace::Counters() const {
   c.bytes_sent = bytes_sent_.load(std::memory_order_relaxed);
   c.op_msgs_sent = op_msgs_sent_.load(std::memory_order_relaxed);
   c.msgs_delivered = msgs_delivered_.load(std::memory_order_relaxed);
+  c.heartbeats_sent = heartbeats_sent_.load(std::memory_order_relaxed);
+  c.heartbeats_delivered = heartbeats_delivered_.load(std::memory_order_relaxed);
+  c.evictions = evictions_.load(std::memory_order_relaxed);
   return c;
 }
 
@@ -576,6 +627,7 @@ void Lockspace::FoundLocked(const std::vector<MemberId>& members) {
   synced_ = true;
   state_ = LsState::kMember;
   LOG_INFO("dlm " << opts_.name << ": founded lockspace with " << infos.size() << " member(s)");
+  BecameMemberLocked();
   cv_.notify_all();
   if (fence_count_ > 0 && opts_.fence_hook) {
     auto hook = opts_.fence_hook;
@@ -585,7 +637,11 @@ void Lockspace::FoundLocked(const std::vector<MemberId>& members) {
 }
 
 void Lockspace::OnDeliver(const MemberId& from, const uint8_t* data, size_t len) {
-  msgs_delivered_.fetch_add(1, std::memory_order_relaxed);
+  if (len > 0 && data[0] == kMsgHeartbeat) {
+    heartbeats_delivered_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    msgs_delivered_.fetch_add(1, std::memory_order_relaxed);
+  }
   std::lock_guard<std::mutex> l(mu_);
   if (state_ != LsState::kJoining && state_ != LsState::kMember) return;
   if (len == 0) return;
@@ -659,6 +715,15 @@ void Lockspace::InstallSnapshotLocked(const uint8_t* data, size_t len) {
     }
     ApplyEventLocked(events[i], /*replay=*/true);
   }
+  if (evicted_in_replay_) {
+    // Cannot happen with honest members (only synced members are evicted, and we become synced
+    // at the end of the replay), but never serve a table that no longer lists us.
+    evicted_in_replay_ = false;
+    FenceLocked("evicted (found during state transfer)");
+    (void)transport_->Leave();
+    RejoinAfterEvictionLocked();
+    return;
+  }
   const MemberInfo* after = table_.FindMember(self_);
   if (after == nullptr || !after->synced) {
     LOG_ERROR("dlm " << opts_.name << ": still unsynced after state transfer");
@@ -666,6 +731,7 @@ void Lockspace::InstallSnapshotLocked(const uint8_t* data, size_t len) {
   state_ = LsState::kMember;
   LOG_INFO("dlm " << opts_.name << ": state transfer complete at seq " << table_.seq() << ", "
                   << table_.lock_count() << " locks, incarnation " << MyIncarnationLocked());
+  BecameMemberLocked();
   cv_.notify_all();
   if (fence_count_ > 0 && opts_.fence_hook) {
     auto hook = opts_.fence_hook;
@@ -695,9 +761,16 @@ void Lockspace::ApplyEventLocked(const Event& ev, bool replay) {
 void Lockspace::ApplyMessageLocked(const MemberId& from, const uint8_t* data, size_t len,
                                    bool replay) {
   table_.IncSeq();
+  if (!replay && HeartbeatsOn()) NoteHeardLocked(from);
   ByteReader r(data + 1, len - 1);
   std::vector<Effect> effects;
   switch (data[0]) {
+    case kMsgHeartbeat:
+      ApplyHeartbeatLocked(from, &r, replay);
+      return;
+    case kMsgEvict:
+      ApplyEvictLocked(from, &r, replay);
+      return;
     case kMsgOp: {
       LockOp op;
       if (!op.Decode(&r)) {
@@ -998,6 +1071,11 @@ void Lockspace::ResetLocalLocked() {
   table_.Found({}, 0);
   recovery_notified_.clear();
   recovery_done_sent_.clear();
+  lease_expiry_ns_.store(0, std::memory_order_release);
+  hb_outstanding_ = 0;
+  last_heard_.clear();
+  evict_sent_.clear();
+  evicted_in_replay_ = false;
   cv_.notify_all();
 }
 
@@ -1009,6 +1087,186 @@ void Lockspace::OnFatal(const Status& why) {
   }
   state_ = LsState::kDead;
   cv_.notify_all();
+}
+
+}  // namespace ugfs2::dlm
+
+namespace ugfs2::dlm {
+
+// ---------------------------------------------------------------------------------------------
+// Heartbeats, eviction and the write lease (docs/dlm.md)
+
+void Lockspace::BecameMemberLocked() {
+  last_heard_.clear();
+  evict_sent_.clear();
+  hb_outstanding_ = 0;
+  if (!HeartbeatsOn()) {
+    lease_expiry_ns_.store(INT64_MAX, std::memory_order_release);
+    return;
+  }
+  lease_expiry_ns_.store(0, std::memory_order_release);  // until our first heartbeat is back
+  TickLocked();                                          // which is sent right now
+}
+
+void Lockspace::HeartbeatTick() {
+  std::lock_guard<std::mutex> l(mu_);
+  TickLocked();
+}
+
+void Lockspace::TimerLoop() {
+  std::unique_lock<std::mutex> l(mu_);
+  const auto interval = opts_.heartbeat_interval;
+  auto next = std::chrono::steady_clock::now() + interval;
+  while (!timer_stop_) {
+    if (timer_cv_.wait_until(l, next, [this] { return timer_stop_; })) return;
+    const auto now = std::chrono::steady_clock::now();
+    next += interval;
+    if (next <= now) next = now + interval;  // we were late (e.g. frozen): do not catch up
+    TickLocked();
+  }
+}
+
+void Lockspace::TickLocked() {
+  if (!HeartbeatsOn() || state_ != LsState::kMember || !synced_) return;
+  const MemberInfo* me = table_.FindMember(self_);
+  if (me == nullptr || !me->synced) return;
+  const int64_t now = MonoNs();
+  // At most one heartbeat outstanding: a node that does not get its own messages back (its
+  // delivery is stuck) goes silent, and is evicted, instead of looking alive to the others.
+  if (hb_outstanding_ == 0) SendHeartbeatLocked(me->incarnation, now);
+
+  // Eviction. Only with quorum and a valid lease: if our own heartbeats are not coming back in
+  // time, our view of the others is stale (we may be the frozen one, catching up).
+  if (!DeliverableLocked() || now >= LeaseExpiryNs()) return;
+  const int64_t limit = Ns(opts_.evict_timeout);
+  struct Silent {
+    MemberId id;
+    uint32_t incarnation;
+    uint64_t heartbeat;
+    int64_t silent_ns;
+  };
+  std::vector<Silent> silent;
+  std::map<uint32_t, int64_t> heard;
+  bool lowest = true;  // we are the lowest member that is not silent
+  for (const auto& m : table_.members()) {
+    if (!m.alive || !m.synced) continue;
+    auto it = last_heard_.find(m.incarnation);
+    const int64_t t = it == last_heard_.end() ? now : it->second;  // newly seen: from now on
+    heard[m.incarnation] = t;
+    if (m.id == self_) continue;
+    if (now - t > limit) {
+      silent.push_back({m.id, m.incarnation, m.heartbeat, now - t});
+    } else if (m.id < self_) {
+      lowest = false;
+    }
+  }
+  last_heard_ = std::move(heard);
+  std::erase_if(evict_sent_, [&](const auto& e) { return last_heard_.count(e.first) == 0; });
+  if (!lowest) return;
+  for (const Silent& s : silent) {
+    auto sent = evict_sent_.find(s.incarnation);
+    if (sent != evict_sent_.end() && sent->second == s.heartbeat) continue;  // in flight
+    LOG_WARN("dlm " << opts_.name << ": node " << s.id.nodeid << "/" << s.id.pid << " (incarnation "
+                    << s.incarnation << ") silent for " << s.silent_ns / 1000000
+                    << " ms; evicting it");
+    ByteWriter w;
+    w.U8(kMsgEvict);
+    w.U32(s.id.nodeid);
+    w.U32(s.id.pid);
+    w.U32(s.incarnation);
+    w.U64(s.heartbeat);
+    w.I64(s.silent_ns);
+    if (MulticastLocked(w.Take()).ok()) evict_sent_[s.incarnation] = s.heartbeat;
+  }
+}
+
+void Lockspace::SendHeartbeatLocked(uint32_t incarnation, int64_t now) {
+  ByteWriter w;
+  w.U8(kMsgHeartbeat);
+  w.U32(incarnation);
+  w.U64(++hb_counter_);
+  w.I64(now);
+  // Not MulticastLocked: heartbeats are kept out of msgs_sent/bytes_sent.
+  if (transport_->Multicast(w.Take()).ok()) {
+    hb_outstanding_ = hb_counter_;
+    heartbeats_sent_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Lockspace::NoteHeardLocked(const MemberId& from) {
+  const MemberInfo* m = table_.FindMember(from);
+  if (m != nullptr && m->synced) last_heard_[m->incarnation] = MonoNs();
+}
+
+void Lockspace::ApplyHeartbeatLocked(const MemberId& from, ByteReader* r, bool replay) {
+  const uint32_t incarnation = r->U32();
+  const uint64_t counter = r->U64();
+  const int64_t sent_ns = r->I64();
+  if (!r->ok()) return;
+  // Stale heartbeats (an evicted process still in the group, an earlier incarnation) are
+  // ignored by every replica alike.
+  if (!table_.ApplyHeartbeat(from, incarnation, counter)) return;
+  if (replay || from != self_) return;
+  if (counter == hb_outstanding_) hb_outstanding_ = 0;
+  if (state_ != LsState::kMember || !HeartbeatsOn()) return;
+  // Every member applies this heartbeat at this stream position, so no member can have applied
+  // an EVICT of ours (decided before it) earlier: renewing from its send time is safe.
+  const int64_t expiry = sent_ns + Ns(opts_.lease);
+  if (expiry > LeaseExpiryNs()) lease_expiry_ns_.store(expiry, std::memory_order_release);
+}
+
+void Lockspace::ApplyEvictLocked(const MemberId& from, ByteReader* r, bool replay) {
+  MemberId target;
+  target.nodeid = r->U32();
+  target.pid = r->U32();
+  const uint32_t incarnation = r->U32();
+  const uint64_t heartbeat_seen = r->U64();
+  const int64_t silent_ns = r->I64();
+  if (!r->ok()) return;
+  const MemberInfo* sender = table_.FindMember(from);
+  if (sender == nullptr || !sender->synced) return;  // stale, e.g. from an evicted process
+  std::vector<Effect> effects;
+  if (!table_.ApplyEvict(target, incarnation, heartbeat_seen, &effects)) {
+    LOG_INFO("dlm " << opts_.name << ": eviction of node " << target.nodeid << " (incarnation "
+                    << incarnation << ") by node " << from.nodeid
+                    << " is void: already gone or heard from since");
+    return;
+  }
+  evictions_.fetch_add(1, std::memory_order_relaxed);
+  if (target == self_) {
+    ++times_evicted_;
+    if (replay) {
+      evicted_in_replay_ = true;
+      return;
+    }
+    std::ostringstream why;
+    why << "evicted by node " << from.nodeid << " (silent for " << silent_ns / 1000000 << " ms)";
+    FenceLocked(why.str().c_str());
+    (void)transport_->Leave();
+    RejoinAfterEvictionLocked();
+    return;
+  }
+  LOG_WARN("dlm " << opts_.name << ": node " << target.nodeid << "/" << target.pid
+                  << " evicted by node " << from.nodeid << " after " << silent_ns / 1000000
+                  << " ms of silence; treating it as failed");
+  if (replay) return;
+  HandleEffectsLocked(&effects);
+  MaybeSendSyncLocked();
+  MaybeStartRecoveryLocked();
+}
+
+void Lockspace::RejoinAfterEvictionLocked() {
+  if (!opts_.auto_rejoin) return;
+  LOG_INFO("dlm " << opts_.name << ": rejoining as a new member after eviction");
+  state_ = LsState::kJoining;
+  synced_ = false;
+  in_group_ = false;
+  buffer_.clear();
+  join_wanted_ = true;
+  if (!quorate_) return;  // OnQuorum(true) joins
+  join_wanted_ = false;
+  Status st = transport_->Join();
+  if (!st.ok()) LOG_ERROR("dlm " << opts_.name << ": rejoin failed: " << st.ToString());
 }
 
 }  // namespace ugfs2::dlm

@@ -13,8 +13,20 @@
 // requests with kStatusFenced, drops its replica, leaves the group and rejoins fresh once quorum
 // is back.
 //
+// Heartbeats, eviction and the write lease (docs/dlm.md, "Heartbeats, eviction and the write
+// lease"): every synced member multicasts a HEARTBEAT every heartbeat_interval; the lowest member
+// that is not silent itself evicts (EVICT message, applied like a failure of that member) a member
+// it has not heard from for evict_timeout. The lease (LeaseValid()) is renewed only when this node
+// delivers its own heartbeat: expiry = the heartbeat's send time + lease. A frozen node's lease
+// therefore expires before any survivor applies its EVICT, and an evicted node fences itself
+// when it delivers the EVICT.
+//
 // Counters (Counters()): the messages this node multicast and was delivered, relaxed atomics
 // (readable without the lockspace mutex).
+//
+// Threads: with heartbeats enabled (and heartbeat_thread set) the lockspace owns one timer thread
+// that runs HeartbeatTick() every heartbeat_interval; it takes only mu_ and is joined by the
+// destructor before the transport is stopped.
 //
 // Thread safety: all public methods may be called from any thread, including from callbacks
 // (except the *Sync helpers, which refuse to block on the callback thread).
@@ -31,6 +43,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "callback_queue.h"
@@ -38,6 +51,7 @@
 #include "lock_table.h"
 #include "transport.h"
 #include "types.h"
+#include "wire.h"
 
 namespace ugfs2::dlm {
 
@@ -63,6 +77,18 @@ struct LockspaceOptions {
   bool auto_rejoin = true;
   // Wall clock for queue timestamps (dumps only). Null: CLOCK_REALTIME.
   std::function<int64_t()> now_ns;
+  // Heartbeats, eviction and the write lease. heartbeat_interval 0 disables all three (no
+  // heartbeat or eviction messages; LeaseValid() is true whenever this node is a member).
+  // Otherwise Join() requires 0 < lease < evict_timeout - heartbeat_interval.
+  std::chrono::milliseconds heartbeat_interval{1000};
+  std::chrono::milliseconds evict_timeout{8000};  // silence after which a member is evicted
+  std::chrono::milliseconds lease{4000};          // validity of a delivered own heartbeat
+  // Clock of heartbeats, silence and the lease (nanoseconds). Null: CLOCK_MONOTONIC. Must be
+  // callable from any thread without taking locks (LeaseValid() calls it).
+  std::function<int64_t()> monotonic_ns;
+  // Run HeartbeatTick() from a timer thread owned by the lockspace. False: the owner calls
+  // HeartbeatTick() itself (tests with a manual clock).
+  bool heartbeat_thread = true;
 };
 
 enum class LsState { kIdle, kJoining, kMember, kFenced, kLeft, kDead };
@@ -82,14 +108,26 @@ struct LockspaceInfo {
   size_t locks = 0;
   size_t held_callbacks = 0;
   uint64_t fence_count = 0;
+  // Heartbeats (all 0 / empty when disabled).
+  int64_t lease_expiry_ns = 0;  // as LeaseExpiryNs()
+  bool lease_valid = false;
+  uint64_t evictions = 0;      // EVICTs applied by this node (this node's own included)
+  uint64_t times_evicted = 0;  // how often this node was evicted itself
+  // Live synced members (incarnation -> nanoseconds since this node last delivered a message
+  // from it; this node itself included).
+  std::map<uint32_t, int64_t> last_heard_age_ns;
 };
 
 // Since the lockspace was created. Sent = accepted by the transport's Multicast.
+// Heartbeats are counted only in the heartbeat_* counters.
 struct LockspaceCounters {
   uint64_t msgs_sent = 0;       // every message this node multicast (lock ops, sync, hello, ...)
   uint64_t bytes_sent = 0;      // their bytes
   uint64_t op_msgs_sent = 0;    // ... of which lock operations (lock, convert, unlock, cancel)
   uint64_t msgs_delivered = 0;  // messages the transport delivered (every member's, ours too)
+  uint64_t heartbeats_sent = 0;
+  uint64_t heartbeats_delivered = 0;  // every member's, ours too
+  uint64_t evictions = 0;             // EVICTs applied (see LockspaceInfo::evictions)
 };
 
 class Lockspace final : public TransportListener {
@@ -131,6 +169,17 @@ class Lockspace final : public TransportListener {
 
   // The recovery hook's answer: node `nodeid`'s journal has been recovered.
   Status RecoveryDone(uint32_t nodeid);
+
+  // The write lease, lock-free. LeaseExpiryNs(): monotonic_ns time (CLOCK_MONOTONIC by default)
+  // until which this node may write shared storage; 0 before it is a synced member, after it
+  // fenced itself and after Leave(); INT64_MAX while a member with heartbeats disabled.
+  // LeaseValid(): now < LeaseExpiryNs().
+  int64_t LeaseExpiryNs() const { return lease_expiry_ns_.load(std::memory_order_acquire); }
+  bool LeaseValid() const;
+  // One heartbeat round: multicast our heartbeat (at most one outstanding), evict silent members
+  // if we are the designated evicter. Run by the timer thread every heartbeat_interval; call it
+  // yourself with heartbeat_thread = false. No-op with heartbeats disabled.
+  void HeartbeatTick();
 
   bool fenced() const;
   LsState state() const;
@@ -206,6 +255,16 @@ class Lockspace final : public TransportListener {
   bool IsDesignatedLocked() const;
   uint32_t MyIncarnationLocked() const;
   int64_t NowNs() const;
+  int64_t MonoNs() const;
+  bool HeartbeatsOn() const { return opts_.heartbeat_interval.count() > 0; }
+  void TimerLoop();
+  void TickLocked();
+  void SendHeartbeatLocked(uint32_t incarnation, int64_t now);
+  void ApplyHeartbeatLocked(const MemberId& from, ByteReader* r, bool replay);
+  void ApplyEvictLocked(const MemberId& from, ByteReader* r, bool replay);
+  void NoteHeardLocked(const MemberId& from);
+  void BecameMemberLocked();
+  void RejoinAfterEvictionLocked();
   std::string DumpLocked(bool json) const;
 
   Transport* const transport_;
@@ -214,6 +273,10 @@ class Lockspace final : public TransportListener {
   CallbackQueue* callbacks_;
   MemberId self_;
 
+  // Lock order: mu_ is the only lockspace mutex; under it the code calls into the callback queue
+  // (Post) and the transport (Multicast/Join/Leave), whose internal locks come after it. It is
+  // never held while user callbacks run. Taken by API callers, the transport thread and the
+  // timer thread.
   mutable std::mutex mu_;
   std::condition_variable cv_;  // state changes, sync waiters, dump replies
   LsState state_ = LsState::kIdle;
@@ -247,8 +310,26 @@ class Lockspace final : public TransportListener {
   uint64_t next_query_ = 1;
   std::map<uint64_t, std::map<MemberId, std::string>> query_replies_;
   std::map<uint64_t, std::set<MemberId>> query_expected_;
+  // Heartbeats (all under mu_ except the atomics). Own heartbeat counter (never reset, so a
+  // counter identifies one heartbeat of this process), the one outstanding (sent, not yet
+  // delivered back; 0 = none), when we last delivered a message from each live synced member
+  // (incarnation -> MonoNs()), and the EVICTs we sent (incarnation -> heartbeat_seen).
+  uint64_t hb_counter_ = 0;
+  uint64_t hb_outstanding_ = 0;
+  std::map<uint32_t, int64_t> last_heard_;
+  std::map<uint32_t, uint64_t> evict_sent_;
+  bool evicted_in_replay_ = false;
+  uint64_t evictions_total_ = 0;
+  uint64_t times_evicted_ = 0;
+  std::atomic<int64_t> lease_expiry_ns_{0};
+  // The timer thread (opts_.heartbeat_thread): waits on timer_cv_ with mu_, runs TickLocked()
+  // under mu_. Lock order: mu_ only (callbacks_ and transport_ as everywhere else under mu_).
+  std::condition_variable timer_cv_;
+  bool timer_stop_ = false;
+  std::thread timer_;
   // Counters (LockspaceCounters), relaxed; bumped under mu_ but read without it.
   std::atomic<uint64_t> msgs_sent_{0}, bytes_sent_{0}, op_msgs_sent_{0}, msgs_delivered_{0};
+  std::atomic<uint64_t> heartbeats_sent_{0}, heartbeats_delivered_{0}, evictions_{0};
 };
 
 }  // namespace ugfs2::dlm

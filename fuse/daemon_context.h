@@ -70,6 +70,11 @@ struct DaemonContext {
   // The lock manager's counters (cluster mounts; ClusterMember::Counters), for the control
   // request "counters". Empty on a single-node mount.
   std::function<std::vector<std::pair<std::string, uint64_t>>()> lock_counters;
+  // Cluster mounts: what `ugfs2-tool recovery` prints (ClusterMember::RecoveryStatus), and
+  // what ShutdownCore calls before the core unmounts (stops journal recoveries of failed
+  // nodes: ClusterMember::SetRecoverer(nullptr)). Empty on a single-node mount.
+  std::function<std::string()> recovery_status;
+  std::function<void()> stop_recovery;
   RawProtocol* raw = nullptr;
   // Remounts that bypass the control socket: while the core is read-only because of a remount
   // (`remounted_ro`), a modifying request re-checks the kernel's state through the watcher first.

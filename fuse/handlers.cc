@@ -852,6 +852,9 @@ Status ShutdownCore(DaemonContext& ctx) {
   // Not held while draining: a running handler may need it (a remount it triggers).
   std::lock_guard<std::mutex> l(ctx.shutdown_mu);
   if (ctx.core_unmounted) return ctx.unmount_status;
+  // A journal recovery for a failed node uses the core: let it finish, start no more (the
+  // other survivors recover it; our lockspace membership ends with this mount).
+  if (ctx.stop_recovery) ctx.stop_recovery();
   {
     // Waits for a control-socket call into the core (a glock demote or dump) to finish; later
     // ones see core_down. The core may notify the kernel cache while it unmounts (KernelCache

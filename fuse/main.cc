@@ -357,6 +357,10 @@ Result<std::string> CountersText(const DaemonContext& ctx) {
 // The daemon side of the control socket (requests: control_client.h).
 Result<std::string> HandleControl(DaemonContext& ctx, std::string_view req) {
   if (req == "counters") return CountersText(ctx);
+  if (req == "recovery") {
+    if (!ctx.recovery_status) return Status::NotFound("not a cluster mount: no recovery state");
+    return ctx.recovery_status();
+  }
   if (req == "glocks" || req == "demote" || req.starts_with("demote ")) {
     return GlockControl(ctx, req);
   }
@@ -474,7 +478,9 @@ int Run(int argc, char** argv) {
   ClusterMember cluster;
   MountOptions mount_opts;
   if (cluster_mount) {
-    Status joined = cluster.Join(locktable, std::chrono::seconds(60));
+    ClusterOptions copts;
+    copts.fence_agent = opts.fence_agent;
+    Status joined = cluster.Join(locktable, std::chrono::seconds(60), copts);
     if (!joined.ok()) {
       std::string hint;
       if (joined.code() == Code::kNotConnected) {
@@ -485,6 +491,11 @@ int Run(int argc, char** argv) {
       return Fail("cannot mount " + opts.device + ": " + joined.message() + hint);
     }
     mount_opts.lock_module = cluster.lock_module();
+    // Every write to the shared disk passes the gate: closed for good once the lockspace
+    // fences this node, and held while the membership lease is out (docs/recovery.md).
+    auto gate = std::make_shared<WriteGate>();
+    cluster.SetWriteGate(gate);
+    *dev = GateWrites(std::move(*dev), gate);
   }
   mount_opts.lockproto = opts.lockproto;
   mount_opts.jid = opts.jid;
@@ -514,7 +525,13 @@ int Run(int argc, char** argv) {
   ctx.stats = &stats;
   ctx.opts = &opts;
   // Read by the control server's thread, which stops (control.reset()) before cluster.Leave.
-  if (cluster_mount) ctx.lock_counters = [&cluster] { return cluster.Counters(); };
+  if (cluster_mount) {
+    ctx.lock_counters = [&cluster] { return cluster.Counters(); };
+    ctx.recovery_status = [&cluster] { return cluster.RecoveryStatus(); };
+    ctx.stop_recovery = [&cluster] { cluster.SetRecoverer(nullptr); };
+    FileSystem* core = fs.get();
+    cluster.SetRecoverer([core] { return core->RecoverJournals(std::chrono::seconds(120)); });
+  }
 
   auto unmount_core = [&] { return ShutdownCore(ctx); };
 

@@ -80,6 +80,11 @@ Status ApplyOne(std::string_view item, Options* o) {
     o->jid = static_cast<int>(v);
     return Status::Ok();
   }
+  if (key == "fence_agent") {
+    if (value.empty()) return BadValue(key, value);
+    o->fence_agent = std::string(value);
+    return Status::Ok();
+  }
   if (key == "commit") {
     ASSIGN_OR_RETURN(uint64_t v, ParseUnsigned(key, value, 86400));
     if (v == 0) return BadValue(key, value);
@@ -241,6 +246,8 @@ std::string UsageText(std::string_view program) {
          "                            lock_dlm volume mounts through the node's corosync\n"
          "                            and the volume's lockspace, with the other nodes)\n"
          "     jid=N                  journal to use (default: the first free one)\n"
+         "     fence_agent=COMMAND    cluster: run `COMMAND NODEID` to fence a failed node\n"
+         "                            before replaying its journal (exit 0 = fenced)\n"
          "     ro                     read-only (remount,ro / remount,rw switch a live mount)\n"
          "     acl|noacl              POSIX ACLs (default acl)\n"
          "     relatime|strictatime|noatime  atime updates on read (default relatime, as\n"

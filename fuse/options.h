@@ -61,6 +61,12 @@ struct Options {
   // direct-I/O path on a page-cached file (the kernel serializes its writes per inode).
   bool dio_fopen = true;
   bool fuseblk = true;  // nofuseblk: plain fuse mount (umount does not wait)
+  // fence_agent=COMMAND (cluster mounts): run by the survivor that recovers a failed node,
+  // before replaying its journal: `/bin/sh -c 'COMMAND NODEID'` with stonith-style key=value
+  // lines on stdin (action=off, nodename=, port=, nodeid=); exit 0 = the node is fenced, any
+  // other = failed (recovery waits and asks again). Empty: no agent (self-fencing and the write
+  // lease only; docs/recovery.md).
+  std::string fence_agent;
 
   // Generic options forwarded verbatim to the kernel mount (nosuid, nodev, noexec, ...).
   std::vector<std::string> kernel_mount_opts;

@@ -6,6 +6,7 @@
 //   ugfs2-tool glocks MOUNTPOINT
 //   ugfs2-tool demote MOUNTPOINT NAME|all [--count N] [--interval-ms M]
 //   ugfs2-tool counters MOUNTPOINT [--json]
+//   ugfs2-tool recovery MOUNTPOINT
 //
 // ls/lockdump talk over libqb IPC (service $UGFS2_DLM_IPC or "ugfs2-dlm") to the process hosting
 // the lockspaces on this node. glocks/demote/counters talk to the ugfs2 daemon serving MOUNTPOINT
@@ -42,6 +43,7 @@ constexpr const char* kUsage =
     "       ugfs2-tool glocks MOUNTPOINT\n"
     "       ugfs2-tool demote MOUNTPOINT NAME|all [--count N] [--interval-ms M]\n"
     "       ugfs2-tool counters MOUNTPOINT [--json]\n"
+    "       ugfs2-tool recovery MOUNTPOINT\n"
     "\n"
     "  ls, lockdump  the lock manager's lockspaces and locks on this node\n"
     "  glocks        the glocks of the ugfs2 mount at MOUNTPOINT (gfs2's glocks format)\n"
@@ -52,7 +54,11 @@ constexpr const char* kUsage =
     "  counters      what the daemon of the cluster mount at MOUNTPOINT sent to the lock manager\n"
     "                since it mounted: one 'NAME VALUE' line per counter (dlm_msgs_sent,\n"
     "                dlm_bytes_sent, lm_requests, lm_converts, lm_unlocks, lm_callbacks, ...;\n"
-    "                docs/cluster.md), or one JSON object with --json.\n";
+    "                docs/cluster.md), or one JSON object with --json.\n"
+    "  recovery      node failure state of the cluster mount at MOUNTPOINT: whether this node\n"
+    "                is fenced (and refuses writes), the members, the failed nodes whose locks\n"
+    "                await recovery, and per failed node and journal what recovery did\n"
+    "                (docs/recovery.md).\n";
 
 int Usage() {
   std::fputs(kUsage, stderr);
@@ -75,15 +81,16 @@ Result<std::string> ControlSocketOf(const std::string& mountpoint) {
   return ugfs2::fusefs::ControlPath(dev);
 }
 
-int Glocks(const std::string& mountpoint) {
+// A control request whose answer is printed as it comes ("glocks", "recovery").
+int Glocks(const std::string& mountpoint, const char* request = "glocks") {
   auto path = ControlSocketOf(mountpoint);
   if (!path.ok()) {
     std::fprintf(stderr, "ugfs2-tool: %s\n", path.status().ToString().c_str());
     return 1;
   }
-  auto dump = ugfs2::fusefs::ControlRequest(*path, "glocks", kControlTimeoutMs);
+  auto dump = ugfs2::fusefs::ControlRequest(*path, request, kControlTimeoutMs);
   if (!dump.ok()) {
-    std::fprintf(stderr, "ugfs2-tool: glocks %s: %s\n", mountpoint.c_str(),
+    std::fprintf(stderr, "ugfs2-tool: %s %s: %s\n", request, mountpoint.c_str(),
                  dump.status().ToString().c_str());
     return 1;
   }
@@ -252,6 +259,9 @@ int Main(const std::vector<std::string>& args) {
   const bool demote_opts = count_given || interval_given;
   if (cmd == "glocks" && pos.size() == 2 && !demote_opts && !json && !all_nodes) {
     return Glocks(pos[1]);
+  }
+  if (cmd == "recovery" && pos.size() == 2 && !demote_opts && !json && !all_nodes) {
+    return Glocks(pos[1], "recovery");
   }
   if (cmd == "counters" && pos.size() == 2 && !demote_opts && !all_nodes) {
     return Counters(pos[1], json);

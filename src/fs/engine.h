@@ -180,6 +180,7 @@ class Engine final : public FileSystem {
   Status DemoteGlock(std::string_view name) override;
   size_t DemoteAllGlocks() override;
   std::string DumpGlocks() const override;
+  Result<RecoveryReport> RecoverJournals(std::chrono::milliseconds timeout) override;
 
   // Flushes the log: everything modified so far becomes durable. Thread-safe.
   Status FlushLog();
@@ -229,6 +230,7 @@ class Engine final : public FileSystem {
   void GlockWorker();  // ticks the glock table (hold times, retries) and trims its LRU
   Status SyncInodeGlock(InodeNo no);
   Status SyncRgrpGlock(uint64_t rgrp);  // flushes the log if the rgrp has changes not in place
+  Status SyncAndRetire(uint64_t upto);  // cluster: flush up to `upto`, retire the newest commit
   void InvalidateInodeGlock(InodeNo no);
   Status RefreshInodeGlock(InodeNo no);
 
@@ -403,6 +405,7 @@ class Engine final : public FileSystem {
   std::mutex glock_worker_mu_;  // leaf; pairs with glock_worker_cv_
   std::condition_variable glock_worker_cv_;
   bool stop_glock_worker_ = false;  // guarded by glock_worker_mu_
+  bool glocks_stopped_ = false;     // StopGlocks ran (the lock module may be gone since)
 
   // Resource groups, deferred frees, statfs deltas (its own mutexes: leaves below the transaction
   // lock).
@@ -416,6 +419,17 @@ class Engine final : public FileSystem {
   InodeNo statfs_no_ = 0;  // the master statfs file (its glock guards it on cluster mounts)
 
   std::vector<std::pair<uint64_t, uint64_t>> journal_runs_;  // all journals, sorted [start, end)
+  // Every journal of the volume, as found at mount (recovery.cc replays other nodes' ones).
+  struct JournalDesc {
+    uint32_t jid = 0;
+    InodeNo ino = 0;
+    std::vector<uint64_t> blocks;
+    InodeNo statfs_change = 0, quota_change = 0;
+  };
+  std::vector<JournalDesc> journals_;
+  std::mutex recovery_mu_;  // one RecoverJournals at a time here; lock order: before any glock
+  std::atomic<uint64_t> recoveries_{0};  // journals replayed for failed nodes
+  Result<JournalRecovery> RecoverOneJournal(const JournalDesc& jd);
 
   std::mutex inodes_mu_;
   std::unordered_map<InodeNo, InodeRef> inodes_;

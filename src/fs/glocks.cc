@@ -37,7 +37,10 @@ void Engine::StartGlocks() {
 }
 
 void Engine::StopGlocks() {
-  if (!glocks_) return;
+  // Once only: after the unmount the lock module may be gone (the daemon leaves the cluster
+  // before it destroys the core), so the destructor must not touch it again.
+  if (!glocks_ || glocks_stopped_) return;
+  glocks_stopped_ = true;
   // No more remote demotes: a request that arrives now waits until this node leaves the
   // lockspace (which releases every lock), after the unmount.
   lm_->SetBlockingCallback(nullptr);
@@ -86,8 +89,18 @@ Status Engine::SyncInodeGlock(InodeNo no) {
     // Not cached: its newest change is unknown here (the inode was evicted): flush everything.
     upto = it != inodes_.end() ? it->second->last_mod.load() : log_->mod_seq();
   }
+  if (cluster_) return SyncAndRetire(upto);
   if (upto == 0 || log_->flushed_seq() >= upto) return Status::Ok();
   return FlushLogUpTo(upto);
+}
+
+Status Engine::SyncAndRetire(uint64_t upto) {
+  // Another node may change what this glock covers as soon as it goes: the newest commit of
+  // our journal must then not be replayable any more (a replay after our death would rewrite
+  // those blocks with what they held before). gfs2 gets the same from the revokes its glock sync
+  // logs.
+  if (read_only_ || log_->journal() == nullptr) return Status::Ok();
+  return log_->FlushAndRetire(upto);
 }
 
 Status Engine::SyncRgrpGlock(uint64_t rgrp) {
@@ -96,9 +109,9 @@ Status Engine::SyncRgrpGlock(uint64_t rgrp) {
   // holder is gone, but a transaction that allocated from the rgrp under another operation's
   // holder may still be open and not yet have bumped the mod sequence (a flush up to the current
   // one would then miss it): wait for the open ones, then flush.
-  if (!alloc_->RgrpDirty(rgrp)) return Status::Ok();
+  if (!alloc_->RgrpDirty(rgrp)) return cluster_ ? SyncAndRetire(0) : Status::Ok();
   { std::unique_lock<std::shared_mutex> quiesce(log_->trans_mutex()); }
-  return FlushLog();
+  return cluster_ ? SyncAndRetire(log_->mod_seq()) : FlushLog();
 }
 
 void Engine::InvalidateInodeGlock(InodeNo no) {

@@ -99,4 +99,20 @@ Status LogManager::FlushUpTo(uint64_t upto) {
   return Status::Ok();
 }
 
+Status LogManager::FlushAndRetire(uint64_t upto) {
+  RETURN_IF_ERROR(FlushUpTo(upto));
+  if (!journal_) return Status::Ok();
+  std::unique_lock<std::mutex> fl(flush_mu_);
+  if (broken_) return Status::IoError("log is broken after an earlier I/O error");
+  if (!journal_->Replayable()) return Status::Ok();
+  Status st = journal_->Retire();
+  if (!st.ok()) {
+    broken_ = true;
+    LOG_ERROR("log retire failed: " << st.ToString() << "; refusing further writes");
+    return st;
+  }
+  retires_++;
+  return Status::Ok();
+}
+
 }  // namespace ugfs2::fs

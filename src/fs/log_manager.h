@@ -58,6 +58,10 @@ class LogManager {
 
   Status FlushUpTo(uint64_t upto);
   Status Flush() { return FlushUpTo(mod_seq()); }
+  // Flushes up to `upto`, then retires the newest commit (Journal::Retire) so that no replay of
+  // this journal can rewrite what another node changes next. Cluster glock syncs call it.
+  Status FlushAndRetire(uint64_t upto);
+  uint64_t retires() const { return retires_.load(); }
 
   uint64_t flushes() const { return flushes_.load(); }
   uint64_t meta_writes() const { return meta_writes_.load(); }
@@ -85,7 +89,7 @@ class LogManager {
   std::atomic<uint64_t> mod_seq_{0};      // bumped by every modifying section
   std::atomic<uint64_t> flushed_seq_{0};  // everything <= this is durable
   std::atomic<bool> broken_{false};
-  std::atomic<uint64_t> flushes_{0}, meta_writes_{0};
+  std::atomic<uint64_t> flushes_{0}, meta_writes_{0}, retires_{0};
 };
 
 }  // namespace ugfs2::fs

@@ -253,6 +253,14 @@ Status Journal::MarkMounted(const StatfsDelta& local) {
   return WriteHeader(MakeHeader(idx, head_.sequence + 1, format::kLogHeadFlushNormal, idx, local));
 }
 
+Status Journal::Retire() {
+  if (!head_known_) return Status::Invalid(Where() + ": Retire before FindHead");
+  if (!Replayable()) return Status::Ok();
+  const uint32_t idx = Next(head_.blkno);
+  const StatfsDelta local{head_.local_total, head_.local_free, head_.local_dinodes};
+  return WriteHeader(MakeHeader(idx, head_.sequence + 1, format::kLogHeadFlushNormal, idx, local));
+}
+
 Status Journal::WriteUnmountHeader(const StatfsDelta& local) {
   if (!head_known_) return Status::Invalid(Where() + ": WriteUnmountHeader before FindHead");
   uint32_t idx = Next(head_.blkno);

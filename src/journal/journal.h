@@ -110,6 +110,14 @@ class Journal {
   Status Commit(std::span<const LogBlock> meta, std::span<const uint64_t> revokes,
                 const StatfsDelta& local);
 
+  // Retires the newest commit (cluster mounts, before a glock that covers its blocks leaves
+  // this node): Flush (its in-place writes become durable), header at head+1 (seq+1,
+  // FLUSH_NORMAL, tail = own blkno, the head's lh_local_*), Flush. Afterwards nothing is
+  // replayable, so a replay of this journal by another node can never rewrite a block that a
+  // node has changed since. No-op when nothing is replayable (tail == blkno, or clean).
+  Status Retire();
+  // True if a replay would write something (the head's commit is not retired).
+  bool Replayable() const { return head_known_ && !IsClean() && head_.tail != head_.blkno; }
   // Clean unmount: Flush, header at head+1, seq+1, UNMOUNT|LFC_SHUTDOWN (0x101), tail = own
   // blkno, Flush. The caller must have written everything in place first.
   Status WriteUnmountHeader(const StatfsDelta& local = {});

@@ -12,7 +12,15 @@
 // that all replicas are identical. At the end every lock is unlocked/cancelled and every request
 // must have been answered.
 //
+// One schedule in three also runs heartbeats on the manual clock: time passes in heartbeat
+// periods (the hub is drained before each one, so only frozen nodes fall silent), a node may be
+// frozen (FreezableTransport: it delivers nothing) and resumed later. A node frozen for longer
+// than evict_timeout is evicted and recovered by the others, and fences itself and rejoins when
+// it resumes. Checked after every step: when a survivor applies the EVICT, the frozen node's
+// lease has already expired.
+//
 // Reproduce: UGFS2_DLM_SEED=<seed> (printed on failure) UGFS2_DLM_SCHEDULES=1.
+#include <chrono>
 #include <cstdlib>
 #include <random>
 #include <set>
@@ -61,10 +69,12 @@ uint64_t LvbValue(const Lvb& l) {
 
 class Model {
  public:
-  Model(uint64_t seed, std::ostringstream* log) : rng_(seed), log_(*log) {
+  Model(uint64_t seed, std::ostringstream* log)
+      : rng_(seed), log_(*log), heartbeats_(seed % 3 == 0) {  // (rng_ untouched: old seeds stay)
     n_ = 3 + static_cast<int>(rng_() % 3);
     manual_recovery_ = rng_() % 2;
     c_ = std::make_unique<SimCluster>(n_, seed, true, manual_recovery_);
+    if (heartbeats_) c_->EnableHeartbeats(kHbInterval, kHbLease, kHbEvict);
     for (uint32_t i = 1; i <= static_cast<uint32_t>(n_); ++i) {
       alive_[i] = true;
       gen_[i] = 1;
@@ -78,6 +88,8 @@ class Model {
       const int r = static_cast<int>(rng_() % 100);
       if (r < 55) {
         RandomOp();
+      } else if (heartbeats_ && r >= 75 && r < 85) {
+        HeartbeatAction();
       } else if (r < 85) {
         Steps(1 + rng_() % 30);
       } else if (r < 90) {
@@ -93,7 +105,9 @@ class Model {
       if (manual_recovery_) AnswerRecovery();
     }
     if (!err_.empty()) return err_;
-    // Wind down: heal, restart, drain, recover, then release everything.
+    // Wind down: resume, heal, restart, drain, recover, then release everything.
+    if (frozen_ != 0) Thaw();
+    if (!err_.empty()) return err_;
     if (partitioned_) Heal();
     for (auto& [id, a] : alive_) {
       if (!a) Restart(id);
@@ -142,6 +156,112 @@ class Model {
  private:
   bool Usable(const MLock& l) const { return alive_.at(l.node) && gen_.at(l.node) == l.gen; }
 
+ public:
+  uint64_t evictions() const { return evictions_seen_; }
+
+ private:
+  static constexpr std::chrono::milliseconds kHbInterval{100};
+  static constexpr std::chrono::milliseconds kHbLease{400};
+  static constexpr std::chrono::milliseconds kHbEvict{800};
+
+  void HeartbeatAction() {
+    const int k = static_cast<int>(rng_() % 10);
+    if (k < 7) {
+      // A few heartbeat periods. Draining the hub first keeps live nodes heard from.
+      const int periods = 1 + static_cast<int>(rng_() % 12);
+      for (int i = 0; i < periods && err_.empty(); ++i) {
+        if (!Drive()) return;
+        c_->Advance(kHbInterval);
+        log_ << "step " << c_->hub().steps() << " time " << c_->now() / 1000000 << " ms\n";
+        c_->TickAll();
+        CheckStep();
+      }
+    } else if (k < 9) {
+      Freeze();
+    } else if (frozen_ != 0) {
+      Thaw();
+    }
+  }
+  void Freeze() {
+    if (suspect_ != 0 || partitioned_) return;  // one freeze per schedule keeps EVICTs attributable
+    for (auto& [id, a] : alive_) {
+      if (!a) return;
+    }
+    const uint32_t id = 1 + rng_() % n_;
+    if (c_->ls(id).state() != LsState::kMember) return;
+    log_ << "freeze " << id << "\n";
+    if (std::getenv("UGFS2_DLM_VERBOSE")) std::fprintf(stderr, "=== freeze %u\n", id);
+    // Its users stop relying on their locks: their lease runs out before anyone can evict them.
+    NodeGone(id);
+    fenced_view_.insert(id);
+    frozen_ = suspect_ = id;
+    suspect_gen_ = gen_[id];
+    suspect_times_evicted_ = c_->ls(id).Info().times_evicted;
+    suspect_evictions_ = EvictionsOfOthers();
+    c_->freezable(id).Freeze();
+  }
+  void Thaw() {
+    const uint32_t id = frozen_;
+    log_ << "thaw " << id << "\n";
+    if (std::getenv("UGFS2_DLM_VERBOSE")) std::fprintf(stderr, "=== thaw %u\n", id);
+    while (c_->freezable(id).ResumeOne()) {
+      CheckStep();
+    }
+    frozen_ = 0;
+    fenced_view_.erase(id);
+    // It may still be evicted later (an EVICT decided while it was frozen and not ordered yet):
+    // CheckEviction() keeps watching, and its users rely on their locks only while its lease is
+    // valid again.
+    CheckStep();
+  }
+  uint64_t EvictionsOfOthers() {
+    uint64_t n = 0;
+    for (auto& [id, a] : alive_) {
+      if (a && id != suspect_) n += c_->ls(id).Counters().evictions;
+    }
+    return n;
+  }
+  // The suspect's locks from its freeze on die with its eviction: their PW/EX LVBs may turn
+  // invalid then.
+  void SuspectLocksGone() {
+    for (auto& l : locks_) {
+      if (l.node != suspect_ || l.gen < suspect_gen_ || l.gen == 0) continue;
+      if (l.granted != kIV || l.pending) {
+        ref_[l.res].uncertain = true;
+        ref_[l.res].invalid_possible = true;
+        ref_[l.res].invalid_epoch++;
+      }
+      if (l.gen != gen_[suspect_]) l.held = kIV;
+    }
+  }
+  // Called after every step once a node has been frozen.
+  void CheckEviction() {
+    if (!alive_[suspect_]) return;
+    Lockspace& ls = c_->ls(suspect_);
+    const uint64_t self = ls.Info().times_evicted;
+    const bool self_evicted = self != suspect_times_evicted_;
+    const uint64_t e = EvictionsOfOthers();
+    if (e > suspect_evictions_) {
+      // The first survivor applied the EVICT: the suspect's lease is over (unless it has
+      // already fenced itself and rejoined as a new member).
+      suspect_evictions_ = e;
+      ++evictions_seen_;
+      log_ << "evicted " << suspect_ << "\n";
+      if (!self_evicted && ls.LeaseValid()) {
+        Fail("node " + std::to_string(suspect_) + " evicted while its lease was still valid");
+      }
+      SuspectLocksGone();
+    }
+    if (self_evicted) {
+      // It fenced itself and rejoins as a new member; its old locks are gone for good.
+      log_ << "self-evicted " << suspect_ << "\n";
+      suspect_times_evicted_ = self;
+      SuspectLocksGone();
+      gen_[suspect_]++;
+      fenced_view_.erase(suspect_);
+    }
+  }
+
   std::string DumpAll() {
     std::string out;
     for (auto& [id, a] : alive_) {
@@ -183,6 +303,7 @@ class Model {
   }
 
   void CheckStep() {
+    if (suspect_ != 0) CheckEviction();
     for (auto& [id, a] : alive_) {
       if (!a) continue;
       std::string inv = c_->ls(id).TEST_CheckInvariants();
@@ -191,7 +312,10 @@ class Model {
     // Users' view.
     std::map<std::string, std::vector<const MLock*>> by_res;
     for (const auto& l : locks_) {
-      if (Usable(l) && l.held != kIV && !fenced_view_.count(l.node)) by_res[l.res].push_back(&l);
+      if (!Usable(l) || l.held == kIV || fenced_view_.count(l.node)) continue;
+      // With heartbeats a user writes under its lock only while its node's lease is valid.
+      if (heartbeats_ && !c_->ls(l.node).LeaseValid()) continue;
+      by_res[l.res].push_back(&l);
     }
     for (auto& [res, v] : by_res) {
       for (size_t i = 0; i < v.size(); ++i) {
@@ -210,17 +334,18 @@ class Model {
     if (!err_.empty()) return;
     uint64_t d = 0;
     for (auto& [id, a] : alive_) {
-      if (!a || c_->ls(id).state() != LsState::kMember) continue;
+      if (!a || id == frozen_ || c_->ls(id).state() != LsState::kMember) continue;
       if (d == 0) d = c_->ls(id).TEST_Digest();
       if (c_->ls(id).TEST_Digest() != d) return Fail("replicas differ at quiescence\n" + DumpAll());
     }
     // Every holder that blocks a waiter has been told.
     for (const auto& w : locks_) {
-      if (!Usable(w) || !w.pending || w.unlocking || c_->ls(w.node).state() != LsState::kMember)
+      if (!Usable(w) || !w.pending || w.unlocking || w.node == frozen_ ||
+          c_->ls(w.node).state() != LsState::kMember)
         continue;
       for (const auto& g : locks_) {
         if (&g == &w || !Usable(g) || g.res != w.res || g.pending || g.held == kIV) continue;
-        if (c_->ls(g.node).state() != LsState::kMember) continue;
+        if (g.node == frozen_ || c_->ls(g.node).state() != LsState::kMember) continue;
         if (!ModesCompatible(g.held, w.pending_mode) && !g.basted_since_grant) {
           return Fail("holder node " + std::to_string(g.node) + " " + ModeName(g.held) + " on " +
                       g.res + " never got a bast for waiter wanting " + ModeName(w.pending_mode));
@@ -235,7 +360,8 @@ class Model {
     Status st = call();
     if (!st.ok()) {
       if (st.code() != Code::kFenced && st.code() != Code::kNotConnected) {
-        Fail("op rejected: " + st.ToString());
+        Fail("op rejected: " + st.ToString() + " node " + std::to_string(l.node) + " lkid " +
+             std::to_string(l.lksb.lkid) + " gen " + std::to_string(l.gen));
       }
       return;
     }
@@ -448,6 +574,7 @@ class Model {
   }
 
   void MaybeCrash() {
+    if (frozen_ != 0) return;
     int alive = 0;
     for (auto& [id, a] : alive_) alive += a;
     if (partitioned_ || (alive - 1) * 2 <= n_) return;
@@ -472,6 +599,7 @@ class Model {
     }
   }
   void MaybePartition() {
+    if (frozen_ != 0) return;
     if (partitioned_) return Heal();
     int alive = 0;
     for (auto& [id, a] : alive_) alive += a;
@@ -517,6 +645,13 @@ class Model {
 
   std::mt19937_64 rng_;
   std::ostringstream& log_;
+  bool heartbeats_;
+  uint32_t frozen_ = 0;   // the frozen node, if any (no crash/partition meanwhile)
+  uint32_t suspect_ = 0;  // the node frozen in this schedule (once), watched for its eviction
+  uint32_t suspect_gen_ = 0;
+  uint64_t suspect_times_evicted_ = 0;
+  uint64_t suspect_evictions_ = 0;  // EVICTs applied by the others, as of the last check
+  uint64_t evictions_seen_ = 0;
   int n_;
   bool manual_recovery_;
   bool partitioned_ = false;
@@ -545,11 +680,13 @@ TEST(ModelCheckTest, RandomSchedules) {
   }
   std::printf("model check: base seed %llu, %llu schedules (UGFS2_DLM_SEED/UGFS2_DLM_SCHEDULES)\n",
               static_cast<unsigned long long>(base), static_cast<unsigned long long>(count));
+  uint64_t evicting_schedules = 0;
   for (uint64_t i = 0; i < count; ++i) {
     const uint64_t seed = base + i;
     std::ostringstream log;
     Model m(seed, &log);
     std::string err = m.Run(100);
+    if (m.evictions() > 0) ++evicting_schedules;
     if (!err.empty()) {
       std::string l = log.str();
       if (l.size() > 20000) l = l.substr(l.size() - 20000);
@@ -558,6 +695,11 @@ TEST(ModelCheckTest, RandomSchedules) {
     if (!err.empty()) SetLogSink(nullptr);
     ASSERT_EQ(err, "") << "schedule failed; reproduce with UGFS2_DLM_SEED=" << seed
                        << " UGFS2_DLM_SCHEDULES=1";
+  }
+  std::printf("model check: %llu schedules evicted a frozen node\n",
+              static_cast<unsigned long long>(evicting_schedules));
+  if (count >= 300) {
+    EXPECT_GT(evicting_schedules, 0u) << "no schedule exercised an eviction";
   }
 }
 

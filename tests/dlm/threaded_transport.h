@@ -5,7 +5,8 @@
 // its join. Every member is quorate from the start. Isolate(node) injects a quorum loss: the node
 // is told OnQuorum(false) (the lockspace fences itself), it hears nothing more, and the others see
 // it fail in a configuration change followed by a quorum confirmation (so they recover its locks
-// and go on). There is no healing.
+// and go on). There is no healing. Pause() simulates a frozen process on the delivery side: its
+// thread stops delivering (events stay in the log) until Resume(); nobody else notices.
 //
 // Thread safety: every method may be called from any thread; listener callbacks of one transport
 // come from its own thread only.
@@ -113,6 +114,10 @@ class ThreadedTransport final : public Transport {
   Status Leave() override { return Status::Ok(); }
   void Stop() override {
     stop_ = true;
+    {
+      std::lock_guard<std::mutex> l(pause_mu_);
+      pause_cv_.notify_all();
+    }
     seq_->Wake();
     if (thread_.joinable()) thread_.join();
   }
@@ -124,12 +129,25 @@ class ThreadedTransport final : public Transport {
     return Status::Ok();
   }
   MemberId self() const override { return id_; }
+  void Pause() {
+    std::lock_guard<std::mutex> l(pause_mu_);
+    paused_ = true;
+  }
+  void Resume() {
+    std::lock_guard<std::mutex> l(pause_mu_);
+    paused_ = false;
+    pause_cv_.notify_all();
+  }
 
  private:
   void Run() {
     listener_->OnQuorum(true);
     while (!joined_ && !stop_) std::this_thread::yield();
     for (size_t i = start_at_; !stop_; ++i) {
+      {
+        std::unique_lock<std::mutex> l(pause_mu_);
+        pause_cv_.wait(l, [this] { return !paused_ || stop_; });
+      }
       Sequencer::Ev ev;
       if (!seq_->Get(i, &ev, stop_)) return;
       switch (ev.kind) {
@@ -159,6 +177,9 @@ class ThreadedTransport final : public Transport {
   std::thread thread_;
   std::atomic<bool> stop_{false}, joined_{false};
   std::atomic<size_t> start_at_{0};
+  std::mutex pause_mu_;  // leaf lock: guards paused_
+  std::condition_variable pause_cv_;
+  bool paused_ = false;
 };
 
 }  // namespace ugfs2::dlm

@@ -1,6 +1,7 @@
 # cluster_lib.sh: helpers shared by the cluster tests (cluster_fs_mount.sh, cluster_coherence.sh,
 # cluster_fs_concurrency.sh). Sourced, not run. The caller sets CLUSTER (scripts/cluster), NAME
-# (the cluster's unique name), ST (its state dir), OP_TIMEOUT (seconds) and defines fail().
+# (the cluster's unique name), ST (its state dir), OP_TIMEOUT (seconds) and defines fail();
+# cluster_teardown also uses NODES and TMP. cluster_recovery.sh uses them too.
 cl() { "$CLUSTER" --name "$NAME" "$@"; }
 mnt() { echo "$ST/node$1/mnt"; }
 now_ms() { date +%s%3N; }
@@ -35,4 +36,74 @@ daemon_pids() {
     [[ $(cat "/proc/$p/comm" 2>/dev/null) == ugfs2 ]] && echo "$p"
   done
   return 0
+}
+# busy_glocks: filters a glock dump (stdin) to the glocks with holders, waiters or a phase.
+busy_glocks() {
+  awk '/^G:/ { busy = ($0 !~ /phase:idle/); g = $0; shown = 0; if (busy) { print; shown = 1 }; next }
+       { if (!shown) { print g; shown = 1 }; print }'
+}
+# cluster_teardown RC: the cleanup of a cluster test (call it from the EXIT trap with the exit
+# status so far; it returns the final one). Background jobs are SIGKILLed; every mount of NODES
+# gets a graceful unmount (10 s), then every node that still has a daemon is crashed; then
+# `scripts/cluster down`; then nothing of the cluster may be left (namespaces, mounts,
+# processes, loop devices, state dir). Uses CLUSTER, NAME, ST, NODES, TMP.
+cluster_teardown() {
+  local rc=$1 i m p left
+  for p in $(jobs -p); do kill -KILL "$p" 2>/dev/null; done
+  local umounts=()
+  for i in "${NODES[@]}"; do
+    m=$(mnt "$i")
+    is_mnt "$m" || continue
+    umount "$m" 2>/dev/null &
+    umounts+=($!)
+  done
+  local deadline=$((SECONDS + 10))
+  for p in "${umounts[@]}"; do
+    while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+  done
+  for i in "${NODES[@]}"; do
+    [[ -n $(daemon_pids "$i") ]] || continue
+    echo "cleanup: node $i still has a daemon: crashing it" >&2
+    timeout -k 5 60 "$CLUSTER" --name "$NAME" crash "$i" >/dev/null 2>&1
+  done
+  timeout -k 5 120 "$CLUSTER" --name "$NAME" down >"$TMP/down.log" 2>&1 ||
+    { echo "cleanup: scripts/cluster down failed: $(cat "$TMP/down.log")" >&2; ((rc != 0)) || rc=1; }
+  deadline=$((SECONDS + 20))
+  for p in $(jobs -p); do
+    while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+  done
+  left=""
+  for p in $(jobs -p); do kill -0 "$p" 2>/dev/null && left+=" job($p)"; done
+  [[ -n $left ]] || wait 2>/dev/null
+  ip netns list 2>/dev/null | grep -q "^ugfs2\.$NAME\." && left+=" namespaces"
+  grep -q " $ST" /proc/self/mountinfo && left+=" mounts"
+  pgrep -f "$ST/" >/dev/null && left+=" processes($(pgrep -f "$ST/" | tr '\n' ' '))"
+  losetup -a 2>/dev/null | grep -q "$ST/" && left+=" loop-devices"
+  [[ -e $ST ]] && left+=" state-dir"
+  if [[ -n $left ]]; then
+    echo "cleanup: left behind by cluster $NAME:$left" >&2
+    ((rc != 0)) || rc=1
+  fi
+  return "$rc"
+}
+# daemon_stacks I: every thread's stack of node I's daemons (gdb), for a hang's diagnostics.
+daemon_stacks() {
+  local pid
+  for pid in $(daemon_pids "$1"); do
+    echo "-------- node $1: daemon $pid: thread stacks" >&2
+    command -v gdb >/dev/null &&
+      timeout 30 gdb -p "$pid" -batch -ex 'thread apply all bt 14' 2>/dev/null |
+      grep -E '^(Thread|#)' | grep -v ' in (start_thread|clone3) ' | head -250 >&2
+  done
+}
+# wait_daemons_gone I SECS: node I's daemons exit within SECS; else their stacks and fail.
+wait_daemons_gone() {
+  local deadline=$((SECONDS + $2))
+  while [[ -n $(daemon_pids "$1") ]]; do
+    if ((SECONDS >= deadline)); then
+      daemon_stacks "$1"
+      fail "node $1: its daemon did not exit within $2 s of the unmount"
+    fi
+    sleep 0.1
+  done
 }

@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# cluster_recovery.sh: node failure on a three-node lock_dlm volume (ctest label: cluster; with
+# ROUNDS=N, label stress). Real corosync, real FUSE mounts, one shared image; workloads keep
+# durability logs outside the volume (tests/integration/recovery_work.py: every state a worker
+# fsync'd is logged after the fsync returned).
+#  a. crash: while every node runs a data+metadata worker (create/overwrite/rename/unlink, each
+#     fsync'd), an mmap writer (MAP_SHARED stores, msync) and nodes 1-2 run fio (O_DIRECT random
+#     writes with fsync), node 3's processes are all SIGKILLed (its daemon, its corosync, its
+#     workers: `scripts/cluster crash 3`). The survivors must recover its journal
+#     (`ugfs2-tool recovery` on node 1 says node 3 done) and their workers must go on: their logs
+#     grow after the recovery, and they finish with exit 0, fio too. Every fsync'd state of every
+#     node (node 3's included, but for the operation it had in flight) is then read back from
+#     node 1 and must be exact.
+#  b. rejoin: node 3's corosync restarts, node 3 mounts again and gets a journal; it reads back
+#     every fsync'd state too, and works.
+#  c. link cut: node 3 writes (keep going on errors) while its link to the bridge goes down. It
+#     loses quorum and must report itself fenced (`ugfs2-tool recovery`: fenced yes, writes
+#     refused); the majority recovers its journal. Node 3's worker keeps trying for a while; its
+#     link is healed; then no block of the volume may hold a stamp of node 3 newer than the
+#     last operation it had started when the majority finished recovering it (a write that
+#     landed after the replay), every state it fsync'd before the cut is there, and its mount
+#     unmounts.
+#  Then every node unmounts, the daemons exit, no error is logged that the phase does not
+#  explain, and fsck-oracle says CLEAN.
+# Every wait is bounded; a failure prints each node's recovery state, glock dump and log tail.
+# Environment: UGFS2_BIN, UGFS2_TOOL (ctest sets them), UGFS2_CLUSTER_ROOT, UGFS2_FSCK_ORACLE,
+# ROUNDS (phases a and b repeated; default 6, ctest: 2 in cluster_recovery, UGFS2_RECOVERY_ROUNDS
+# in cluster_recovery_stress), UGFS2_STRESS_SEED.
+# Needs root, /dev/fuse, corosync, iproute2, gfs2-utils, python3, fio. Exit 77 = skip.
+set -euo pipefail
+export PATH=$PATH:/usr/sbin:/sbin
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CLUSTER=${UGFS2_CLUSTER_SCRIPT:-$REPO/scripts/cluster}
+ROOT=${UGFS2_CLUSTER_ROOT:-/tmp/ugfs2-cluster}
+ORACLE=${UGFS2_FSCK_ORACLE:-$REPO/scripts/fsck-oracle}
+WORK=$HERE/recovery_work.py
+NAME=rcv$$
+NODES=(1 2 3)
+OP_TIMEOUT=60
+ROUNDS=${ROUNDS:-6}
+SEED=${UGFS2_STRESS_SEED:-$((RANDOM * 32768 + RANDOM))}
+RECOVERY_TIMEOUT=40 # s from a failure to the survivors' "done"
+
+skip() { echo "SKIP: $*"; exit 77; }
+[[ $(id -u) -eq 0 ]] || skip "needs root"
+[[ -e /dev/fuse ]] || skip "/dev/fuse missing"
+for t in corosync corosync-quorumtool ip nsenter unshare mkfs.gfs2 fsck.gfs2 losetup fio python3; do
+  command -v "$t" >/dev/null || skip "missing $t"
+done
+[[ -x ${UGFS2_BIN:-} ]] || { echo "FAIL: no ugfs2 daemon (set UGFS2_BIN)" >&2; exit 1; }
+[[ -x ${UGFS2_TOOL:-} ]] || { echo "FAIL: no ugfs2-tool (set UGFS2_TOOL)" >&2; exit 1; }
+[[ -x $ORACLE ]] || { echo "FAIL: no fsck oracle at $ORACLE" >&2; exit 1; }
+
+ST=$ROOT/$NAME
+IMG=$ST/image.img
+TMP=$(mktemp -d /tmp/cluster_recovery.XXXXXX)
+T0=$SECONDS
+log() { echo "[cluster_recovery +$((SECONDS - T0))s] $*"; }
+source "$HERE/cluster_lib.sh"
+
+diag() {
+  set +e
+  echo "======== diagnostics (cluster $NAME, seed $SEED)" >&2
+  timeout 20 "$CLUSTER" --name "$NAME" status >&2 2>&1
+  local i
+  for i in "${NODES[@]}"; do
+    if is_mnt "$(mnt "$i")"; then
+      echo "-------- node $i: ugfs2-tool recovery" >&2
+      timeout 10 "$UGFS2_TOOL" recovery "$(mnt "$i")" >&2 2>&1
+      echo "-------- node $i: busy glocks" >&2
+      timeout 10 "$UGFS2_TOOL" glocks "$(mnt "$i")" 2>&1 | busy_glocks | head -60 >&2
+    fi
+    [[ -f $ST/node$i/daemon.log ]] || continue
+    echo "-------- node $i: daemon.log (last 40 lines, cpg lines left out)" >&2
+    grep -v 'dlm cpg: confchg' "$ST/node$i/daemon.log" | tail -40 >&2
+  done
+  local f
+  for f in "$TMP"/*.out "$TMP"/*.err; do
+    [[ -s $f ]] || continue
+    echo "-------- $(basename "$f")" >&2
+    tail -8 "$f" >&2
+  done
+  echo "======== end of diagnostics" >&2
+}
+exec 3>&1 4>&2
+fail() {
+  exec 1>&3 2>&4
+  echo "FAIL: $*" >&2
+  diag
+  exit 1
+}
+cleanup() {
+  local rc=$?
+  set +e
+  trap - EXIT
+  exec 1>&3 2>&4
+  cluster_teardown "$rc"
+  rc=$?
+  if ((rc != 0)) && [[ -n ${UGFS2_KEEP_TMP:-} ]]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
+  ((rc == 0)) && echo "PASS ($((SECONDS - T0)) s, seed $SEED)" ||
+    echo "FAILED (exit $rc, $((SECONDS - T0)) s, seed $SEED)"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# recovery_of I NODE: node I's recovery line for NODE ("node 3: done, ...").
+recovery_of() { timeout 10 "$UGFS2_TOOL" recovery "$(mnt "$1")" 2>/dev/null | grep "^node $2: " || true; }
+# recovered SURVIVOR NODE N: SURVIVOR reports NODE's Nth failure recovered.
+recovered() { [[ $(recovery_of "$1" "$2") == "node $2: done (failure $3),"* ]]; }
+# wait_recovered SURVIVOR NODE N SINCE_MS: until SURVIVOR reports NODE's Nth failure recovered;
+# prints the time taken since SINCE_MS.
+wait_recovered() {
+  local deadline=$(($(now_ms) + RECOVERY_TIMEOUT * 1000)) n=$3
+  until recovered "$1" "$2" "$n"; do
+    (($(now_ms) < deadline)) || fail "node $1 did not finish recovering node $2 (failure $n) within ${RECOVERY_TIMEOUT}s: $(recovery_of "$1" "$2")"
+    sleep 0.1
+  done
+  echo $(($(now_ms) - $4))
+}
+lines() { if [[ -f $1 ]]; then wc -l <"$1"; else echo 0; fi; }
+# grows FILE N SECS: FILE gains N lines within SECS.
+grows() {
+  local start deadline
+  start=$(lines "$1")
+  deadline=$((SECONDS + $3))
+  until (($(lines "$1") >= start + $2)); do
+    ((SECONDS < deadline)) || fail "$1 did not grow by $2 lines in $3 s (a survivor's worker is stuck?)"
+    sleep 0.1
+  done
+}
+# wait_job PID WHAT SECS: the background job exits 0 within SECS.
+wait_job() {
+  local deadline=$((SECONDS + $3)) rc=0
+  while kill -0 "$1" 2>/dev/null; do
+    ((SECONDS < deadline)) || fail "$2: still running after $3 s"
+    sleep 0.1
+  done
+  wait "$1" || rc=$?
+  ((rc == 0)) || fail "$2: exit $rc: $(tail -3 "$TMP/$2.err" 2>/dev/null)"
+}
+mount_node() { # I [OPTS]
+  cl mount "$1" -- -o "commit=1${2:+,$2}" >"$TMP/mount$1.log" 2>&1 3>&- 4>&- ||
+    fail "mounting node $1: $(tail -5 "$TMP/mount$1.log")"
+}
+# start_workers TAG NODE...: a durable worker and an mmap writer per node (stop file $TMP/stop.TAG)
+start_workers() {
+  local tag=$1 i
+  shift
+  rm -f "$TMP/stop.$tag"
+  for i in "$@"; do
+    cl exec "$i" python3 "$WORK" durable "$(mnt "$i")" "$tag.n$i" "$TMP/$tag.n$i.log" \
+      "$TMP/stop.$tag" 1000000 "$((SEED + i))" "${KEEP:-0}" >"$TMP/w.$tag.n$i.out" 2>"$TMP/w.$tag.n$i.err" 3>&- 4>&- &
+    WPID[$i]=$!
+    cl exec "$i" python3 "$WORK" mmapw "$(mnt "$i")/$tag.n$i.mmap" "$tag.n$i" "$TMP/$tag.n$i.mmap.log" \
+      "$TMP/stop.$tag" 1000000 >"$TMP/m.$tag.n$i.out" 2>"$TMP/m.$tag.n$i.err" 3>&- 4>&- &
+    MPID[$i]=$!
+  done
+}
+declare -A WPID MPID
+
+log "cluster $NAME: 3 nodes, seed $SEED, rounds $ROUNDS"
+cl up -n 3 --size 1G >"$TMP/up.log" 2>&1 3>&- 4>&- || fail "cluster up: $(tail -5 "$TMP/up.log")"
+export UGFS2_DAEMON="$UGFS2_BIN -f" UGFS2_MOUNT_TIMEOUT=90
+for i in "${NODES[@]}"; do mount_node "$i"; done
+log "   mounted on every node"
+
+for ((round = 1; round <= ROUNDS; round++)); do
+  tag=a$round
+  # ==============================================================================================
+  log "a$round. crash node 3 while every node writes (fsync'd data and metadata, mmap), fio on 1-2"
+  start_workers "$tag" 1 2 3
+  for i in 1 2; do
+    cl exec "$i" fio --name="fio$i" --filename="$(mnt "$i")/$tag.fio.n$i" --size=8m --bs=4k \
+      --rw=randwrite --direct=1 --ioengine=psync --fsync=8 --time_based --runtime=6 \
+      --output="$TMP/fio.$tag.n$i.txt" >"$TMP/fio.$tag.n$i.out" 2>"$TMP/fio.$tag.n$i.err" 3>&- 4>&- &
+    FPID[$i]=$!
+  done
+  grows "$TMP/$tag.n3.log" 40 30
+  grows "$TMP/$tag.n1.log" 40 30
+  t_kill=$(now_ms)
+  cl crash 3 >"$TMP/crash.log" 2>&1 3>&- 4>&- || fail "crash 3: $(cat "$TMP/crash.log")"
+  ms=$(wait_recovered 1 3 "$round" "$t_kill")
+  log "   node 3 killed; node 1 reports it recovered after $ms ms: $(recovery_of 1 3 | cut -c1-160)"
+  wait_recovered 2 3 "$round" "$t_kill" >/dev/null
+  # Survivors keep serving: their workers' logs grow after the recovery.
+  grows "$TMP/$tag.n1.log" 30 30
+  grows "$TMP/$tag.n2.log" 30 30
+  grows "$TMP/$tag.n1.mmap.log" 10 30
+  touch "$TMP/stop.$tag"
+  for i in 1 2; do
+    wait_job "${WPID[$i]}" "w.$tag.n$i" 60
+    wait_job "${MPID[$i]}" "m.$tag.n$i" 60
+    wait_job "${FPID[$i]}" "fio.$tag.n$i" 60
+    log "   node $i: $(cat "$TMP/w.$tag.n$i.out"); $(cat "$TMP/m.$tag.n$i.out"); fio $(grep -o 'WRITE: bw=[^,]*' "$TMP/fio.$tag.n$i.txt" || echo '?')"
+  done
+  wait "${WPID[3]}" "${MPID[3]}" 2>/dev/null || true # killed with node 3
+  on 1 python3 "$WORK" verify "$(mnt 1)" "$TMP/$tag".n{1,2,3}.log "$TMP/$tag".n{1,2,3}.mmap.log \
+    >"$TMP/verify.$tag.out" 2>&1 || fail "fsync'd data lost: $(cat "$TMP/verify.$tag.out" | tail -8)"
+  log "   node 1: $(tail -1 "$TMP/verify.$tag.out")"
+
+  # ==============================================================================================
+  log "b$round. node 3 rejoins: corosync restarts, it mounts again and reads everything back"
+  cl umount 3 >/dev/null 2>&1 || true # the dead mount's leftovers
+  cl restart 3 >"$TMP/restart.log" 2>&1 3>&- 4>&- || fail "restart 3: $(cat "$TMP/restart.log")"
+  cl wait-quorum --timeout 30 >"$TMP/wq.log" 2>&1 3>&- 4>&- || fail "quorum after restart: $(cat "$TMP/wq.log")"
+  mount_node 3
+  log "   node 3: $(grep -o 'mounted .*journal[0-9]*)' "$ST/node3/daemon.log" | tail -1)"
+  on 3 python3 "$WORK" verify "$(mnt 3)" "$TMP/$tag".n{1,2,3}.log "$TMP/$tag".n{1,2,3}.mmap.log \
+    >"$TMP/verify3.$tag.out" 2>&1 || fail "node 3 after rejoining: $(tail -8 "$TMP/verify3.$tag.out")"
+  log "   node 3: $(tail -1 "$TMP/verify3.$tag.out")"
+  on 3 python3 "$WORK" durable "$(mnt 3)" "b$round.n3" "$TMP/b$round.n3.log" "$TMP/nostop" 50 7 \
+    >"$TMP/b.out" 2>&1 || fail "node 3 cannot work after rejoining: $(tail -3 "$TMP/b.out")"
+  on 1 python3 "$WORK" verify "$(mnt 1)" "$TMP/b$round.n3.log" >"$TMP/b.v" 2>&1 ||
+    fail "node 1 does not see node 3's new work: $(tail -3 "$TMP/b.v")"
+done
+
+# ================================================================================================
+log "c. cut node 3's link while it writes: it must fence itself; the majority recovers it"
+KEEP=1 start_workers c 3 # the worker goes on when its operations fail
+grows "$TMP/c.n3.log" 40 30
+t_cut=$(now_ms)
+cl cut 3 >/dev/null 2>&1 3>&- 4>&-
+ms=$(wait_recovered 1 3 $((ROUNDS + 1)) "$t_cut")
+# What node 3 had started when the majority was done with its journal (operations are numbered;
+# the number is logged before the operation starts and stamped in every block it writes), and
+# what its files hold then, as node 1 reads them.
+started=$(awk '$1 == "I" && NF == 3 { s = $3 } END { print s + 0 }' "$TMP/c.n3.log")
+started_mmap=$(awk '$1 == "I" && NF == 3 { s = $3 } END { print s + 0 }' "$TMP/c.n3.mmap.log")
+on 1 python3 "$WORK" digest "$(mnt 1)" c.n3 >"$TMP/c.digest1" 2>&1 || fail "node 1: digest: $(tail -3 "$TMP/c.digest1")"
+log "   majority: node 3 recovered $ms ms after the cut (it had started $started operations and $started_mmap mmap rounds): $(recovery_of 1 3 | cut -c1-120)"
+deadline=$((SECONDS + 30))
+until timeout 10 "$UGFS2_TOOL" recovery "$(mnt 3)" 2>/dev/null | grep -q 'fenced yes.*writes refused'; do
+  ((SECONDS < deadline)) || fail "node 3 does not report itself fenced 30 s after its link was cut: $(timeout 10 "$UGFS2_TOOL" recovery "$(mnt 3)" 2>&1 | head -3)"
+  sleep 0.2
+done
+log "   node 3: $(timeout 10 "$UGFS2_TOOL" recovery "$(mnt 3)" | head -1)"
+# The cut node goes on trying for a while: every write must be refused.
+before=$(lines "$TMP/c.n3.log")
+grows "$TMP/c.n3.log" 20 30
+touch "$TMP/stop.c"
+wait_job "${WPID[3]}" w.c.n3 60
+wait "${MPID[3]}" 2>/dev/null || true
+log "   node 3's worker: $(cat "$TMP/w.c.n3.out"); its log grew from $before to $(lines "$TMP/c.n3.log") lines while fenced"
+cl heal 3 >/dev/null 2>&1 3>&- 4>&-
+on 1 python3 "$WORK" digest "$(mnt 1)" c.n3 >"$TMP/c.digest2" 2>&1 || fail "node 1: digest: $(tail -3 "$TMP/c.digest2")"
+cmp -s "$TMP/c.digest1" "$TMP/c.digest2" ||
+  fail "node 3's files changed after the majority recovered it: $(diff "$TMP/c.digest1" "$TMP/c.digest2" | head -5)"
+on 1 python3 "$WORK" stamps "$(mnt 1)" c.n3 "$started" "$started_mmap" >"$TMP/c.stamps" 2>&1 ||
+  fail "a write of the cut node landed after its recovery: $(head -5 "$TMP/c.stamps")"
+on 1 python3 "$WORK" verify "$(mnt 1)" "$TMP/c.n3.log" "$TMP/c.n3.mmap.log" >"$TMP/c.verify" 2>&1 ||
+  fail "node 3's fsync'd states before the cut: $(tail -5 "$TMP/c.verify")"
+log "   node 1: $(tail -1 "$TMP/c.stamps"); $(tail -1 "$TMP/c.verify"); $(wc -l <"$TMP/c.digest1") files unchanged"
+# The fenced mount unmounts (its journal stays as the majority left it), and node 3 mounts again.
+bounded 60 "node 3: umount of the fenced mount" umount "$(mnt 3)" 2>"$TMP/umount3.log" ||
+  fail "node 3: umount of the fenced mount failed: $(cat "$TMP/umount3.log")"
+wait_daemons_gone 3 30
+cl umount 3 >/dev/null 2>&1 || fail "node 3: scripts/cluster umount after the unmount"
+cl wait-quorum --timeout 30 >"$TMP/wq.log" 2>&1 3>&- 4>&- || fail "quorum after heal: $(cat "$TMP/wq.log")"
+mount_node 3
+on 3 python3 "$WORK" verify "$(mnt 3)" "$TMP/c.n3.log" >"$TMP/c.verify3" 2>&1 ||
+  fail "node 3 after its remount: $(tail -5 "$TMP/c.verify3")"
+log "   node 3 remounted: $(grep -o 'mounted .*journal[0-9]*)' "$ST/node3/daemon.log" | tail -1)"
+
+# ================================================================================================
+log "d. unmount every node; the daemons exit; fsck"
+for i in "${NODES[@]}"; do
+  bounded 60 "node $i: umount" umount "$(mnt "$i")" 2>"$TMP/umount$i.log" ||
+    fail "node $i: umount failed: $(cat "$TMP/umount$i.log")"
+  wait_daemons_gone "$i" 30
+  grep -q "unmounted $IMG cleanly" "$ST/node$i/daemon.log" || fail "node $i: no clean unmount logged"
+  cl umount "$i" >/dev/null 2>&1 || fail "node $i: scripts/cluster umount after the unmount"
+done
+# Errors: only node 3 while it was fenced (refused writes) may have logged some.
+grep -H ' error: ' "$ST"/node1/daemon.log "$ST"/node2/daemon.log >"$TMP/errors.txt" &&
+  fail "daemon errors logged on a survivor: $(head -5 "$TMP/errors.txt")"
+dd if="$IMG" of=/dev/null bs=4M status=none || fail "reading $IMG"
+rc=0
+verdict=$("$ORACLE" "$IMG" 2>&1) || rc=$?
+((rc == 0)) && [[ $verdict == CLEAN ]] || fail "fsck-oracle: $(head -20 <<<"$verdict")"
+log "   fsck-oracle: CLEAN"
