@@ -20,6 +20,10 @@
 #     last operation it had started when the majority finished recovering it (a write that
 #     landed after the replay), every state it fsync'd before the cut is there, and its mount
 #     unmounts.
+#  e. freeze: node 3's daemon gets SIGSTOP while it writes, past the eviction timeout; the
+#     survivors evict it (lockspace heartbeats) and recover its journal; it gets SIGCONT: it must
+#     report itself fenced, and none of its writes may land afterwards (same checks as c); it
+#     unmounts and mounts again.
 #  Then every node unmounts, the daemons exit, no error is logged that the phase does not
 #  explain, and fsck-oracle says CLEAN.
 # Every wait is bounded; a failure prints each node's recovery state, glock dump and log tail.
@@ -109,8 +113,18 @@ trap 'exit 143' TERM
 
 # recovery_of I NODE: node I's recovery line for NODE ("node 3: done, ...").
 recovery_of() { timeout 10 "$UGFS2_TOOL" recovery "$(mnt "$1")" 2>/dev/null | grep "^node $2: " || true; }
-# recovered SURVIVOR NODE N: SURVIVOR reports NODE's Nth failure recovered.
-recovered() { [[ $(recovery_of "$1" "$2") == "node $2: done (failure $3),"* ]]; }
+# failures_of SURVIVOR NODE: how many failures of NODE SURVIVOR has seen (0 if none).
+failures_of() {
+  local l
+  l=$(recovery_of "$1" "$2")
+  [[ $l =~ \(failure\ ([0-9]+)\) ]] && echo "${BASH_REMATCH[1]}" || echo 0
+}
+# recovered SURVIVOR NODE N: SURVIVOR reports NODE's Nth (or a later) failure recovered.
+recovered() {
+  local l
+  l=$(recovery_of "$1" "$2")
+  [[ $l =~ ^node\ $2:\ done\ \(failure\ ([0-9]+)\) ]] && ((BASH_REMATCH[1] >= $3))
+}
 # wait_recovered SURVIVOR NODE N SINCE_MS: until SURVIVOR reports NODE's Nth failure recovered;
 # prints the time taken since SINCE_MS.
 wait_recovered() {
@@ -181,11 +195,12 @@ for ((round = 1; round <= ROUNDS; round++)); do
   done
   grows "$TMP/$tag.n3.log" 40 30
   grows "$TMP/$tag.n1.log" 40 30
+  base1=$(failures_of 1 3) base2=$(failures_of 2 3)
   t_kill=$(now_ms)
   cl crash 3 >"$TMP/crash.log" 2>&1 3>&- 4>&- || fail "crash 3: $(cat "$TMP/crash.log")"
-  ms=$(wait_recovered 1 3 "$round" "$t_kill")
+  ms=$(wait_recovered 1 3 $((base1 + 1)) "$t_kill")
   log "   node 3 killed; node 1 reports it recovered after $ms ms: $(recovery_of 1 3 | cut -c1-160)"
-  wait_recovered 2 3 "$round" "$t_kill" >/dev/null
+  wait_recovered 2 3 $((base2 + 1)) "$t_kill" >/dev/null
   # Survivors keep serving: their workers' logs grow after the recovery.
   grows "$TMP/$tag.n1.log" 30 30
   grows "$TMP/$tag.n2.log" 30 30
@@ -222,9 +237,10 @@ done
 log "c. cut node 3's link while it writes: it must fence itself; the majority recovers it"
 KEEP=1 start_workers c 3 # the worker goes on when its operations fail
 grows "$TMP/c.n3.log" 40 30
+base1=$(failures_of 1 3)
 t_cut=$(now_ms)
 cl cut 3 >/dev/null 2>&1 3>&- 4>&-
-ms=$(wait_recovered 1 3 $((ROUNDS + 1)) "$t_cut")
+ms=$(wait_recovered 1 3 $((base1 + 1)) "$t_cut")
 # What node 3 had started when the majority was done with its journal (operations are numbered;
 # the number is logged before the operation starts and stamped in every block it writes), and
 # what its files hold then, as node 1 reads them.
@@ -263,6 +279,49 @@ cl wait-quorum --timeout 30 >"$TMP/wq.log" 2>&1 3>&- 4>&- || fail "quorum after 
 mount_node 3
 on 3 python3 "$WORK" verify "$(mnt 3)" "$TMP/c.n3.log" >"$TMP/c.verify3" 2>&1 ||
   fail "node 3 after its remount: $(tail -5 "$TMP/c.verify3")"
+log "   node 3 remounted: $(grep -o 'mounted .*journal[0-9]*)' "$ST/node3/daemon.log" | tail -1)"
+
+# ================================================================================================
+log "e. freeze node 3's daemon (SIGSTOP) past the eviction timeout while it writes; resume it"
+KEEP=1 start_workers e 3
+grows "$TMP/e.n3.log" 40 30
+dpid=$(daemon_pids 3 | head -1)
+[[ -n $dpid ]] || fail "node 3 has no daemon"
+base1=$(failures_of 1 3)
+t_stop=$(now_ms)
+kill -STOP "$dpid"
+ms=$(wait_recovered 1 3 $((base1 + 1)) "$t_stop")
+started=$(awk '$1 == "I" && NF == 3 { s = $3 } END { print s + 0 }' "$TMP/e.n3.log")
+started_mmap=$(awk '$1 == "I" && NF == 3 { s = $3 } END { print s + 0 }' "$TMP/e.n3.mmap.log")
+on 1 python3 "$WORK" digest "$(mnt 1)" e.n3 >"$TMP/e.digest1" 2>&1 || fail "node 1: digest: $(tail -3 "$TMP/e.digest1")"
+log "   survivors evicted and recovered the frozen node $ms ms after SIGSTOP: $(recovery_of 1 3 | cut -c1-120)"
+kill -CONT "$dpid"
+deadline=$((SECONDS + 30))
+until timeout 10 "$UGFS2_TOOL" recovery "$(mnt 3)" 2>/dev/null | grep -q 'fenced yes.*writes refused'; do
+  ((SECONDS < deadline)) || fail "node 3 does not report itself fenced 30 s after it resumed: $(timeout 10 "$UGFS2_TOOL" recovery "$(mnt 3)" 2>&1 | head -3)"
+  sleep 0.2
+done
+log "   node 3 resumed: $(timeout 10 "$UGFS2_TOOL" recovery "$(mnt 3)" | head -1)"
+grows "$TMP/e.n3.log" 20 30
+touch "$TMP/stop.e"
+wait_job "${WPID[3]}" w.e.n3 60
+wait "${MPID[3]}" 2>/dev/null || true
+on 1 python3 "$WORK" digest "$(mnt 1)" e.n3 >"$TMP/e.digest2" 2>&1 || fail "node 1: digest: $(tail -3 "$TMP/e.digest2")"
+cmp -s "$TMP/e.digest1" "$TMP/e.digest2" ||
+  fail "node 3's files changed after it was evicted and recovered: $(diff "$TMP/e.digest1" "$TMP/e.digest2" | head -5)"
+on 1 python3 "$WORK" stamps "$(mnt 1)" e.n3 "$started" "$started_mmap" >"$TMP/e.stamps" 2>&1 ||
+  fail "a write of the frozen node landed after its recovery: $(head -5 "$TMP/e.stamps")"
+on 1 python3 "$WORK" verify "$(mnt 1)" "$TMP/e.n3.log" "$TMP/e.n3.mmap.log" >"$TMP/e.verify" 2>&1 ||
+  fail "node 3's fsync'd states before the freeze: $(tail -5 "$TMP/e.verify")"
+log "   node 1: $(tail -1 "$TMP/e.stamps"); $(tail -1 "$TMP/e.verify"); $(wc -l <"$TMP/e.digest1") files unchanged"
+log "   node 3's worker: $(cat "$TMP/w.e.n3.out")"
+bounded 60 "node 3: umount of the fenced mount" umount "$(mnt 3)" 2>"$TMP/umount3.log" ||
+  fail "node 3: umount of the fenced mount failed: $(cat "$TMP/umount3.log")"
+wait_daemons_gone 3 30
+cl umount 3 >/dev/null 2>&1 || fail "node 3: scripts/cluster umount after the unmount"
+mount_node 3
+on 3 python3 "$WORK" verify "$(mnt 3)" "$TMP/e.n3.log" >"$TMP/e.verify3" 2>&1 ||
+  fail "node 3 after its remount: $(tail -5 "$TMP/e.verify3")"
 log "   node 3 remounted: $(grep -o 'mounted .*journal[0-9]*)' "$ST/node3/daemon.log" | tail -1)"
 
 # ================================================================================================
