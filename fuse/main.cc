@@ -504,6 +504,7 @@ int Run(int argc, char** argv) {
   mount_opts.atime = opts.atime;
   mount_opts.nodiratime = opts.nodiratime;
   mount_opts.acl = opts.acl;
+  mount_opts.replay_delay_us = opts.replay_delay_us;
   auto mounted = FileSystem::Mount(std::move(*dev), mount_opts);
   if (!mounted.ok()) {
     const std::string& m = mounted.status().message();

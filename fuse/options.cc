@@ -80,6 +80,11 @@ Status ApplyOne(std::string_view item, Options* o) {
     o->jid = static_cast<int>(v);
     return Status::Ok();
   }
+  if (key == "replay_delay_us") {
+    ASSIGN_OR_RETURN(uint64_t v, ParseUnsigned(key, value, 1000000));
+    o->replay_delay_us = static_cast<uint32_t>(v);
+    return Status::Ok();
+  }
   if (key == "fence_agent") {
     if (value.empty()) return BadValue(key, value);
     o->fence_agent = std::string(value);

@@ -67,6 +67,9 @@ struct Options {
   // other = failed (recovery waits and asks again). Empty: no agent (self-fencing and the write
   // lease only; docs/recovery.md).
   std::string fence_agent;
+  // replay_delay_us=N (tests only): a failed node's journal replay pauses N us before each
+  // block it writes in place (so a test can crash the recovering node mid-replay).
+  uint32_t replay_delay_us = 0;
 
   // Generic options forwarded verbatim to the kernel mount (nosuid, nodev, noexec, ...).
   std::vector<std::string> kernel_mount_opts;

@@ -137,6 +137,9 @@ struct MountOptions {
   AtimeMode atime = AtimeMode::kRelatime;
   bool nodiratime = false;  // directories never get atime updates
   bool acl = true;          // POSIX ACLs (system.posix_acl_*); false: EOPNOTSUPP for them
+  // Tests only: the journal recovery of a failed node pauses this long before each block it
+  // writes in place, so that a test can crash the recovering node mid-replay.
+  uint32_t replay_delay_us = 0;
   // The cluster's lock module (lock_dlm: several nodes mount at once). Not owned; connected to
   // the volume's lockspace. It must deliver no more replies or callbacks (shut it down) before
   // the FileSystem is destroyed. A lock_dlm volume mounts with it, or single-node with

@@ -10,6 +10,7 @@
 // journal would replay is covered by glocks it still held when it died, which no other node has
 // been granted since.
 #include <chrono>
+#include <thread>
 
 #include "common/log.h"
 #include "fs/engine.h"
@@ -20,6 +21,28 @@ namespace ugfs2::fs {
 
 using glock::GlockName;
 using glock::GlockType;
+
+namespace {
+
+// MountOptions::replay_delay_us: the device of a recovery's replay, each write delayed.
+class SlowWrites final : public BlockDevice {
+ public:
+  SlowWrites(BlockDevice* dev, uint32_t delay_us) : dev_(dev), delay_(delay_us) {}
+  Status ReadAt(uint64_t off, void* buf, size_t len) override { return dev_->ReadAt(off, buf, len); }
+  Status WriteAt(uint64_t off, const void* buf, size_t len) override {
+    std::this_thread::sleep_for(std::chrono::microseconds(delay_));
+    return dev_->WriteAt(off, buf, len);
+  }
+  Status Flush() override { return dev_->Flush(); }
+  uint64_t Size() const override { return dev_->Size(); }
+  std::string Describe() const override { return dev_->Describe(); }
+
+ private:
+  BlockDevice* const dev_;
+  const uint32_t delay_;
+};
+
+}  // namespace
 
 Result<RecoveryReport> Engine::RecoverJournals(std::chrono::milliseconds timeout) {
   if (!cluster_ || !mounted_) return Status::Invalid("journal recovery needs a cluster mount");
@@ -78,8 +101,10 @@ Result<JournalRecovery> Engine::RecoverOneJournal(const JournalDesc& jd) {
   const std::string name = "journal" + std::to_string(jd.jid);
   JournalRecovery out;
   out.jid = jd.jid;
+  SlowWrites slow(dev_.get(), opts_.replay_delay_us);
+  BlockDevice* dev = opts_.replay_delay_us != 0 ? &slow : dev_.get();
   ASSIGN_OR_RETURN(journal::Journal jrn,
-                   journal::Journal::Open(dev_.get(), geo_.bsize, jd.jid, jd.ino, jd.blocks,
+                   journal::Journal::Open(dev, geo_.bsize, jd.jid, jd.ino, jd.blocks,
                                           jd.statfs_change, jd.quota_change));
   RETURN_IF_ERROR(jrn.FindHead().WithContext(name));
   if (jrn.IsClean()) return out;

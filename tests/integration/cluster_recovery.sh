@@ -20,7 +20,7 @@
 #     last operation it had started when the majority finished recovering it (a write that
 #     landed after the replay), every state it fsync'd before the cut is there, and its mount
 #     unmounts.
-#  e. freeze: node 3's daemon gets SIGSTOP while it writes, past the eviction timeout; the
+#  d. freeze: node 3's daemon gets SIGSTOP while it writes, past the eviction timeout; the
 #     survivors evict it (lockspace heartbeats) and recover its journal; it gets SIGCONT: it must
 #     report itself fenced, and none of its writes may land afterwards (same checks as c); it
 #     unmounts and mounts again.
@@ -64,117 +64,8 @@ T0=$SECONDS
 log() { echo "[cluster_recovery +$((SECONDS - T0))s] $*"; }
 source "$HERE/cluster_lib.sh"
 
-diag() {
-  set +e
-  echo "======== diagnostics (cluster $NAME, seed $SEED)" >&2
-  timeout 20 "$CLUSTER" --name "$NAME" status >&2 2>&1
-  local i
-  for i in "${NODES[@]}"; do
-    if is_mnt "$(mnt "$i")"; then
-      echo "-------- node $i: ugfs2-tool recovery" >&2
-      timeout 10 "$UGFS2_TOOL" recovery "$(mnt "$i")" >&2 2>&1
-      echo "-------- node $i: busy glocks" >&2
-      timeout 10 "$UGFS2_TOOL" glocks "$(mnt "$i")" 2>&1 | busy_glocks | head -60 >&2
-    fi
-    [[ -f $ST/node$i/daemon.log ]] || continue
-    echo "-------- node $i: daemon.log (last 40 lines, cpg lines left out)" >&2
-    grep -v 'dlm cpg: confchg' "$ST/node$i/daemon.log" | tail -40 >&2
-  done
-  local f
-  for f in "$TMP"/*.out "$TMP"/*.err; do
-    [[ -s $f ]] || continue
-    echo "-------- $(basename "$f")" >&2
-    tail -8 "$f" >&2
-  done
-  echo "======== end of diagnostics" >&2
-}
-exec 3>&1 4>&2
-fail() {
-  exec 1>&3 2>&4
-  echo "FAIL: $*" >&2
-  diag
-  exit 1
-}
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT
-  exec 1>&3 2>&4
-  cluster_teardown "$rc"
-  rc=$?
-  if ((rc != 0)) && [[ -n ${UGFS2_KEEP_TMP:-} ]]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
-  ((rc == 0)) && echo "PASS ($((SECONDS - T0)) s, seed $SEED)" ||
-    echo "FAILED (exit $rc, $((SECONDS - T0)) s, seed $SEED)"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+source "$HERE/recovery_lib.sh"
 
-# recovery_of I NODE: node I's recovery line for NODE ("node 3: done, ...").
-recovery_of() { timeout 10 "$UGFS2_TOOL" recovery "$(mnt "$1")" 2>/dev/null | grep "^node $2: " || true; }
-# failures_of SURVIVOR NODE: how many failures of NODE SURVIVOR has seen (0 if none).
-failures_of() {
-  local l
-  l=$(recovery_of "$1" "$2")
-  [[ $l =~ \(failure\ ([0-9]+)\) ]] && echo "${BASH_REMATCH[1]}" || echo 0
-}
-# recovered SURVIVOR NODE N: SURVIVOR reports NODE's Nth (or a later) failure recovered.
-recovered() {
-  local l
-  l=$(recovery_of "$1" "$2")
-  [[ $l =~ ^node\ $2:\ done\ \(failure\ ([0-9]+)\) ]] && ((BASH_REMATCH[1] >= $3))
-}
-# wait_recovered SURVIVOR NODE N SINCE_MS: until SURVIVOR reports NODE's Nth failure recovered;
-# prints the time taken since SINCE_MS.
-wait_recovered() {
-  local deadline=$(($(now_ms) + RECOVERY_TIMEOUT * 1000)) n=$3
-  until recovered "$1" "$2" "$n"; do
-    (($(now_ms) < deadline)) || fail "node $1 did not finish recovering node $2 (failure $n) within ${RECOVERY_TIMEOUT}s: $(recovery_of "$1" "$2")"
-    sleep 0.1
-  done
-  echo $(($(now_ms) - $4))
-}
-lines() { if [[ -f $1 ]]; then wc -l <"$1"; else echo 0; fi; }
-# grows FILE N SECS: FILE gains N lines within SECS.
-grows() {
-  local start deadline
-  start=$(lines "$1")
-  deadline=$((SECONDS + $3))
-  until (($(lines "$1") >= start + $2)); do
-    ((SECONDS < deadline)) || fail "$1 did not grow by $2 lines in $3 s (a survivor's worker is stuck?)"
-    sleep 0.1
-  done
-}
-# wait_job PID WHAT SECS: the background job exits 0 within SECS.
-wait_job() {
-  local deadline=$((SECONDS + $3)) rc=0
-  while kill -0 "$1" 2>/dev/null; do
-    ((SECONDS < deadline)) || fail "$2: still running after $3 s"
-    sleep 0.1
-  done
-  wait "$1" || rc=$?
-  ((rc == 0)) || fail "$2: exit $rc: $(tail -3 "$TMP/$2.err" 2>/dev/null)"
-}
-mount_node() { # I [OPTS]
-  cl mount "$1" -- -o "commit=1${2:+,$2}" >"$TMP/mount$1.log" 2>&1 3>&- 4>&- ||
-    fail "mounting node $1: $(tail -5 "$TMP/mount$1.log")"
-}
-# start_workers TAG NODE...: a durable worker and an mmap writer per node (stop file $TMP/stop.TAG)
-start_workers() {
-  local tag=$1 i
-  shift
-  rm -f "$TMP/stop.$tag"
-  for i in "$@"; do
-    cl exec "$i" python3 "$WORK" durable "$(mnt "$i")" "$tag.n$i" "$TMP/$tag.n$i.log" \
-      "$TMP/stop.$tag" 1000000 "$((SEED + i))" "${KEEP:-0}" >"$TMP/w.$tag.n$i.out" 2>"$TMP/w.$tag.n$i.err" 3>&- 4>&- &
-    WPID[$i]=$!
-    cl exec "$i" python3 "$WORK" mmapw "$(mnt "$i")/$tag.n$i.mmap" "$tag.n$i" "$TMP/$tag.n$i.mmap.log" \
-      "$TMP/stop.$tag" 1000000 >"$TMP/m.$tag.n$i.out" 2>"$TMP/m.$tag.n$i.err" 3>&- 4>&- &
-    MPID[$i]=$!
-  done
-}
-declare -A WPID MPID
 
 log "cluster $NAME: 3 nodes, seed $SEED, rounds $ROUNDS"
 cl up -n 3 --size 1G >"$TMP/up.log" 2>&1 3>&- 4>&- || fail "cluster up: $(tail -5 "$TMP/up.log")"
@@ -244,15 +135,11 @@ ms=$(wait_recovered 1 3 $((base1 + 1)) "$t_cut")
 # What node 3 had started when the majority was done with its journal (operations are numbered;
 # the number is logged before the operation starts and stamped in every block it writes), and
 # what its files hold then, as node 1 reads them.
-started=$(awk '$1 == "I" && NF == 3 { s = $3 } END { print s + 0 }' "$TMP/c.n3.log")
-started_mmap=$(awk '$1 == "I" && NF == 3 { s = $3 } END { print s + 0 }' "$TMP/c.n3.mmap.log")
+started=$(started_seq "$TMP/c.n3.log")
+started_mmap=$(started_seq "$TMP/c.n3.mmap.log")
 on 1 python3 "$WORK" digest "$(mnt 1)" c.n3 >"$TMP/c.digest1" 2>&1 || fail "node 1: digest: $(tail -3 "$TMP/c.digest1")"
 log "   majority: node 3 recovered $ms ms after the cut (it had started $started operations and $started_mmap mmap rounds): $(recovery_of 1 3 | cut -c1-120)"
-deadline=$((SECONDS + 30))
-until timeout 10 "$UGFS2_TOOL" recovery "$(mnt 3)" 2>/dev/null | grep -q 'fenced yes.*writes refused'; do
-  ((SECONDS < deadline)) || fail "node 3 does not report itself fenced 30 s after its link was cut: $(timeout 10 "$UGFS2_TOOL" recovery "$(mnt 3)" 2>&1 | head -3)"
-  sleep 0.2
-done
+wait_fenced 3 30
 log "   node 3: $(timeout 10 "$UGFS2_TOOL" recovery "$(mnt 3)" | head -1)"
 # The cut node goes on trying for a while: every write must be refused.
 before=$(lines "$TMP/c.n3.log")
@@ -262,27 +149,12 @@ wait_job "${WPID[3]}" w.c.n3 60
 wait "${MPID[3]}" 2>/dev/null || true
 log "   node 3's worker: $(cat "$TMP/w.c.n3.out"); its log grew from $before to $(lines "$TMP/c.n3.log") lines while fenced"
 cl heal 3 >/dev/null 2>&1 3>&- 4>&-
-on 1 python3 "$WORK" digest "$(mnt 1)" c.n3 >"$TMP/c.digest2" 2>&1 || fail "node 1: digest: $(tail -3 "$TMP/c.digest2")"
-cmp -s "$TMP/c.digest1" "$TMP/c.digest2" ||
-  fail "node 3's files changed after the majority recovered it: $(diff "$TMP/c.digest1" "$TMP/c.digest2" | head -5)"
-on 1 python3 "$WORK" stamps "$(mnt 1)" c.n3 "$started" "$started_mmap" >"$TMP/c.stamps" 2>&1 ||
-  fail "a write of the cut node landed after its recovery: $(head -5 "$TMP/c.stamps")"
-on 1 python3 "$WORK" verify "$(mnt 1)" "$TMP/c.n3.log" "$TMP/c.n3.mmap.log" >"$TMP/c.verify" 2>&1 ||
-  fail "node 3's fsync'd states before the cut: $(tail -5 "$TMP/c.verify")"
-log "   node 1: $(tail -1 "$TMP/c.stamps"); $(tail -1 "$TMP/c.verify"); $(wc -l <"$TMP/c.digest1") files unchanged"
+no_late_writes c.n3 1 "$TMP/c.digest1" "$started" "$started_mmap"
 # The fenced mount unmounts (its journal stays as the majority left it), and node 3 mounts again.
-bounded 60 "node 3: umount of the fenced mount" umount "$(mnt 3)" 2>"$TMP/umount3.log" ||
-  fail "node 3: umount of the fenced mount failed: $(cat "$TMP/umount3.log")"
-wait_daemons_gone 3 30
-cl umount 3 >/dev/null 2>&1 || fail "node 3: scripts/cluster umount after the unmount"
-cl wait-quorum --timeout 30 >"$TMP/wq.log" 2>&1 3>&- 4>&- || fail "quorum after heal: $(cat "$TMP/wq.log")"
-mount_node 3
-on 3 python3 "$WORK" verify "$(mnt 3)" "$TMP/c.n3.log" >"$TMP/c.verify3" 2>&1 ||
-  fail "node 3 after its remount: $(tail -5 "$TMP/c.verify3")"
-log "   node 3 remounted: $(grep -o 'mounted .*journal[0-9]*)' "$ST/node3/daemon.log" | tail -1)"
+remount_fenced 3 c.n3
 
 # ================================================================================================
-log "e. freeze node 3's daemon (SIGSTOP) past the eviction timeout while it writes; resume it"
+log "d. freeze node 3's daemon (SIGSTOP) past the eviction timeout while it writes; resume it"
 KEEP=1 start_workers e 3
 grows "$TMP/e.n3.log" 40 30
 dpid=$(daemon_pids 3 | head -1)
@@ -291,53 +163,22 @@ base1=$(failures_of 1 3)
 t_stop=$(now_ms)
 kill -STOP "$dpid"
 ms=$(wait_recovered 1 3 $((base1 + 1)) "$t_stop")
-started=$(awk '$1 == "I" && NF == 3 { s = $3 } END { print s + 0 }' "$TMP/e.n3.log")
-started_mmap=$(awk '$1 == "I" && NF == 3 { s = $3 } END { print s + 0 }' "$TMP/e.n3.mmap.log")
+started=$(started_seq "$TMP/e.n3.log")
+started_mmap=$(started_seq "$TMP/e.n3.mmap.log")
 on 1 python3 "$WORK" digest "$(mnt 1)" e.n3 >"$TMP/e.digest1" 2>&1 || fail "node 1: digest: $(tail -3 "$TMP/e.digest1")"
 log "   survivors evicted and recovered the frozen node $ms ms after SIGSTOP: $(recovery_of 1 3 | cut -c1-120)"
 kill -CONT "$dpid"
-deadline=$((SECONDS + 30))
-until timeout 10 "$UGFS2_TOOL" recovery "$(mnt 3)" 2>/dev/null | grep -q 'fenced yes.*writes refused'; do
-  ((SECONDS < deadline)) || fail "node 3 does not report itself fenced 30 s after it resumed: $(timeout 10 "$UGFS2_TOOL" recovery "$(mnt 3)" 2>&1 | head -3)"
-  sleep 0.2
-done
+wait_fenced 3 30
 log "   node 3 resumed: $(timeout 10 "$UGFS2_TOOL" recovery "$(mnt 3)" | head -1)"
 grows "$TMP/e.n3.log" 20 30
 touch "$TMP/stop.e"
 wait_job "${WPID[3]}" w.e.n3 60
 wait "${MPID[3]}" 2>/dev/null || true
-on 1 python3 "$WORK" digest "$(mnt 1)" e.n3 >"$TMP/e.digest2" 2>&1 || fail "node 1: digest: $(tail -3 "$TMP/e.digest2")"
-cmp -s "$TMP/e.digest1" "$TMP/e.digest2" ||
-  fail "node 3's files changed after it was evicted and recovered: $(diff "$TMP/e.digest1" "$TMP/e.digest2" | head -5)"
-on 1 python3 "$WORK" stamps "$(mnt 1)" e.n3 "$started" "$started_mmap" >"$TMP/e.stamps" 2>&1 ||
-  fail "a write of the frozen node landed after its recovery: $(head -5 "$TMP/e.stamps")"
-on 1 python3 "$WORK" verify "$(mnt 1)" "$TMP/e.n3.log" "$TMP/e.n3.mmap.log" >"$TMP/e.verify" 2>&1 ||
-  fail "node 3's fsync'd states before the freeze: $(tail -5 "$TMP/e.verify")"
-log "   node 1: $(tail -1 "$TMP/e.stamps"); $(tail -1 "$TMP/e.verify"); $(wc -l <"$TMP/e.digest1") files unchanged"
 log "   node 3's worker: $(cat "$TMP/w.e.n3.out")"
-bounded 60 "node 3: umount of the fenced mount" umount "$(mnt 3)" 2>"$TMP/umount3.log" ||
-  fail "node 3: umount of the fenced mount failed: $(cat "$TMP/umount3.log")"
-wait_daemons_gone 3 30
-cl umount 3 >/dev/null 2>&1 || fail "node 3: scripts/cluster umount after the unmount"
-mount_node 3
-on 3 python3 "$WORK" verify "$(mnt 3)" "$TMP/e.n3.log" >"$TMP/e.verify3" 2>&1 ||
-  fail "node 3 after its remount: $(tail -5 "$TMP/e.verify3")"
-log "   node 3 remounted: $(grep -o 'mounted .*journal[0-9]*)' "$ST/node3/daemon.log" | tail -1)"
+no_late_writes e.n3 1 "$TMP/e.digest1" "$started" "$started_mmap"
+remount_fenced 3 e.n3
 
 # ================================================================================================
-log "d. unmount every node; the daemons exit; fsck"
-for i in "${NODES[@]}"; do
-  bounded 60 "node $i: umount" umount "$(mnt "$i")" 2>"$TMP/umount$i.log" ||
-    fail "node $i: umount failed: $(cat "$TMP/umount$i.log")"
-  wait_daemons_gone "$i" 30
-  grep -q "unmounted $IMG cleanly" "$ST/node$i/daemon.log" || fail "node $i: no clean unmount logged"
-  cl umount "$i" >/dev/null 2>&1 || fail "node $i: scripts/cluster umount after the unmount"
-done
-# Errors: only node 3 while it was fenced (refused writes) may have logged some.
-grep -H ' error: ' "$ST"/node1/daemon.log "$ST"/node2/daemon.log >"$TMP/errors.txt" &&
-  fail "daemon errors logged on a survivor: $(head -5 "$TMP/errors.txt")"
-dd if="$IMG" of=/dev/null bs=4M status=none || fail "reading $IMG"
-rc=0
-verdict=$("$ORACLE" "$IMG" 2>&1) || rc=$?
-((rc == 0)) && [[ $verdict == CLEAN ]] || fail "fsck-oracle: $(head -20 <<<"$verdict")"
-log "   fsck-oracle: CLEAN"
+log "e. unmount every node; the daemons exit; fsck"
+# Errors: only node 3, while it was fenced (refused writes), may have logged some.
+final_check 1 2

@@ -21,6 +21,8 @@ file must still be readable (or absent if the operation was a create).
   stamps ROOT TAG AFTER [MMAP_AFTER] : fails if any file of ROOT/TAG holds a stamp with seq > AFTER (a write
       that landed after the node was fenced).
   digest ROOT TAG : 'name sha256' of every file of ROOT/TAG (and ROOT/TAG.mmap), sorted.
+  batch DIR N MANIFEST : N files in DIR, one fsync of DIR, then MANIFEST of what must survive.
+  manifest_check DIR MANIFEST : every file MANIFEST lists is in DIR, exact.
 """
 import hashlib
 import mmap
@@ -257,9 +259,50 @@ def cmd_digest(root, tag):
     return 0
 
 
+def cmd_batch(d, n, manifest):
+    """N files in D, then one fsync of D; MANIFEST ('name sha256' lines) is written once the sync
+    returned: everything it lists must survive."""
+    n = int(n)
+    os.makedirs(d)
+    out = []
+    for i in range(n):
+        data = (("%s/f%d " % (d, i)) * 200).encode()[:1000 + (i * 37) % 3000]
+        with open(os.path.join(d, "f%d" % i), "wb") as f:
+            f.write(data)
+        out.append("f%d %s" % (i, sha(data)))
+    # fsync of the directory commits the log (sync(2) does not reach a FUSE daemon: the kernel
+    # sends FUSE_SYNCFS to virtiofs only).
+    fsync_path(d)
+    with open(manifest, "w") as f:
+        f.write("\n".join(out) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    print("batch: %d files synced" % n)
+    return 0
+
+
+def cmd_manifest_check(d, manifest):
+    bad = 0
+    words = open(manifest).read().split()
+    for name, want in zip(words[0::2], words[1::2]):
+        try:
+            with open(os.path.join(d, name), "rb") as f:
+                got = sha(f.read())
+        except OSError as e:
+            print("LOST %s: %s" % (name, e))
+            bad += 1
+            continue
+        if got != want:
+            print("WRONG %s" % name)
+            bad += 1
+    print("%d synced files checked, %d lost or wrong" % (len(words) // 2, bad))
+    return 1 if bad or not words else 0
+
+
 def main(argv):
     cmds = {"durable": cmd_durable, "mmapw": cmd_mmapw, "verify": cmd_verify,
-            "stamps": cmd_stamps, "digest": cmd_digest}
+            "stamps": cmd_stamps, "digest": cmd_digest, "batch": cmd_batch,
+            "manifest_check": cmd_manifest_check}
     if len(argv) < 2 or argv[1] not in cmds:
         print(__doc__, file=sys.stderr)
         return 2
