@@ -168,12 +168,17 @@ void ClusterMember::RecoveryThread() {
   using Clock = std::chrono::steady_clock;
   std::unique_lock<std::mutex> l(mu_);
   while (!stop_) {
-    // The earliest due recovery (failure time + delay, or its retry time).
+    // The earliest due recovery: with a fence agent at once (the agent's success says the node
+    // can write no more, so its lease need not run out), otherwise after the recovery delay;
+    // never before its retry time.
     uint32_t nodeid = 0;
     Clock::time_point due = Clock::time_point::max();
     for (uint32_t n : pending_) {
       const NodeRecovery& r = recoveries_[n];
-      const Clock::time_point t = std::max(r.retry_at, r.failed_at + options_.recovery_delay);
+      const Clock::time_point t =
+          options_.fence_agent.empty()
+              ? std::max(r.retry_at, r.failed_at + options_.recovery_delay)
+              : r.retry_at;
       if (t < due) {
         due = t;
         nodeid = n;
@@ -192,13 +197,14 @@ void ClusterMember::RecoveryThread() {
     Recoverer fn = recoverer_;
     running_ = true;
     Status st;
-    if (!options_.fence_agent.empty()) {
+    if (!options_.fence_agent.empty() && !rec.agent_done) {
       rec.state = "fencing";
       l.unlock();
       std::string outcome;
       st = RunFenceAgent(nodeid, &outcome);
       l.lock();
       recoveries_[nodeid].fence = outcome;
+      recoveries_[nodeid].agent_done = st.ok();
     }
     Result<RecoveryReport> report = Status::Ok();
     if (st.ok() && !stop_) {

@@ -13,10 +13,11 @@
 // docs/cluster.md).
 //
 // Node failure (docs/recovery.md): the lockspace calls its recovery hook on every survivor when a
-// member fails; a recovery thread of this class then waits `recovery_delay` (the failed node's
-// write lease runs out meanwhile), runs the fence agent if one is configured (and waits for it;
-// a failure is retried), runs the filesystem's journal recovery (SetRecoverer) and only then
-// tells the lockspace RecoveryDone, which releases the failed node's locks. When the lockspace
+// member fails; a recovery thread of this class then runs the fence agent if one is configured
+// (and waits for it; a failure is retried, nothing is replayed before it succeeds) or else
+// waits `recovery_delay` (the failed node's write lease runs out meanwhile), runs the
+// filesystem's journal recovery (SetRecoverer) and only then tells the lockspace RecoveryDone,
+// which releases the failed node's locks. When the lockspace
 // fences this node, the write gate (SetWriteGate) closes for good. RecoveryStatus() is what
 // `ugfs2-tool recovery MNT` prints.
 //
@@ -58,8 +59,9 @@ struct ClusterOptions {
   std::string fence_agent;
   // How long the agent may take before it counts as failed.
   std::chrono::milliseconds fence_timeout{60000};
-  // Survivors wait this long after a failure before fencing and replaying. 0: the lockspace's
-  // write lease (plus a margin) when it has one.
+  // Without a fence agent, survivors wait this long after a failure before replaying. 0: the
+  // lockspace's write lease (plus a margin) when it has one. A fence agent's success replaces
+  // the wait.
   std::chrono::milliseconds recovery_delay{0};
 };
 
@@ -94,6 +96,7 @@ class ClusterMember {
     std::chrono::steady_clock::time_point failed_at, retry_at, done_at;
     int attempts = 0;
     int failures = 0;  // how often this node failed since we joined
+    bool agent_done = false;  // the fence agent fenced it (this failure)
     std::string fence;   // the agent's outcome
     std::string detail;  // the last error, or what the recovery did
   };
