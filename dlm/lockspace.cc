@@ -1209,6 +1209,10 @@ void Lockspace::ApplyHeartbeatLocked(const MemberId& from, ByteReader* r, bool r
   if (replay || from != self_) return;
   if (counter == hb_outstanding_) hb_outstanding_ = 0;
   if (state_ != LsState::kMember || !HeartbeatsOn()) return;
+  // Only in a view that quorum has confirmed: a node cut off from the others delivers its own
+  // heartbeats in a ring of its own, and corosync's quorum callback (which fences it) may come
+  // after them; a confchg with members leaving unconfirms the view until then.
+  if (!DeliverableLocked()) return;
   // Every member applies this heartbeat at this stream position, so no member can have applied
   // an EVICT of ours (decided before it) earlier: renewing from its send time is safe.
   const int64_t expiry = sent_ns + Ns(opts_.lease);

@@ -164,62 +164,8 @@ cleanup() {
   set +e
   trap - EXIT
   exec 1>&3 2>&4
-  local i m p left
-  # Background jobs (the checker, bounded commands): SIGKILL now; one blocked in a request its
-  # daemon has read dies when that daemon does.
-  for p in $(jobs -p); do kill -KILL "$p" 2>/dev/null; done
-  # Our mounts: a graceful unmount, given 10 s; then every node whose daemon is still alive is
-  # crashed (SIGKILL of its processes, lazy detach), which also ends an unmount stuck on it.
-  local umounts=()
-  for m in "$(mnt 1)" "$(mnt 2)" "$(mnt 3)"; do
-    is_mnt "$m" || continue
-    umount "$m" 2>/dev/null &
-    umounts+=($!)
-  done
-  local deadline=$((SECONDS + 10))
-  for p in "${umounts[@]}"; do
-    while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-  done
-  for i in "${NODES[@]}"; do
-    [[ -n $(daemon_pids "$i") ]] || continue
-    echo "cleanup: node $i still has a daemon: crashing it" >&2
-    timeout -k 5 60 "$CLUSTER" --name "$NAME" crash "$i" >/dev/null 2>&1
-  done
-  # A daemon thread stuck in the kernel (a cache invalidation waiting for a page lock that a
-  # request of the same connection holds) keeps its /dev/fuse open after SIGKILL, so the
-  # connection, the detached mount and its loop device stay: abort the connections of our
-  # image's loop devices still there after 5 s (/sys/fs/fuse/connections/DEV, DEV = the
-  # device number of the fuseblk superblock, the loop device's).
-  deadline=$((SECONDS + 5))
-  while losetup -j "$IMG" 2>/dev/null | grep -q . && ((SECONDS < deadline)); do sleep 0.1; done
-  local dev conn
-  for dev in $(losetup -j "$IMG" 2>/dev/null | cut -d: -f1); do
-    conn=$(stat -c '%t %T' "$dev" 2>/dev/null) || continue
-    conn=$(((0x${conn% *} << 20) | 0x${conn#* }))
-    [[ -w /sys/fs/fuse/connections/$conn/abort ]] || continue
-    echo "cleanup: aborting the stuck FUSE connection $conn ($dev)" >&2
-    echo 1 >"/sys/fs/fuse/connections/$conn/abort"
-  done
-  # `down`: corosyncs, namespaces, loop devices, the state dir and the image.
-  timeout -k 5 120 "$CLUSTER" --name "$NAME" down >"$TMP/down.log" 2>&1 ||
-    { echo "cleanup: scripts/cluster down failed: $(cat "$TMP/down.log")" >&2; ((rc != 0)) || rc=1; }
-  deadline=$((SECONDS + 20))
-  for p in $(jobs -p); do
-    while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-  done
-  left=""
-  for p in $(jobs -p); do kill -0 "$p" 2>/dev/null && left+=" job($p)"; done
-  [[ -n $left ]] || wait 2>/dev/null
-  # Nothing may be left behind.
-  ip netns list 2>/dev/null | grep -q "^ugfs2\.$NAME\." && left+=" namespaces"
-  grep -q " $ST" /proc/self/mountinfo && left+=" mounts"
-  pgrep -f "$ST/" >/dev/null && left+=" processes($(pgrep -f "$ST/" | tr '\n' ' '))"
-  losetup -a 2>/dev/null | grep -q "$ST/" && left+=" loop-devices"
-  [[ -e $ST ]] && left+=" state-dir"
-  if [[ -n $left ]]; then
-    echo "cleanup: left behind by cluster $NAME:$left" >&2
-    ((rc != 0)) || rc=1
-  fi
+  cluster_teardown "$rc"
+  rc=$?
   rm -rf "$TMP"
   ((rc == 0)) && echo "PASS ($((SECONDS - T0)) s)" || echo "FAILED (exit $rc, $((SECONDS - T0)) s)"
   exit "$rc"

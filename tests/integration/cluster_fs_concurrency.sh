@@ -172,47 +172,8 @@ cleanup() {
   set +e
   trap - EXIT
   exec 1>&3 2>&4
-  local i m p left
-  # Background jobs (workers, bounded commands): SIGKILL now; one blocked in a request its
-  # daemon has read dies when that daemon does.
-  for p in $(jobs -p); do kill -KILL "$p" 2>/dev/null; done
-  # Our mounts: a graceful unmount, given 10 s; then every node whose daemon is still alive is
-  # crashed (SIGKILL of its processes, lazy detach), which also ends an unmount stuck on it.
-  local umounts=()
-  for m in "$(mnt 1)" "$(mnt 2)" "$(mnt 3)"; do
-    is_mnt "$m" || continue
-    umount "$m" 2>/dev/null &
-    umounts+=($!)
-  done
-  local deadline=$((SECONDS + 10))
-  for p in "${umounts[@]}"; do
-    while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-  done
-  for i in "${NODES[@]}"; do
-    [[ -n $(daemon_pids "$i") ]] || continue
-    echo "cleanup: node $i still has a daemon: crashing it" >&2
-    timeout -k 5 60 "$CLUSTER" --name "$NAME" crash "$i" >/dev/null 2>&1
-  done
-  # `down`: corosyncs, namespaces, loop devices, the state dir and the image.
-  timeout -k 5 120 "$CLUSTER" --name "$NAME" down >"$TMP/down.log" 2>&1 ||
-    { echo "cleanup: scripts/cluster down failed: $(cat "$TMP/down.log")" >&2; ((rc != 0)) || rc=1; }
-  deadline=$((SECONDS + 20))
-  for p in $(jobs -p); do
-    while kill -0 "$p" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-  done
-  left=""
-  for p in $(jobs -p); do kill -0 "$p" 2>/dev/null && left+=" job($p)"; done
-  [[ -n $left ]] || wait 2>/dev/null
-  # Nothing may be left behind.
-  ip netns list 2>/dev/null | grep -q "^ugfs2\.$NAME\." && left+=" namespaces"
-  grep -q " $ST" /proc/self/mountinfo && left+=" mounts"
-  pgrep -f "$ST/" >/dev/null && left+=" processes($(pgrep -f "$ST/" | tr '\n' ' '))"
-  losetup -a 2>/dev/null | grep -q "$ST/" && left+=" loop-devices"
-  [[ -e $ST ]] && left+=" state-dir"
-  if [[ -n $left ]]; then
-    echo "cleanup: left behind by cluster $NAME:$left" >&2
-    ((rc != 0)) || rc=1
-  fi
+  cluster_teardown "$rc"
+  rc=$?
   rm -rf "$TMP"
   ((rc == 0)) && echo "PASS ($((SECONDS - T0)) s, seed $SEED)" ||
     echo "FAILED (exit $rc, $((SECONDS - T0)) s, seed $SEED)"

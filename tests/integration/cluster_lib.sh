@@ -1,7 +1,7 @@
 # cluster_lib.sh: helpers shared by the cluster tests (cluster_fs_mount.sh, cluster_coherence.sh,
 # cluster_fs_concurrency.sh). Sourced, not run. The caller sets CLUSTER (scripts/cluster), NAME
 # (the cluster's unique name), ST (its state dir), OP_TIMEOUT (seconds) and defines fail();
-# cluster_teardown also uses NODES and TMP. cluster_recovery.sh uses them too.
+# cluster_teardown also uses IMG, NODES and TMP. The recovery tests source it too.
 cl() { "$CLUSTER" --name "$NAME" "$@"; }
 mnt() { echo "$ST/node$1/mnt"; }
 now_ms() { date +%s%3N; }
@@ -44,15 +44,15 @@ busy_glocks() {
 }
 # cluster_teardown RC: the cleanup of a cluster test (call it from the EXIT trap with the exit
 # status so far; it returns the final one). Background jobs are SIGKILLed; every mount of NODES
-# gets a graceful unmount (10 s), then every node that still has a daemon is crashed; then
+# (and of EXTRA_MNTS, an optional array) gets a graceful unmount (10 s), then every node that
+# still has a daemon is crashed, stuck FUSE connections of the image are aborted; then
 # `scripts/cluster down`; then nothing of the cluster may be left (namespaces, mounts,
-# processes, loop devices, state dir). Uses CLUSTER, NAME, ST, NODES, TMP.
+# processes, loop devices, state dir). Uses CLUSTER, NAME, ST, IMG, NODES, TMP.
 cluster_teardown() {
   local rc=$1 i m p left
   for p in $(jobs -p); do kill -KILL "$p" 2>/dev/null; done
   local umounts=()
-  for i in "${NODES[@]}"; do
-    m=$(mnt "$i")
+  for m in $(for i in "${NODES[@]}"; do mnt "$i"; done) ${EXTRA_MNTS[@]+"${EXTRA_MNTS[@]}"}; do
     is_mnt "$m" || continue
     umount "$m" 2>/dev/null &
     umounts+=($!)
@@ -66,6 +66,22 @@ cluster_teardown() {
     echo "cleanup: node $i still has a daemon: crashing it" >&2
     timeout -k 5 60 "$CLUSTER" --name "$NAME" crash "$i" >/dev/null 2>&1
   done
+  # A daemon thread stuck in the kernel (a cache invalidation waiting for a page lock that a
+  # request of the same connection holds) keeps its /dev/fuse open after SIGKILL, so the
+  # connection, the detached mount and its loop device stay: abort the connections of our
+  # image's loop devices still there after 5 s (/sys/fs/fuse/connections/DEV, DEV = the
+  # device number of the fuseblk superblock, the loop device's).
+  deadline=$((SECONDS + 5))
+  while losetup -j "$IMG" 2>/dev/null | grep -q . && ((SECONDS < deadline)); do sleep 0.1; done
+  local dev conn
+  for dev in $(losetup -j "$IMG" 2>/dev/null | cut -d: -f1); do
+    conn=$(stat -c '%t %T' "$dev" 2>/dev/null) || continue
+    conn=$(((0x${conn% *} << 20) | 0x${conn#* }))
+    [[ -w /sys/fs/fuse/connections/$conn/abort ]] || continue
+    echo "cleanup: aborting the stuck FUSE connection $conn ($dev)" >&2
+    echo 1 >"/sys/fs/fuse/connections/$conn/abort"
+  done
+  # `down`: corosyncs, namespaces, loop devices, the state dir and the image.
   timeout -k 5 120 "$CLUSTER" --name "$NAME" down >"$TMP/down.log" 2>&1 ||
     { echo "cleanup: scripts/cluster down failed: $(cat "$TMP/down.log")" >&2; ((rc != 0)) || rc=1; }
   deadline=$((SECONDS + 20))
