@@ -194,7 +194,8 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
         Reply(after, std::move(e->reply), FencedReply(e->from, e->to));
       }
       if (e->deferred && e->deferred->reply) {
-        Reply(after, std::move(e->deferred->reply), FencedReply(e->deferred->from, e->deferred->to));
+        Reply(after, std::move(e->deferred->reply),
+              FencedReply(e->deferred->from, e->deferred->to));
       }
     }
     entries.clear();

@@ -175,10 +175,9 @@ void ClusterMember::RecoveryThread() {
     Clock::time_point due = Clock::time_point::max();
     for (uint32_t n : pending_) {
       const NodeRecovery& r = recoveries_[n];
-      const Clock::time_point t =
-          options_.fence_agent.empty()
-              ? std::max(r.retry_at, r.failed_at + options_.recovery_delay)
-              : r.retry_at;
+      const Clock::time_point t = options_.fence_agent.empty()
+                                      ? std::max(r.retry_at, r.failed_at + options_.recovery_delay)
+                                      : r.retry_at;
       if (t < due) {
         due = t;
         nodeid = n;
@@ -260,7 +259,8 @@ Status ClusterMember::RunFenceAgent(uint32_t nodeid, std::string* outcome) {
   posix_spawn_file_actions_adddup2(&fa, in[0], 0);
   const char* argv[] = {"/bin/sh", "-c", cmd.c_str(), nullptr};
   pid_t pid = 0;
-  const int rc = posix_spawn(&pid, "/bin/sh", &fa, nullptr, const_cast<char* const*>(argv), environ);
+  const int rc =
+      posix_spawn(&pid, "/bin/sh", &fa, nullptr, const_cast<char* const*>(argv), environ);
   posix_spawn_file_actions_destroy(&fa);
   close(in[0]);
   if (rc != 0) {
@@ -269,8 +269,7 @@ Status ClusterMember::RunFenceAgent(uint32_t nodeid, std::string* outcome) {
     return Status::IoError("fence agent '" + cmd + "': " + *outcome);
   }
   const std::string n = std::to_string(nodeid);
-  const std::string input =
-      "action=off\nnodename=" + n + "\nport=" + n + "\nnodeid=" + n + "\n";
+  const std::string input = "action=off\nnodename=" + n + "\nport=" + n + "\nnodeid=" + n + "\n";
   signal(SIGPIPE, SIG_IGN);  // an agent that does not read its stdin
   (void)!write(in[1], input.data(), input.size());
   close(in[1]);
@@ -290,9 +289,9 @@ Status ClusterMember::RunFenceAgent(uint32_t nodeid, std::string* outcome) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                      std::chrono::steady_clock::now() - t0)
-                      .count();
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   if (WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) {
     *outcome = "ok in " + std::to_string(ms) + " ms";
     LOG_INFO("fence agent fenced node " << nodeid << " (" << *outcome << ")");
@@ -308,15 +307,16 @@ std::string ClusterMember::RecoveryStatus() const {
   std::ostringstream o;
   const dlm::LockspaceInfo info = ls_ ? ls_->Info() : dlm::LockspaceInfo{};
   o << "lockspace " << fsname_ << " node " << info.self.nodeid << " state "
-    << dlm::LsStateName(info.state) << " quorate " << (info.quorate ? "yes" : "no")
-    << " fenced " << (fenced_.load() ? "yes" : "no");
+    << dlm::LsStateName(info.state) << " quorate " << (info.quorate ? "yes" : "no") << " fenced "
+    << (fenced_.load() ? "yes" : "no");
   std::shared_ptr<WriteGate> gate;
   {
     std::lock_guard<std::mutex> l(mu_);
     gate = gate_;
   }
-  if (gate) o << " writes " << (gate->closed() ? "refused" : "allowed") << " refused_writes "
-              << gate->refused();
+  if (gate)
+    o << " writes " << (gate->closed() ? "refused" : "allowed") << " refused_writes "
+      << gate->refused();
   o << "\nmembers";
   for (const auto& m : info.members) o << " " << m.id.nodeid;
   o << "\nrecovery_pending";

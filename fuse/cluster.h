@@ -95,10 +95,10 @@ class ClusterMember {
     std::string state = "waiting";  // waiting, fencing, replaying, done, failed (retrying)
     std::chrono::steady_clock::time_point failed_at, retry_at, done_at;
     int attempts = 0;
-    int failures = 0;  // how often this node failed since we joined
+    int failures = 0;         // how often this node failed since we joined
     bool agent_done = false;  // the fence agent fenced it (this failure)
-    std::string fence;   // the agent's outcome
-    std::string detail;  // the last error, or what the recovery did
+    std::string fence;        // the agent's outcome
+    std::string detail;       // the last error, or what the recovery did
   };
   void RecoveryThread();
   Status RunFenceAgent(uint32_t nodeid, std::string* outcome);

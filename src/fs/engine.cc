@@ -204,8 +204,8 @@ Status Engine::OpenJournal() {
     auto osc = LookupChild(*per_node, "statfs_change" + std::to_string(j), nullptr);
     auto oqc = LookupChild(*per_node, "quota_change" + std::to_string(j), nullptr);
     ASSIGN_OR_RETURN(auto blocks, journal::MapJournalBlocks(*dev_, geo_, (*other)->no));
-    journals_.push_back({j, (*other)->no, blocks, osc.ok() ? (*osc)->no : 0,
-                         oqc.ok() ? (*oqc)->no : 0});
+    journals_.push_back(
+        {j, (*other)->no, blocks, osc.ok() ? (*osc)->no : 0, oqc.ok() ? (*oqc)->no : 0});
     for (uint64_t b : blocks) {
       if (!journal_runs_.empty() && journal_runs_.back().second == b) {
         journal_runs_.back().second++;

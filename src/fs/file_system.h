@@ -161,12 +161,12 @@ struct FsCounters {
 // One journal looked at by FileSystem::RecoverJournals.
 struct JournalRecovery {
   uint32_t jid = 0;
-  bool replayed = false;          // it was dirty: replayed, its statfs delta folded, marked clean
-  uint32_t blocks_replayed = 0;   // distinct blocks written in place
-  uint32_t log_blocks = 0;        // length of the active region replayed
-  int64_t statfs_free = 0;        // the folded delta (free blocks, dinodes)
+  bool replayed = false;         // it was dirty: replayed, its statfs delta folded, marked clean
+  uint32_t blocks_replayed = 0;  // distinct blocks written in place
+  uint32_t log_blocks = 0;       // length of the active region replayed
+  int64_t statfs_free = 0;       // the folded delta (free blocks, dinodes)
   int64_t statfs_dinodes = 0;
-  uint64_t usec = 0;              // time to replay and fold
+  uint64_t usec = 0;  // time to replay and fold
 };
 struct RecoveryReport {
   std::vector<JournalRecovery> journals;  // the journals no live node held
@@ -325,9 +325,10 @@ class FileSystem {
   // (the lock manager then ignores the locks of failed nodes awaiting recovery): busy = a live
   // node holds it; granted and dirty = replay it in place, take its statfs delta into this
   // node's own (folded into the master statfs with it later) with its statfs_change file
-  // zeroed, in one transaction of our journal, and make that durable. Waits at most `timeout` for the recovery glock. Only after it returns OK may the
-  // lock manager be told that the failed node's journal is recovered. Idempotent. kInvalid on a
-  // single-node or read-only mount; kFenced/kIoError when this node may not write.
+  // zeroed, in one transaction of our journal, and make that durable. Waits at most `timeout` for
+  // the recovery glock. Only after it returns OK may the lock manager be told that the failed
+  // node's journal is recovered. Idempotent. kInvalid on a single-node or read-only mount;
+  // kFenced/kIoError when this node may not write.
   virtual Result<RecoveryReport> RecoverJournals(std::chrono::milliseconds timeout) {
     (void)timeout;
     return Status::Invalid("journal recovery needs a read-write cluster mount");

@@ -28,7 +28,9 @@ namespace {
 class SlowWrites final : public BlockDevice {
  public:
   SlowWrites(BlockDevice* dev, uint32_t delay_us) : dev_(dev), delay_(delay_us) {}
-  Status ReadAt(uint64_t off, void* buf, size_t len) override { return dev_->ReadAt(off, buf, len); }
+  Status ReadAt(uint64_t off, void* buf, size_t len) override {
+    return dev_->ReadAt(off, buf, len);
+  }
   Status WriteAt(uint64_t off, const void* buf, size_t len) override {
     std::this_thread::sleep_for(std::chrono::microseconds(delay_));
     return dev_->WriteAt(off, buf, len);
@@ -146,9 +148,9 @@ Result<JournalRecovery> Engine::RecoverOneJournal(const JournalDesc& jd) {
     InvalidateInodeGlock(jd.statfs_change);
     RETURN_IF_ERROR(st.WithContext(name + ": folding its statfs change"));
   }
-  out.usec = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                       std::chrono::steady_clock::now() - t0)
-                                       .count());
+  out.usec = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count());
   LOG_INFO(name << " recovered: " << rs.blocks_replayed << " blocks replayed from "
                 << rs.region_blocks << " log blocks, statfs delta free " << rs.local.free
                 << " dinodes " << rs.local.dinodes << ", " << out.usec / 1000 << " ms");

@@ -53,12 +53,12 @@ enum class GlockType : uint8_t {
 };
 
 // Numbers of the kNondisk glocks.
-inline constexpr uint64_t kMountLock = 0;    // serialises mounts cluster-wide
-inline constexpr uint64_t kLiveLock = 1;     // held SH by every mounted node
-inline constexpr uint64_t kFreezeLock = 2;   // gfs2's old "transaction" lock; SH while writable
-inline constexpr uint64_t kRenameLock = 3;   // taken EX first by cross-directory renames
-inline constexpr uint64_t kControlLock = 4;  // first-mounter detection (lock module internal)
-inline constexpr uint64_t kMountedLock = 5;  // first-mounter detection (lock module internal)
+inline constexpr uint64_t kMountLock = 0;     // serialises mounts cluster-wide
+inline constexpr uint64_t kLiveLock = 1;      // held SH by every mounted node
+inline constexpr uint64_t kFreezeLock = 2;    // gfs2's old "transaction" lock; SH while writable
+inline constexpr uint64_t kRenameLock = 3;    // taken EX first by cross-directory renames
+inline constexpr uint64_t kControlLock = 4;   // first-mounter detection (lock module internal)
+inline constexpr uint64_t kMountedLock = 5;   // first-mounter detection (lock module internal)
 inline constexpr uint64_t kRecoveryLock = 6;  // ugfs2's own: one journal recovery at a time
 // Number of the kMeta glock for the superblock.
 inline constexpr uint64_t kSuperblockLock = 0;
