@@ -174,20 +174,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# poll SECONDS WHAT CMD...: CMD until it succeeds; fails the test after SECONDS with CMD's last
-# output.
-poll() {
-  local secs=$1 what=$2
-  shift 2
-  local deadline tries=0
-  deadline=$(($(now_ms) + secs * 1000))
-  until "$@" >"$TMP/poll.last" 2>&1; do
-    tries=$((tries + 1))
-    (($(now_ms) < deadline)) || fail "$what: still not so after ${secs}s ($tries tries); last try: $(tail -3 "$TMP/poll.last")"
-    sleep 0.1
-  done
-}
-
 declare -A DAEMON
 # mount_all ARGS...: mounts the three nodes at once with daemon ARGS (bounded); checks each is a
 # fuseblk.ugfs2 mount served by one daemon in its namespace that joined the cluster.

@@ -123,22 +123,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# poll SECONDS WHAT CMD...: CMD until it succeeds; fails the test after SECONDS with CMD's last
-# output. Prints how long it took when that was more than one try.
-poll() {
-  local secs=$1 what=$2
-  shift 2
-  local t0 deadline tries=0
-  t0=$(now_ms)
-  deadline=$((t0 + secs * 1000))
-  until "$@" >"$TMP/poll.last" 2>&1; do
-    tries=$((tries + 1))
-    (($(now_ms) < deadline)) || fail "$what: still not so after ${secs}s ($tries tries); last try: $(tail -3 "$TMP/poll.last")"
-    sleep 0.1
-  done
-  ((tries == 0)) || log "  ($what: took $(($(now_ms) - t0)) ms, $((tries + 1)) tries)"
-}
-
 # wait_pids SECONDS WHAT PID...: bounded wait for background jobs; fails if one exits non-zero.
 wait_pids() {
   local secs=$1 what=$2

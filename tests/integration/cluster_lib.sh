@@ -123,3 +123,19 @@ wait_daemons_gone() {
     sleep 0.1
   done
 }
+# poll SECONDS WHAT CMD...: CMD until it succeeds (every 0.1 s); fails the test after SECONDS
+# with CMD's last output. Logs how long it took when that was more than one try (log() is the
+# caller's). Uses TMP.
+poll() {
+  local secs=$1 what=$2
+  shift 2
+  local t0 deadline tries=0
+  t0=$(now_ms)
+  deadline=$((t0 + secs * 1000))
+  until "$@" >"$TMP/poll.last" 2>&1; do
+    tries=$((tries + 1))
+    (($(now_ms) < deadline)) || fail "$what: still not so after ${secs}s ($tries tries); last try: $(tail -5 "$TMP/poll.last")"
+    sleep 0.1
+  done
+  ((tries == 0)) || log "  ($what: took $(($(now_ms) - t0)) ms, $((tries + 1)) tries)"
+}
