@@ -375,6 +375,8 @@ std::vector<std::pair<std::string, uint64_t>> ClusterMember::Counters() const {
   return v;
 }
 
+uint32_t ClusterMember::NodeId() const { return ls_ ? ls_->Info().self.nodeid : 0; }
+
 std::string ClusterMember::Describe() const {
   std::string s = "cluster " + cluster_ + ", lockspace " + fsname_;
   if (ls_) s += ", node " + std::to_string(ls_->Info().self.nodeid);

@@ -87,6 +87,7 @@ class ClusterMember {
   glock::LockModule* lock_module();
   bool fenced() const { return fenced_.load(); }
   std::string Describe() const;  // "cluster C, lockspace L, node N"
+  uint32_t NodeId() const;       // this node's id in the lockspace (0 before Join)
   // (name, value): dlm_* the CPG transport's, ls_* the lockspace's, lm_* the lock module's.
   std::vector<std::pair<std::string, uint64_t>> Counters() const;
 

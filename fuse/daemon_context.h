@@ -26,6 +26,7 @@ struct fuse_session;
 namespace ugfs2::fusefs {
 
 class CacheInvalidator;
+class IoPolicy;
 class KernelCacheBridge;
 class MountWatcher;
 class RawProtocol;
@@ -65,6 +66,7 @@ struct DaemonContext {
   CacheInvalidator* invalidator = nullptr;    // kernel cache notifications; may be null
   KernelCacheBridge* kernel_cache = nullptr;  // the core's KernelCache; may be null
   Revoker* revoker = nullptr;                 // the two-phase page revoke; null: revoke=async
+  IoPolicy* io_policy = nullptr;              // how data requests hold glocks; null: merged
   bool cluster = false;                       // a lock_dlm mount through the cluster
   WritableOpens writable;                     // used on cluster mounts only
   // The lock manager's counters (cluster mounts; ClusterMember::Counters), for the control
@@ -74,6 +76,8 @@ struct DaemonContext {
   // what ShutdownCore calls before the core unmounts (stops journal recoveries of failed
   // nodes: ClusterMember::SetRecoverer(nullptr)). Empty on a single-node mount.
   std::function<std::string()> recovery_status;
+  // The glock dump's first line without the policy ("N: id:I name:H table:T"; docs/deadlocks.md).
+  std::string node_header;
   std::function<void()> stop_recovery;
   RawProtocol* raw = nullptr;
   // Remounts that bypass the control socket: while the core is read-only because of a remount

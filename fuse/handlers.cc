@@ -20,6 +20,8 @@
 #include "control.h"
 #include "daemon_context.h"
 #include "errno_map.h"
+#include "glock/holder_owner.h"
+#include "io_policy.h"
 #include "kernel_cache_bridge.h"
 #include "reply.h"
 #include "revoker.h"
@@ -80,6 +82,8 @@ void GuardedImpl(fuse_req_t req, Op op, bool count, F&& body) noexcept {
     // watcher thread has not caught up yet.
     ctx.watcher->Refresh();
   }
+  // Glock holders this request queues name its process and the request (glock dumps).
+  glock::OwnerScope owner({fuse_req_ctx(req)->pid, OpName(op)});
   try {
     body(ctx);
   } catch (const std::exception& e) {
@@ -450,36 +454,53 @@ std::span<uint8_t> ReadBuffer(size_t size) {
   return {buf.get(), cap};
 }
 
-// Serves a READ (also a parked one, from the revoker's replay threads).
-void ServeRead(DaemonContext& ctx, fuse_req_t req, InodeNo i, size_t size, off_t off) {
+// "READ off=N len=N" (and " direct"): the label of a data request's glock holders.
+std::string IoLabel(const char* what, InodeNo i, off_t off, size_t size, bool direct) {
+  return std::string(what) + " ino=" + std::to_string(i) + " off=" + std::to_string(off) +
+         " len=" + std::to_string(size) + (direct ? " direct" : "");
+}
+
+// Serves a READ (also a parked one, from the revoker's replay threads). The I/O policy decides
+// how the inode's glock is held (io_policy.h): DF for O_DIRECT, the cluster's EX shared among
+// page fills for files open read-write (WritableOpens), SH otherwise.
+void ServeRead(DaemonContext& ctx, fuse_req_t req, InodeNo i, size_t size, off_t off,
+               int open_flags) {
   IoScope scope(i);
   auto buf = ReadBuffer(size);
   if (buf.size() < size) return ReplyError(ctx, req, Status::NoSpace("read buffer"), "read");
-  auto span = buf.subspan(0, size);
-  auto r = ctx.cluster && ctx.writable.Has(i)
-               ? ctx.fs->ReadForUpdate(i, static_cast<uint64_t>(off), span)
-               : ctx.fs->Read(i, static_cast<uint64_t>(off), span);
+  const bool direct = (open_flags & O_DIRECT) != 0;
+  glock::OwnerScope owner({fuse_req_ctx(req)->pid, IoLabel("READ", i, off, size, direct)});
+  const IoMode mode = direct                               ? IoMode::kDeferred
+                      : ctx.cluster && ctx.writable.Has(i) ? IoMode::kUpdate
+                                                           : IoMode::kShared;
+  auto io = [&](uint64_t hold, IoMode m, size_t from, size_t len) {
+    return ctx.fs->ReadIo(i, static_cast<uint64_t>(off) + from, buf.subspan(from, len), m, hold);
+  };
+  auto r = ctx.io_policy != nullptr
+               ? ctx.io_policy->Run(fuse_req_ctx(req)->pid, i, mode, false, size, io)
+               : io(0, mode, 0, size);
   if (!r.ok()) return ReplyError(ctx, req, r.status(), "read");
   ctx.stats->AddReadBytes(*r);
   fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *r);
 }
 
-void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   Guarded(req, Op::kRead, [&](DaemonContext& ctx) {
     auto resolved = In(ctx, req, ino);
     if (!resolved) return;
     InodeNo i = *resolved;
+    const int flags = fi != nullptr ? fi->flags : 0;
     // While the inode's pages are being revoked a READ may have to wait (fuse/revoker.h).
     if (ctx.revoker != nullptr &&
         ctx.revoker->Admit(i, Revoker::Kind::kRead, static_cast<uint64_t>(off), size, [&] {
-          return Revoker::Rerun([req, i, size, off] {
+          return Revoker::Rerun([req, i, size, off, flags] {
             GuardedImpl(req, Op::kRead, false,
-                        [&](DaemonContext& c) { ServeRead(c, req, i, size, off); });
+                        [&](DaemonContext& c) { ServeRead(c, req, i, size, off, flags); });
           });
         })) {
       return;
     }
-    ServeRead(ctx, req, i, size, off);
+    ServeRead(ctx, req, i, size, off, flags);
   });
 }
 
@@ -524,7 +545,20 @@ void ServeWrite(DaemonContext& ctx, fuse_req_t req, InodeNo i, std::span<const u
     if (ctx.cluster && (fi->flags & O_APPEND)) {
       return ctx.fs->Append(i, data, false);  // see SetOpenReplyFlags
     }
-    return ctx.fs->Write(i, static_cast<uint64_t>(off), data, false);
+    // The I/O policy decides how the glock is held (io_policy.h): DF for O_DIRECT (in place;
+    // EX where it needs allocation), EX otherwise.
+    const bool direct = (fi->flags & O_DIRECT) != 0;
+    glock::OwnerScope owner(
+        {fuse_req_ctx(req)->pid, IoLabel("WRITE", i, off, data.size(), direct)});
+    const IoMode mode = direct ? IoMode::kDeferred : IoMode::kExclusive;
+    auto io = [&](uint64_t hold, IoMode m, size_t from, size_t len) {
+      return ctx.fs->WriteIo(i, static_cast<uint64_t>(off) + from, data.subspan(from, len), m,
+                             hold);
+    };
+    if (ctx.io_policy != nullptr) {
+      return ctx.io_policy->Run(fuse_req_ctx(req)->pid, i, mode, true, data.size(), io);
+    }
+    return io(0, mode, 0, data.size());
   }();
   if (!r.ok()) return ReplyError(ctx, req, r.status(), "write");
   // A direct write bypassed this node's page cache: drop the cached pages of the range before
@@ -839,6 +873,9 @@ Status ShutdownCore(DaemonContext& ctx) {
   // us); parked requests are answered (EIO now that the core is going).
   if (ctx.kernel_cache != nullptr) ctx.kernel_cache->BeginShutdown();
   if (ctx.revoker != nullptr) ctx.revoker->Shutdown();
+  // Glocks an I/O policy keeps across requests go now: a naive deadlock ends here, so that the
+  // handlers caught in it finish below.
+  if (ctx.io_policy != nullptr) ctx.io_policy->Stop();
   // Handlers that passed the core_down check finish their core call; bounded, so that a stuck
   // request cannot keep the unmount (and umount(2) waiting on DESTROY) forever.
   {

@@ -36,6 +36,7 @@
 #include "fuse_notify_backend.h"
 #include "handlers.h"
 #include "inode_table.h"
+#include "io_policy.h"
 #include "kernel_cache_bridge.h"
 #include "mount_source.h"
 #include "options.h"
@@ -323,7 +324,10 @@ bool IsClusterMount(const Options& opts, std::string* locktable) {
 Result<std::string> GlockControl(DaemonContext& ctx, std::string_view req) {
   std::shared_lock<std::shared_mutex> l(ctx.core_mu);
   if (ctx.core_down.load()) return Status::Busy("unmounting");
-  if (req == "glocks") return ctx.fs->DumpGlocks();
+  if (req == "glocks") {
+    const char* policy = ctx.io_policy != nullptr ? PolicyName(ctx.io_policy->policy()) : "merged";
+    return ctx.node_header + " policy:" + policy + "\n" + ctx.fs->DumpGlocks();
+  }
   std::string_view name = req.substr(req.find(' ') + 1);
   while (name.starts_with(' ')) name.remove_prefix(1);
   while (name.ends_with(' ')) name.remove_suffix(1);
@@ -348,6 +352,10 @@ Result<std::string> CountersText(const DaemonContext& ctx) {
                        {"revoke_redo_pages", r.redo_pages},
                        {"revoke_max_us", r.max_revoke_us}});
   }
+  if (ctx.io_policy != nullptr) {
+    auto io = ctx.io_policy->Counters();
+    v.insert(v.end(), io.begin(), io.end());
+  }
   if (v.empty()) return Status::NotFound("no counters (a single-node mount with revoke=async)");
   std::string out;
   for (const auto& [name, value] : v) out += name + " " + std::to_string(value) + "\n";
@@ -363,6 +371,15 @@ Result<std::string> HandleControl(DaemonContext& ctx, std::string_view req) {
   }
   if (req == "glocks" || req == "demote" || req.starts_with("demote ")) {
     return GlockControl(ctx, req);
+  }
+  if (req == "policy" || req.starts_with("policy ")) {
+    if (ctx.io_policy == nullptr) return Status::Busy("unmounting");
+    if (req.size() > 7) {
+      auto p = ParsePolicy(req.substr(7));
+      if (!p) return Status::Invalid("unknown I/O policy (merged, proposal-2021, naive)");
+      ctx.io_policy->Set(*p);
+    }
+    return std::string(PolicyName(ctx.io_policy->policy())) + "\n";
   }
   if (req == "ro" || req == "rw") {
     RETURN_IF_ERROR(SetCoreReadOnly(ctx, req == "ro"));
@@ -582,6 +599,26 @@ int Run(int argc, char** argv) {
     revoker = std::make_unique<Revoker>(&notify_backend, &inodes, Revoker::Options{});
   }
   ctx.revoker = revoker.get();
+  // How data requests hold inode glocks (docs/deadlocks.md). Stopped in ShutdownCore, before
+  // the core unmounts: it drops every glock a policy keeps.
+  IoPolicy io_policy(fs.get(), ParsePolicy(opts.io_policy).value_or(Policy::kMerged),
+                     std::chrono::milliseconds(opts.io_linger_ms));
+  ctx.io_policy = &io_policy;
+  {
+    char host[256] = {};
+    if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') std::strcpy(host, "?");
+    std::string name = host;
+    for (char& c : name) {
+      if (c == ' ' || c == ':') c = '_';
+    }
+    // Single-node mounts name no lock table: `glocks --all-nodes` then merges nothing in.
+    std::string table = cluster_mount ? " table:" + locktable : std::string();
+    for (char& c : table) {
+      if (c == ' ' && &c != &table[0]) c = '_';
+    }
+    ctx.node_header =
+        "N: id:" + std::to_string(cluster_mount ? cluster.NodeId() : 0) + " name:" + name + table;
+  }
   ctx.kernel_cache = &kernel_cache;
   ctx.cluster = cluster_mount;
   kernel_cache.SetExpireNames(cluster_mount && opts.entry_timeout == 0);

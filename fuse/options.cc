@@ -85,6 +85,20 @@ Status ApplyOne(std::string_view item, Options* o) {
     o->replay_delay_us = static_cast<uint32_t>(v);
     return Status::Ok();
   }
+  if (key == "io_policy") {
+    if (value != "merged" && value != "proposal-2021" && value != "naive") {
+      return Status::Invalid("io_policy: expected merged, proposal-2021 or naive, got '" +
+                             std::string(value) + "'");
+    }
+    o->io_policy = std::string(value);
+    return Status::Ok();
+  }
+  if (key == "io_linger_ms") {
+    ASSIGN_OR_RETURN(uint64_t v, ParseUnsigned(key, value, 60000));
+    if (v == 0) return BadValue(key, value);
+    o->io_linger_ms = static_cast<uint32_t>(v);
+    return Status::Ok();
+  }
   if (key == "fence_agent") {
     if (value.empty()) return BadValue(key, value);
     o->fence_agent = std::string(value);
@@ -253,6 +267,11 @@ std::string UsageText(std::string_view program) {
          "     jid=N                  journal to use (default: the first free one)\n"
          "     fence_agent=COMMAND    cluster: run `COMMAND NODEID` to fence a failed node\n"
          "                            before replaying its journal (exit 0 = fenced)\n"
+         "     io_policy=POLICY       how data requests hold glocks: merged (default),\n"
+         "                            proposal-2021 or naive (deadlocks on purpose; see\n"
+         "                            docs/deadlocks.md); `ugfs2-tool policy` switches it live\n"
+         "     io_linger_ms=N         proposal-2021/naive: keep a process's glocks N ms after\n"
+         "                            its last request (default 20)\n"
          "     ro                     read-only (remount,ro / remount,rw switch a live mount)\n"
          "     acl|noacl              POSIX ACLs (default acl)\n"
          "     relatime|strictatime|noatime  atime updates on read (default relatime, as\n"

@@ -67,6 +67,11 @@ struct Options {
   // other = failed (recovery waits and asks again). Empty: no agent (self-fencing and the write
   // lease only; docs/recovery.md).
   std::string fence_agent;
+  // io_policy=merged|proposal-2021|naive: how data requests hold inode glocks (fuse/io_policy.h,
+  // docs/deadlocks.md); switchable live with `ugfs2-tool policy`. io_linger_ms=N: how long the
+  // two non-merged policies keep a process's glocks after its last request (default 20).
+  std::string io_policy = "merged";
+  uint32_t io_linger_ms = 20;
   // replay_delay_us=N (tests only): a failed node's journal replay pauses N us before each
   // block it writes in place (so a test can crash the recovering node mid-replay).
   uint32_t replay_delay_us = 0;

@@ -145,11 +145,23 @@ class Engine final : public FileSystem {
   }
   Status Release(InodeNo ino) override;
   Result<size_t> Read(InodeNo ino, uint64_t off, std::span<uint8_t> buf) override {
-    return ReadImpl(ino, off, buf, false);
+    return ReadImpl(ino, off, buf, IoMode::kShared, 0);
   }
   Result<size_t> ReadForUpdate(InodeNo ino, uint64_t off, std::span<uint8_t> buf) override {
-    return ReadImpl(ino, off, buf, true);
+    return ReadImpl(ino, off, buf, IoMode::kUpdate, 0);
   }
+  Result<uint64_t> HoldInode(InodeNo ino, IoMode mode, bool try_only) override;
+  Status DropHold(uint64_t hold) override;
+  bool HoldContended(uint64_t hold) override;
+  void MarkHoldRetained(uint64_t hold, bool retained) override;
+  void NoteIoRetry(InodeNo ino) override;
+  Result<size_t> ReadIo(InodeNo ino, uint64_t off, std::span<uint8_t> buf, IoMode mode,
+                        uint64_t hold) override {
+    return ReadImpl(ino, off, buf, mode, hold);
+  }
+  Result<size_t> WriteIo(InodeNo ino, uint64_t off, std::span<const uint8_t> data, IoMode mode,
+                         uint64_t hold) override;
+  void SetNaiveLockOrder(bool naive) override { naive_order_.store(naive); }
   Result<size_t> Write(InodeNo ino, uint64_t off, std::span<const uint8_t> data,
                        bool kill_priv) override;
   Result<size_t> Append(InodeNo ino, std::span<const uint8_t> data, bool kill_priv) override {
@@ -207,11 +219,15 @@ class Engine final : public FileSystem {
   // With a generation: kStale unless the inode's generation & mask equals it.
   Status OpenImpl(InodeNo ino, bool truncate, const Cred& cred, bool update,
                   std::optional<uint64_t> generation, uint64_t mask);
-  Result<size_t> ReadImpl(InodeNo ino, uint64_t off, std::span<uint8_t> buf, bool update);
+  Result<size_t> ReadImpl(InodeNo ino, uint64_t off, std::span<uint8_t> buf, IoMode mode,
+                          uint64_t hold);
   // Write at `off`, or (nullopt) at the end of the file as the glock EX sees it.
-  // `writeback`: the kernel's dirty pages (glock::kPrepareAny).
+  // `writeback`: the kernel's dirty pages (glock::kPrepareAny). `hold`: the caller's EX holder.
   Result<size_t> WriteImpl(InodeNo ino, std::optional<uint64_t> off, std::span<const uint8_t> data,
-                           bool kill_priv, bool writeback);
+                           bool kill_priv, bool writeback, uint64_t hold = 0);
+  // A DF write in place; kTryAgain when the range is not all allocated blocks within the size.
+  Result<size_t> WriteInPlace(InodeNo ino, uint64_t off, std::span<const uint8_t> data,
+                              uint64_t hold);
 
   // ---- glocks.cc
   static constexpr size_t kGlockLruBudget = 65536;   // idle cached glocks kept
@@ -441,6 +457,7 @@ class Engine final : public FileSystem {
       remount_mu_;  // serializes SetReadOnly; lock order: remount_mu_ -> glocks -> LogManager
   std::atomic<int> atime_mode_{static_cast<int>(AtimeMode::kRelatime)};
   std::atomic<bool> nodiratime_{false};
+  std::atomic<bool> naive_order_{false};  // FileSystem::SetNaiveLockOrder
 
   std::atomic<uint64_t> fsyncs_{0}, data_reads_{0}, data_writes_{0};
   std::atomic<uint64_t> invalidations_{0}, forced_demotes_{0};

@@ -173,6 +173,12 @@ struct RecoveryReport {
   uint32_t live = 0;                      // journals skipped: a live node holds them
 };
 
+// The inode glock mode of a data request (docs/deadlocks.md): gfs2's SH for buffered reads and
+// read faults, the cluster's EX-shared-among-local-users for pages of files open read-write
+// (FileSystem::ReadForUpdate), DF for O_DIRECT, EX for writes.
+enum class IoMode : uint8_t { kShared, kUpdate, kDeferred, kExclusive };
+const char* IoModeName(IoMode m);  // "SH", "EXn", "DF", "EX"
+
 class FileSystem {
  public:
   virtual ~FileSystem() = default;
@@ -318,6 +324,53 @@ class FileSystem {
   virtual size_t DemoteAllGlocks() = 0;
   // This node's glocks and holders, in the style of gfs2's glocks file.
   virtual std::string DumpGlocks() const = 0;
+
+  // ---- I/O under a caller's glock holder (the I/O policies, fuse/io_policy.h; docs/deadlocks.md)
+  // Takes `ino`'s inode glock in `mode` for the caller, who keeps it across calls and passes it
+  // to ReadIo/WriteIo; `try_only`: kLockConflict at once instead of waiting. Returns the hold.
+  virtual Result<uint64_t> HoldInode(InodeNo ino, IoMode mode, bool try_only) {
+    (void)ino;
+    (void)mode;
+    (void)try_only;
+    return Status::NotSupported("glock holds");
+  }
+  virtual Status DropHold(uint64_t hold) {
+    (void)hold;
+    return Status::Ok();
+  }
+  // Whether someone else waits for the glock of `hold` (a demote pending, a holder queued).
+  virtual bool HoldContended(uint64_t hold) {
+    (void)hold;
+    return false;
+  }
+  // Dumps show `hold` as kept across requests (flag R); statistics count a policy's retry.
+  virtual void MarkHoldRetained(uint64_t hold, bool retained) {
+    (void)hold;
+    (void)retained;
+  }
+  virtual void NoteIoRetry(InodeNo ino) { (void)ino; }
+  // Read/Write in `mode`: kShared as Read, kUpdate as ReadForUpdate, kDeferred (DF, gfs2's
+  // O_DIRECT mode: shared among direct I/O on every node, no page cache) and kExclusive. Under
+  // `hold` (from HoldInode, covering `mode`) when non-zero, else under a holder of their own.
+  // A kDeferred write changes data in place only (gfs2: DIO needs the blocks and the size to
+  // exist, and it updates no times); where it cannot (a hole, beyond EOF, a stuffed file) it is
+  // written as kExclusive instead, or, under a hold, answers kTryAgain so the caller drops its
+  // hold first (the buffered fallback of gfs2's direct write).
+  virtual Result<size_t> ReadIo(InodeNo ino, uint64_t off, std::span<uint8_t> buf, IoMode mode,
+                                uint64_t hold) {
+    (void)hold;
+    return mode == IoMode::kUpdate ? ReadForUpdate(ino, off, buf) : Read(ino, off, buf);
+  }
+  virtual Result<size_t> WriteIo(InodeNo ino, uint64_t off, std::span<const uint8_t> data,
+                                 IoMode mode, uint64_t hold) {
+    (void)mode;
+    (void)hold;
+    return Write(ino, off, data, false);
+  }
+  // The naive I/O policy's lock order: operations wait for every glock in the order they ask
+  // for it (no TRY and back-off for out-of-order ones) and copy_file_range keeps its source
+  // while it takes its target, as gfs2 did before the 2021 fix. For deadlock demonstrations.
+  virtual void SetNaiveLockOrder(bool naive) { (void)naive; }
 
   // Cluster mounts, after other nodes failed (docs/recovery.md): recovers every journal no live
   // node holds, as gfs2's journal recovery does for a dead node's jid. Cluster-wide one recovery

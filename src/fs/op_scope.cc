@@ -62,7 +62,10 @@ Status OpScope::Lock(const GlockName& name, State state, uint32_t flags) {
     refused_.push_back({name, state, flags});
     return Status(Code::kLockConflict, "glock upgrade: " + name.ToString());
   }
-  if (in_order) return Acquire(name, state, flags);
+  // The naive I/O policy waits in whatever order the operation asks (docs/deadlocks.md).
+  if (in_order || e_->naive_order_.load(std::memory_order_relaxed)) {
+    return Acquire(name, state, flags);
+  }
   Status st = Acquire(name, state, flags | glock::kTry);
   if (st.code() == Code::kLockConflict) {
     refused_.push_back({name, state, flags});
@@ -125,13 +128,31 @@ void OpScope::ReleaseAll() {
   EndTrans();
   for (const auto& [rg, n] : reserved_) e_->alloc_->Unreserve(rg, n);
   reserved_.clear();
+  std::vector<Held> adopted;
   while (!held_.empty()) {
     Held h = held_.back();
     held_.pop_back();
+    if (h.adopted) {
+      adopted.insert(adopted.begin(), h);
+      continue;
+    }
     if (h.name.type == glock::GlockType::kRgrp) e_->alloc_->Unhold(h.name.number);
     Status st = e_->glocks_->Release(h.id);
     if (!st.ok()) LOG_ERROR("releasing glock " << h.name.ToString() << ": " << st.ToString());
   }
+  held_ = std::move(adopted);
+}
+
+Status OpScope::Adopt(const GlockName& name, glock::HolderId id) {
+  auto h = e_->glocks_->Holder(id);
+  if (!h || !h->granted || h->name != name) {
+    return Status::Invalid("hold " + std::to_string(id) + " is not a granted holder of " +
+                           name.ToString());
+  }
+  Held held{name, h->state, h->flags, id};
+  held.adopted = true;
+  held_.push_back(held);
+  return Status::Ok();
 }
 
 Status OpScope::Restart() {
@@ -139,7 +160,7 @@ Status OpScope::Restart() {
   std::vector<Want> all = std::move(refused_);
   refused_.clear();
   for (const auto& h : held_) {
-    if (!h.optional) all.push_back({h.name, h.state, h.flags});
+    if (!h.optional && !h.adopted) all.push_back({h.name, h.state, h.flags});
   }
   std::sort(all.begin(), all.end(), [](const Want& a, const Want& b) {
     return a.name < b.name ||

@@ -48,6 +48,9 @@ class OpScope {
   Status Shared(InodeNo no) { return LockInode(no, glock::State::kShared); }
   Status Exclusive(InodeNo no) { return LockInode(no, glock::State::kExclusive); }
   bool Holds(const glock::GlockName& name, glock::State state) const;
+  // Counts the caller's holder `id` of `name` (FileSystem::HoldInode) as held by this scope in
+  // its state, without ever releasing it.
+  Status Adopt(const glock::GlockName& name, glock::HolderId id);
   // Tries `name` once (kTry), in order or not; false if it is busy. Not retried by Restart (a
   // body that reruns tries again): nothing ever waits for it.
   Result<bool> TryLock(const glock::GlockName& name, glock::State state, uint32_t flags = 0);
@@ -82,6 +85,7 @@ class OpScope {
     uint32_t flags;  // as asked, without kTry
     glock::HolderId id;
     bool optional = false;  // from TryLock: dropped, not re-taken, by Restart
+    bool adopted = false;   // the caller's (Adopt): never released here
   };
   struct Want {
     glock::GlockName name;

@@ -126,18 +126,74 @@ Result<std::string> Engine::ReadLink(InodeNo ino) {
   return target;
 }
 
-Result<size_t> Engine::ReadImpl(InodeNo ino, uint64_t off, std::span<uint8_t> buf, bool update) {
+namespace {
+
+// The holder state and flags of an I/O mode.
+std::pair<State, uint32_t> HolderOf(IoMode mode) {
+  switch (mode) {
+    case IoMode::kShared:
+      return {State::kShared, 0};
+    case IoMode::kUpdate:
+      return {State::kExclusive, glock::kNodeScope};
+    case IoMode::kDeferred:
+      return {State::kDeferred, 0};
+    case IoMode::kExclusive:
+      return {State::kExclusive, 0};
+  }
+  return {State::kExclusive, 0};
+}
+
+}  // namespace
+
+const char* IoModeName(IoMode m) {
+  switch (m) {
+    case IoMode::kShared:
+      return "SH";
+    case IoMode::kUpdate:
+      return "EXn";
+    case IoMode::kDeferred:
+      return "DF";
+    case IoMode::kExclusive:
+      return "EX";
+  }
+  return "?";
+}
+
+Result<uint64_t> Engine::HoldInode(InodeNo ino, IoMode mode, bool try_only) {
+  if (!glocks_) return Status::Invalid("no glocks");
+  const auto [state, flags] = HolderOf(mode);
+  return glocks_->Acquire({glock::GlockType::kInode, ino}, state,
+                          flags | (try_only ? glock::kTry : 0));
+}
+
+Status Engine::DropHold(uint64_t hold) { return glocks_ ? glocks_->Release(hold) : Status::Ok(); }
+
+bool Engine::HoldContended(uint64_t hold) { return glocks_ && glocks_->Contended(hold); }
+
+void Engine::MarkHoldRetained(uint64_t hold, bool retained) {
+  if (glocks_) glocks_->SetRetained(hold, retained);
+}
+
+void Engine::NoteIoRetry(InodeNo ino) {
+  if (glocks_) glocks_->NoteRetry({glock::GlockType::kInode, ino});
+}
+
+Result<size_t> Engine::ReadImpl(InodeNo ino, uint64_t off, std::span<uint8_t> buf, IoMode mode,
+                                uint64_t hold) {
   size_t done = 0;
   bool touch = false;
   {
     OpScope s(this);
-    RETURN_IF_ERROR(
-        update ? s.Lock({glock::GlockType::kInode, ino}, State::kExclusive, glock::kNodeScope)
-               : s.Shared(ino));
+    const glock::GlockName name{glock::GlockType::kInode, ino};
+    const auto [state, flags] = HolderOf(mode);
+    if (hold != 0) RETURN_IF_ERROR(s.Adopt(name, hold));
+    RETURN_IF_ERROR(s.Lock(name, state, flags));
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     if (ip->is_dir()) return Status::IsDir("is a directory");
     RETURN_IF_ERROR(ReadData(*ip, off, buf.data(), buf.size(), &done));
-    touch = AtimeNeedsUpdate(*ip, Now());
+    // Under a caller's hold the atime waits for a later read: its update takes the inode EX,
+    // which the caller's own holder would block.
+    touch = hold == 0 && AtimeNeedsUpdate(*ip, Now());
   }
   if (touch) TouchAtime(ino);
   return done;
@@ -399,8 +455,14 @@ Result<Attr> Engine::LinkImpl(InodeNo ino, std::optional<uint64_t> generation, u
   RETURN_IF_ERROR(CheckWritable());
   RETURN_IF_ERROR(ValidateName(new_name));
   Result<Attr> r = RunOp<Result<Attr>>([&](OpScope& s) -> Result<Attr> {
-    RETURN_IF_ERROR(s.Exclusive(std::min(ino, new_parent)));
-    RETURN_IF_ERROR(s.Exclusive(std::max(ino, new_parent)));
+    if (naive_order_.load(std::memory_order_relaxed)) {
+      // The naive policy: the inode, then the directory, both waited for (docs/deadlocks.md S7).
+      RETURN_IF_ERROR(s.Exclusive(ino));
+      RETURN_IF_ERROR(s.Exclusive(new_parent));
+    } else {
+      RETURN_IF_ERROR(s.Exclusive(std::min(ino, new_parent)));
+      RETURN_IF_ERROR(s.Exclusive(std::max(ino, new_parent)));
+    }
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     if (generation && (ip->di.generation & mask) != *generation) {
       return Status(Code::kStale, "inode " + std::to_string(ino) + " was freed and reused");
@@ -829,11 +891,57 @@ Result<size_t> Engine::Write(InodeNo ino, uint64_t off, std::span<const uint8_t>
   return WriteImpl(ino, off, data, kill_priv, false);
 }
 
+Result<size_t> Engine::WriteIo(InodeNo ino, uint64_t off, std::span<const uint8_t> data,
+                               IoMode mode, uint64_t hold) {
+  if (mode == IoMode::kDeferred) {
+    Result<size_t> r = WriteInPlace(ino, off, data, hold);
+    if (r.ok() || r.status().code() != Code::kTryAgain || hold != 0) return r;
+    return WriteImpl(ino, off, data, false, false);  // gfs2's buffered fallback, under EX
+  }
+  if (mode == IoMode::kShared && hold != 0) {
+    return Status(Code::kTryAgain, "a write needs the inode exclusively");
+  }
+  return WriteImpl(ino, off, data, false, false, hold);
+}
+
+Result<size_t> Engine::WriteInPlace(InodeNo ino, uint64_t off, std::span<const uint8_t> data,
+                                    uint64_t hold) {
+  RETURN_IF_ERROR(CheckWritable());
+  OpScope s(this);
+  const glock::GlockName name{glock::GlockType::kInode, ino};
+  if (hold != 0) RETURN_IF_ERROR(s.Adopt(name, hold));
+  RETURN_IF_ERROR(s.Lock(name, State::kDeferred));
+  ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+  if (ip->is_dir()) return Status::IsDir("is a directory");
+  if (!ip->is_reg()) return Status::Invalid("not a regular file");
+  const Status fallback(Code::kTryAgain, "direct write needs allocation: falls back to EX");
+  if (data.empty()) return size_t{0};
+  if (ip->di.height == 0 || off + data.size() > ip->di.size || off + data.size() < off) {
+    return fallback;
+  }
+  bool holes = false;
+  RETURN_IF_ERROR(WalkExtents(*ip, off, data.size(), [&](uint64_t, uint64_t at, uint64_t) {
+    if (at == 0) holes = true;
+    return Status::Ok();
+  }));
+  if (holes) return fallback;
+  const uint64_t bs = geo_.bsize;
+  RETURN_IF_ERROR(
+      WalkExtents(*ip, off, data.size(), [&](uint64_t pos, uint64_t at, uint64_t n) -> Status {
+        RETURN_IF_ERROR(alloc_->CheckDataRun(ip->no, at / bs, (at % bs + n + bs - 1) / bs));
+        data_writes_++;
+        return dev_->WriteAt(at, data.data() + pos, n);
+      }));
+  return data.size();
+}
+
 Result<size_t> Engine::WriteImpl(InodeNo ino, std::optional<uint64_t> at,
-                                 std::span<const uint8_t> data, bool kill_priv, bool writeback) {
+                                 std::span<const uint8_t> data, bool kill_priv, bool writeback,
+                                 uint64_t hold) {
   RETURN_IF_ERROR(CheckWritable());
   RETURN_IF_ERROR(EnsureSpace(data.size() / geo_.bsize + 8));
   Result<size_t> r = RunOp<Result<size_t>>([&](OpScope& s) -> Result<size_t> {
+    if (hold != 0) RETURN_IF_ERROR(s.Adopt({glock::GlockType::kInode, ino}, hold));
     RETURN_IF_ERROR(
         writeback ? s.Lock({glock::GlockType::kInode, ino}, State::kExclusive, glock::kPrepareAny)
                   : s.Exclusive(ino));
@@ -980,6 +1088,29 @@ Result<size_t> Engine::CopyFileRange(InodeNo in, uint64_t off_in, InodeNo out, u
                                      size_t len) {
   std::vector<uint8_t> buf(std::min<size_t>(len, 1 << 20));
   size_t copied = 0;
+  if (naive_order_.load(std::memory_order_relaxed) && in != out) {
+    // The naive policy: the source stays held (SH) while the target is taken (EX), waiting.
+    ASSIGN_OR_RETURN(uint64_t hold, HoldInode(in, IoMode::kShared, false));
+    while (copied < len) {
+      size_t want = std::min(buf.size(), len - copied);
+      auto n = ReadImpl(in, off_in + copied, std::span<uint8_t>(buf.data(), want), IoMode::kShared,
+                        hold);
+      if (!n.ok() || *n == 0) {
+        (void)DropHold(hold);
+        if (!n.ok()) return n.status();
+        break;
+      }
+      auto w = Write(out, off_out + copied, std::span<const uint8_t>(buf.data(), *n), false);
+      if (!w.ok()) {
+        (void)DropHold(hold);
+        return w.status();
+      }
+      copied += *w;
+      if (*n < want) break;
+    }
+    (void)DropHold(hold);
+    return copied;
+  }
   while (copied < len) {
     size_t want = std::min(buf.size(), len - copied);
     ASSIGN_OR_RETURN(size_t n, Read(in, off_in + copied, std::span<uint8_t>(buf.data(), want)));

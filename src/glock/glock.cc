@@ -305,6 +305,7 @@ bool GlockTable::DoPromote(Glock* g, std::vector<Effect>* out) {
       return true;
     }
     h.granted = true;
+    h.since = now_;
     granted_any = true;
     // Granted past a skipped waiter: keep "granted holders first" in the queue (FirstGranted,
     // AnyGranted and the exclusivity of MayGrant rely on it).
@@ -396,6 +397,8 @@ void GlockTable::StartTransition(Glock* g, State to, uint32_t lm_flags, bool dem
 
 void GlockTable::SendRequest(Glock* g, std::vector<Effect>* out) {
   g->phase = Phase::kRequest;
+  g->request_at = now_;
+  g->stats.requests++;
   Effect e;
   e.kind = Effect::kRequest;
   e.name = g->name;
@@ -430,6 +433,7 @@ void GlockTable::FinishTransition(Glock* g, const LmReply& reply, std::vector<Ef
   g->after_invalidate.reset();
   const bool was_demote = g->demote_in_progress;
   g->demote_in_progress = false;
+  if (was_demote && reply.error.ok() && !reply.canceled) g->stats.bounces++;
   if (was_demote && g->prepared) {
     // Whatever the outcome, the demote this prepare was for is over; a retry or a further
     // demote prepares again.
@@ -495,6 +499,8 @@ Result<HolderId> GlockTable::Acquire(const GlockName& name, State state, uint32_
   h.name = name;
   h.state = state;
   h.flags = flags;
+  h.since = now_;
+  g->stats.queued++;
   if (IsTry(flags)) {
     // gfs2's add_to_queue: a try lock fails at once while an invalidation is under way, or when
     // the glock is busy, it could not be granted now, and a blocking holder is queued. One
@@ -591,9 +597,24 @@ Status GlockTable::LockModuleReply(const GlockName& name, const LmReply& reply, 
       return Status::Ok();
     }
   }
+  // gfs2's srtt: smoothed with gain 1/8, its deviation with gain 1/4.
+  const Time sample = now_ - g->request_at;
+  GlockStats& st = g->stats;
+  if (st.srtt == 0 && st.srttvar == 0) {
+    st.srtt = sample;
+    st.srttvar = sample / 2;
+  } else {
+    const Time err = sample - st.srtt;
+    st.srtt += err / 8;
+    st.srttvar += ((err < 0 ? -err : err) - st.srttvar) / 4;
+  }
   ApplyReply(g, reply, out);
   Settle(g);
   return Status::Ok();
+}
+
+void GlockTable::NoteRetry(const GlockName& name) {
+  if (Glock* g = Find(name)) g->stats.retries++;
 }
 
 Status GlockTable::DemoteRequest(const GlockName& name, State wanted, Time now,
@@ -602,6 +623,7 @@ Status GlockTable::DemoteRequest(const GlockName& name, State wanted, Time now,
   Advance(now);
   Glock* g = Find(name);
   if (g == nullptr) return Status::Ok();  // nothing cached: already satisfied
+  g->stats.demote_requests++;
   // gfs2's gfs2_glock_cb: with holders queued, an inode glock keeps its state for the minimum
   // hold time after its last state change, so local users make progress between demotes.
   const bool delayed = g->traits.min_hold && options_.min_hold > 0 && !g->queue.empty() &&
@@ -789,6 +811,8 @@ std::optional<GlockInfo> GlockTable::Info(const GlockName& name) const {
   i.on_lru = g.lru_seq != 0;
   for (HolderId id : g.queue) (holders_.at(id).granted ? i.granted : i.waiting)++;
   i.tchange = g.tchange;
+  i.request_at = g.request_at;
+  i.stats = g.stats;
   return i;
 }
 
@@ -796,7 +820,7 @@ std::optional<HolderInfo> GlockTable::Holder(HolderId id) const {
   auto it = holders_.find(id);
   if (it == holders_.end()) return std::nullopt;
   const HolderRec& h = it->second;
-  return HolderInfo{h.id, h.name, h.state, h.flags, h.granted};
+  return HolderInfo{h.id, h.name, h.state, h.flags, h.granted, h.since};
 }
 
 std::vector<GlockName> GlockTable::Names() const {
@@ -895,8 +919,9 @@ std::string GlockTable::CheckInvariants() const {
   return err.str();
 }
 
-std::string GlockTable::Dump() const {
+std::string GlockTable::Dump(const DumpExtras& extras) const {
   std::ostringstream o;
+  const auto ms = [this](Time t) { return (now_ - t) / kMillisecond; };
   for (const auto& [name, g] : glocks_) {
     o << "G:  s:" << StateName(g.state) << " n:" << name.ToString() << " f:";
     if (g.phase != Phase::kIdle) o << 'l';
@@ -909,14 +934,36 @@ std::string GlockTable::Dump() const {
     if (g.frozen) o << 'F';
     if (!g.queue.empty()) o << 'q';
     if (g.lru_seq) o << 'L';
+    if (g.demote) o << 'b';
+    size_t active = 0;
+    for (HolderId id : g.queue) active += holders_.at(id).granted ? 1 : 0;
     o << " t:" << StateName(g.phase == Phase::kIdle ? g.state : g.target)
-      << " d:" << StateName(g.demote.value_or(S::kExclusive)) << " phase:" << PhaseName(g.phase)
-      << "\n";
+      << " d:" << StateName(g.demote.value_or(S::kExclusive)) << "/" << ms(g.tchange)
+      << " a:" << active << " v:0 r:" << g.queue.size() << " m:" << options_.min_hold / kMillisecond
+      << " p:0 phase:" << PhaseName(g.phase);
+    if (g.phase == Phase::kRequest) {
+      o << " lm:" << StateName(g.state) << ">" << StateName(g.target) << "/" << ms(g.request_at);
+    }
+    o << "\n";
     for (HolderId id : g.queue) {
       const HolderRec& h = holders_.at(id);
       o << " H: s:" << StateName(h.state) << " f:" << FlagsString(h.flags)
-        << (h.granted ? 'H' : 'W') << " id:" << id << "\n";
+        << (h.granted ? 'H' : 'W');
+      if (extras.holder_flags) o << extras.holder_flags(id);
+      o << " e:0";
+      std::string more = extras.holder ? extras.holder(id) : std::string();
+      if (more.empty()) {
+        o << " p:0 w:" << ms(h.since) << " [ugfs2] id:" << id;
+      } else {
+        o << " " << more;
+      }
+      o << "\n";
     }
+    if (extras.object) o << extras.object(name);
+    const GlockStats& st = g.stats;
+    o << " S: srtt:" << st.srtt / 1000 << " srttvar:" << st.srttvar / 1000 << " req:" << st.requests
+      << " dcnt:" << st.demote_requests << " qcnt:" << st.queued << " bounce:" << st.bounces
+      << " retry:" << st.retries << "\n";
   }
   return o.str();
 }

@@ -24,6 +24,7 @@
 
 #include <compare>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -163,6 +164,19 @@ enum class Phase : uint8_t {
 };
 const char* PhaseName(Phase p);
 
+// Per-glock statistics, as gfs2's glstats: lock-module round trips (smoothed like TCP's RTT,
+// gfs2's srtt/srttvar), demote requests received, holders queued, state given up on a demote
+// (a bounce), and retries an I/O policy reported (NoteRetry). Kept while the glock is known.
+struct GlockStats {
+  Time srtt = 0;     // smoothed round trip of lock-module requests (ns)
+  Time srttvar = 0;  // its mean deviation (ns)
+  uint64_t requests = 0;
+  uint64_t demote_requests = 0;
+  uint64_t queued = 0;
+  uint64_t bounces = 0;
+  uint64_t retries = 0;
+};
+
 struct GlockInfo {
   GlockName name;
   State state = State::kUnlocked;
@@ -178,7 +192,9 @@ struct GlockInfo {
   bool on_lru = false;
   size_t granted = 0;
   size_t waiting = 0;
-  Time tchange = 0;  // last state change
+  Time tchange = 0;     // last state change
+  Time request_at = 0;  // when the lock-module request in flight was sent (phase kRequest)
+  GlockStats stats;
 };
 
 struct HolderInfo {
@@ -187,6 +203,16 @@ struct HolderInfo {
   State state = State::kUnlocked;
   uint32_t flags = 0;
   bool granted = false;
+  Time since = 0;  // queued (waiting) or granted (granted)
+};
+
+// What GlockTable::Dump adds per holder (text after "e:0 ", e.g. "p:PID w:MS [comm] label") and
+// per glock (whole lines, e.g. " I: ..." for the object it covers); empty: nothing.
+struct DumpExtras {
+  std::function<std::string(HolderId)> holder;
+  std::function<std::string(const GlockName&)> object;
+  // Extra holder flag letters (e.g. "R" for a holder an I/O policy keeps across requests).
+  std::function<std::string(HolderId)> holder_flags;
 };
 
 class GlockTable {
@@ -221,6 +247,8 @@ class GlockTable {
   // The kPrepare on `name` is done (kInvalid if none is in flight). The demote it was for now
   // runs as any other; if none is due any more, kThaw follows at once.
   Status PrepareDone(const GlockName& name, Time now, std::vector<Effect>* out);
+  // An I/O policy dropped and re-took a holder of `name` because of contention (statistics).
+  void NoteRetry(const GlockName& name);
   // Time passes: demotes whose minimum hold time is over, and retries, run.
   void Tick(Time now, std::vector<Effect>* out);
   // Memory pressure: demotes up to `budget` idle cached glocks, least recently used first.
@@ -242,8 +270,9 @@ class GlockTable {
   bool recovery_blocked() const { return recovery_blocked_; }
   // Checks internal consistency; "" when fine.
   std::string CheckInvariants() const;
-  // gfs2-style dump: one "G:" line per glock, " H:" lines for its holders in queue order.
-  std::string Dump() const;
+  // gfs2-style dump (docs/deadlocks.md "The glock dump"): one "G:" line per glock, " H:" lines
+  // for its holders in queue order, then what `extras` adds, then an " S:" statistics line.
+  std::string Dump(const DumpExtras& extras = {}) const;
 
  private:
   struct HolderRec {
@@ -252,6 +281,7 @@ class GlockTable {
     State state = State::kUnlocked;
     uint32_t flags = 0;
     bool granted = false;
+    Time since = 0;
   };
   struct Glock {
     GlockName name;
@@ -273,6 +303,8 @@ class GlockTable {
     bool retry = false;
     Time retry_at = 0;
     Time tchange = 0;
+    Time request_at = 0;
+    GlockStats stats;
     HolderId refresh_for = 0;
     std::optional<LmReply> frozen;
     std::optional<LmReply> after_invalidate;

@@ -1,11 +1,14 @@
 #include "glock/glock_runner.h"
 
 #include <chrono>
+#include <fstream>
 #include <utility>
 
 #include "common/log.h"
 
 namespace ugfs2::glock {
+
+thread_local const HolderOwner* OwnerScope::current_ = nullptr;
 
 void NoLockModule::Request(const GlockName& name, State from, State to, uint32_t flags,
                            ReplyFn reply) {
@@ -106,6 +109,7 @@ Result<HolderId> GlockRunner::Acquire(const GlockName& name, State state, uint32
   std::vector<Effect> out;
   Result<HolderId> id = table_.Acquire(name, state, flags, clock_(), &out);
   if (!id.ok()) return id;
+  if (const HolderOwner* owner = OwnerScope::Current()) owners_[*id] = OwnerRec{*owner, false};
   // Fast path: granted at once with nothing else to do (a cached state): no outcome to record.
   if (!(flags & kAsync) && out.size() == 1 && out[0].kind == Effect::kGrant &&
       out[0].holder == *id) {
@@ -139,7 +143,10 @@ Status GlockRunner::WaitLocked(std::unique_lock<std::mutex>& l, HolderId id,
     if (it == outcomes_.end()) return Status::NotFound("no such glock holder");
     if (it->second.done) {
       Status st = it->second.status;
-      if (!st.ok()) outcomes_.erase(it);
+      if (!st.ok()) {
+        outcomes_.erase(it);
+        owners_.erase(id);
+      }
       return st;
     }
     if (!timed) {
@@ -164,6 +171,7 @@ Status GlockRunner::Release(HolderId id) {
   std::vector<Effect> out;
   RETURN_IF_ERROR(table_.Release(id, clock_(), &out));
   outcomes_.erase(id);
+  owners_.erase(id);
   if (!out.empty()) Apply(l, std::move(out));
   return Status::Ok();
 }
@@ -175,11 +183,13 @@ Status GlockRunner::Cancel(HolderId id) {
   auto it = outcomes_.find(id);
   if (st.code() == Code::kNotFound && it != outcomes_.end() && it->second.done) {
     outcomes_.erase(it);  // it had failed already: nothing left to withdraw
+    owners_.erase(id);
     return Status::Ok();
   }
   RETURN_IF_ERROR(st);
   Apply(l, std::move(out));
   outcomes_.erase(id);
+  owners_.erase(id);
   return Status::Ok();
 }
 
@@ -217,9 +227,90 @@ std::optional<Time> GlockRunner::NextDeadline() const {
   return table_.NextDeadline();
 }
 
+namespace {
+
+// /proc/PID/comm without its newline; "?" when the process is gone.
+std::string CommOf(int pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/comm");
+  std::string comm;
+  if (!std::getline(f, comm) || comm.empty()) return "?";
+  for (char& c : comm) {
+    if (c == ']' || c == '\n') c = '_';
+  }
+  return comm;
+}
+
+}  // namespace
+
 std::string GlockRunner::Dump() const {
+  // What needs I/O or other locks (object lines, process names) is gathered first, without mu_.
+  std::map<GlockName, std::string> objects;
+  std::map<int, std::string> comms;
+  {
+    std::lock_guard l(mu_);
+    for (const GlockName& n : table_.Names()) objects[n];
+    for (const auto& [id, rec] : owners_) comms[rec.owner.pid];
+  }
+  for (auto& [name, text] : objects) text = hooks_->DumpObject(name);
+  for (auto& [pid, comm] : comms) comm = pid > 0 ? CommOf(pid) : "ugfs2";
   std::lock_guard l(mu_);
-  return table_.Dump();
+  const Time now = clock_();
+  DumpExtras extras;
+  extras.holder = [&](HolderId id) -> std::string {
+    auto it = owners_.find(id);
+    const auto h = table_.Holder(id);
+    const Time since = h ? h->since : now;
+    std::string s;
+    const int pid = it == owners_.end() ? 0 : it->second.owner.pid;
+    s = "p:" + std::to_string(pid) + " w:" + std::to_string((now - since) / kMillisecond) + " [";
+    auto c = comms.find(pid);
+    s += c != comms.end() ? c->second : (pid > 0 ? std::string("?") : std::string("ugfs2"));
+    s += "] ";
+    s += it == owners_.end() ? "id:" + std::to_string(id) : it->second.owner.label;
+    return s;
+  };
+  extras.holder_flags = [&](HolderId id) -> std::string {
+    auto it = owners_.find(id);
+    return it != owners_.end() && it->second.retained ? "R" : "";
+  };
+  extras.object = [&](const GlockName& name) -> std::string {
+    auto it = objects.find(name);
+    return it == objects.end() ? std::string() : it->second;
+  };
+  return table_.Dump(extras);
+}
+
+void GlockRunner::SetRetained(HolderId id, bool retained) {
+  std::lock_guard l(mu_);
+  auto it = owners_.find(id);
+  if (it != owners_.end()) {
+    it->second.retained = retained;
+  } else if (retained) {
+    owners_[id].retained = true;
+  }
+}
+
+void GlockRunner::NoteRetry(const GlockName& name) {
+  std::lock_guard l(mu_);
+  table_.NoteRetry(name);
+}
+
+bool GlockRunner::Contended(HolderId id) const {
+  std::lock_guard l(mu_);
+  const auto h = table_.Holder(id);
+  if (!h) return false;
+  const auto g = table_.Info(h->name);
+  return g && (g->demote.has_value() || g->waiting > 0);
+}
+
+std::optional<HolderInfo> GlockRunner::Holder(HolderId id) const {
+  std::lock_guard l(mu_);
+  return table_.Holder(id);
+}
+
+std::optional<GlockInfo> GlockRunner::Info(const GlockName& name) const {
+  std::lock_guard l(mu_);
+  return table_.Info(name);
 }
 
 void GlockRunner::OnReply(const GlockName& name, const LmReply& reply) {

@@ -37,6 +37,7 @@
 
 #include "common/status.h"
 #include "glock/glock.h"
+#include "glock/holder_owner.h"
 
 namespace ugfs2::glock {
 
@@ -95,6 +96,13 @@ class GlockHooks {
   virtual void Invalidate(const GlockName& name, std::function<void()> done) = 0;
   // Re-read `name`'s object (before the first grant after an invalidate).
   virtual void Refresh(const GlockName& name, DoneFn done) = 0;
+  // Lines describing the object `name` covers, for glock dumps (gfs2's go_dump: " I: ..." for
+  // an inode, " R: ..." for an rgrp), each ending in a newline. Called without the runner's
+  // lock. Default: none.
+  virtual std::string DumpObject(const GlockName& name) {
+    (void)name;
+    return {};
+  }
   // Revoke what is cached above `name` (e.g. kernel pages) while holders still run; call done
   // exactly once (may be synchronous). Default: done() at once.
   // The revoke needs holders granted (the kernel's reads and write-backs), and granting one may
@@ -142,7 +150,18 @@ class GlockRunner {
   size_t ShrinkLru(size_t budget);
   void SetRecoveryBlocked(bool blocked);
   std::optional<Time> NextDeadline() const;
+  // The glock dump (GlockTable::Dump) with each holder's owner (holder_owner.h: "p:PID w:MS
+  // [comm] label"), the hooks' object lines and the statistics line.
   std::string Dump() const;
+  // Marks a holder as kept across requests by an I/O policy (shown as flag R in dumps).
+  void SetRetained(HolderId id, bool retained);
+  // Statistics: an I/O policy dropped and re-took `name` because of contention.
+  void NoteRetry(const GlockName& name);
+  // Whether someone else wants the glock of granted holder `id`: a demote is pending on it or a
+  // holder waits behind it (the contention an I/O policy yields to).
+  bool Contended(HolderId id) const;
+  std::optional<HolderInfo> Holder(HolderId id) const;
+  std::optional<GlockInfo> Info(const GlockName& name) const;
   // Every glock the table knows, and how many sit idle on the LRU.
   std::vector<GlockName> Names() const;
   size_t LruSize() const;
@@ -172,6 +191,11 @@ class GlockRunner {
   std::condition_variable cv_;
   GlockTable table_;
   std::map<HolderId, Outcome> outcomes_;
+  struct OwnerRec {
+    HolderOwner owner;
+    bool retained = false;
+  };
+  std::map<HolderId, OwnerRec> owners_;  // holders acquired under an OwnerScope
   std::deque<Effect> pending_;
   bool pumping_ = false;
 };

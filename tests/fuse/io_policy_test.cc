@@ -1,0 +1,176 @@
+// The I/O policies (fuse/io_policy.h) on a real image, single node (lock_nolock): two
+// "processes" (pids 101 and 102) each keep a DF glock on one file and then want the other file
+// in SH, Jan Kara's ABBA shape as the daemon sees it. naive deadlocks (and switching to merged
+// breaks the deadlock), proposal-2021 unwinds, merged keeps nothing across requests. The long
+// linger makes the interleaving deterministic: kept glocks stay kept for the whole test.
+#include "io_policy.h"
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "engine_test_util.h"
+#include "fs/file_system.h"
+#include "glock/holder_owner.h"
+
+namespace ugfs2::fusefs {
+namespace {
+
+using testing::MakeImage;
+using testing::MountImage;
+using testing::Pattern;
+using testing::RootCred;
+using testing::TempDir;
+
+constexpr auto kLongLinger = std::chrono::milliseconds(60000);
+constexpr auto kBound = std::chrono::seconds(20);
+
+class IoPolicyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    image_ = MakeImage(dir_, "io.img", 256, 4096);
+    fs_ = MountImage(image_);
+    ASSERT_NE(fs_, nullptr);
+    for (const char* name : {"A", "B"}) {
+      auto a = fs_->Create(fs_->root(), name, 0100644, true, false, RootCred());
+      ASSERT_TRUE(a.ok()) << a.status().ToString();
+      const auto data = Pattern(64 * 1024, name[0]);
+      ASSERT_TRUE(fs_->Write(a->ino, 0, data, false).ok());
+      ino_.push_back(a->ino);
+    }
+  }
+  void TearDown() override {
+    if (fs_) {
+      EXPECT_TRUE(fs_->Unmount().ok());
+    }
+  }
+  // One 4 KiB request of `pid` on file `f` in `mode` through `policy`.
+  Result<size_t> Io(IoPolicy& policy, int pid, int f, IoMode mode) {
+    std::vector<uint8_t> buf(4096);
+    glock::OwnerScope owner({pid, "READ " + std::to_string(f)});
+    return policy.Run(pid, ino_[f], mode, false, buf.size(),
+                      [&](uint64_t hold, IoMode m, size_t from, size_t len) {
+                        return fs_->ReadIo(ino_[f], from, std::span(buf).subspan(from, len), m,
+                                           hold);
+                      });
+  }
+  // How many holders the dump shows waiting ("f:...W").
+  int Waiting() {
+    const std::string d = fs_->DumpGlocks();
+    int n = 0;
+    for (size_t p = d.find(" H: "); p != std::string::npos; p = d.find(" H: ", p + 1)) {
+      const size_t f = d.find(" f:", p);
+      const size_t e = d.find(' ', f + 3);
+      if (d.substr(f + 3, e - f - 3).find('W') != std::string::npos) n++;
+    }
+    return n;
+  }
+  bool WaitFor(const std::function<bool()>& cond) {
+    const auto until = std::chrono::steady_clock::now() + kBound;
+    while (std::chrono::steady_clock::now() < until) {
+      if (cond()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // bounded poll
+    }
+    return cond();
+  }
+
+  TempDir dir_;
+  std::string image_;
+  std::unique_ptr<FileSystem> fs_;
+  std::vector<InodeNo> ino_;
+};
+
+TEST_F(IoPolicyTest, NaiveDeadlocksAndSwitchingToMergedBreaksIt) {
+  IoPolicy policy(fs_.get(), Policy::kNaive, kLongLinger);
+  ASSERT_TRUE(Io(policy, 101, 0, IoMode::kDeferred).ok());  // 101 keeps DF on A
+  ASSERT_TRUE(Io(policy, 102, 1, IoMode::kDeferred).ok());  // 102 keeps DF on B
+  EXPECT_EQ(policy.stats().kept_now, 2u);
+  auto f1 = std::async(std::launch::async, [&] { return Io(policy, 101, 1, IoMode::kShared); });
+  auto f2 = std::async(std::launch::async, [&] { return Io(policy, 102, 0, IoMode::kShared); });
+  ASSERT_TRUE(WaitFor([&] { return Waiting() == 2; })) << fs_->DumpGlocks();
+  // A deadlock: neither gets anywhere while the other keeps its glock.
+  EXPECT_EQ(f1.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
+  EXPECT_EQ(f2.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
+  const std::string dump = fs_->DumpGlocks();
+  EXPECT_NE(dump.find("f:HR e:0 p:101"), std::string::npos) << dump;
+  EXPECT_NE(dump.find("f:HR e:0 p:102"), std::string::npos) << dump;
+  EXPECT_NE(dump.find("f:W e:0 p:101"), std::string::npos) << dump;
+  EXPECT_GE(policy.stats().waits, 2u);
+  policy.Set(Policy::kMerged);  // drops the kept glocks: both requests complete
+  ASSERT_EQ(f1.wait_for(kBound), std::future_status::ready) << fs_->DumpGlocks();
+  ASSERT_EQ(f2.wait_for(kBound), std::future_status::ready) << fs_->DumpGlocks();
+  EXPECT_TRUE(f1.get().ok());
+  EXPECT_TRUE(f2.get().ok());
+  EXPECT_TRUE(WaitFor([&] { return policy.stats().kept_now == 0; }));
+}
+
+TEST_F(IoPolicyTest, Proposal2021UnwindsInsteadOfDeadlocking) {
+  IoPolicy policy(fs_.get(), Policy::kProposal2021, kLongLinger);
+  ASSERT_TRUE(Io(policy, 101, 0, IoMode::kDeferred).ok());
+  ASSERT_TRUE(Io(policy, 102, 1, IoMode::kDeferred).ok());
+  auto f1 = std::async(std::launch::async, [&] { return Io(policy, 101, 1, IoMode::kShared); });
+  auto f2 = std::async(std::launch::async, [&] { return Io(policy, 102, 0, IoMode::kShared); });
+  ASSERT_EQ(f1.wait_for(kBound), std::future_status::ready) << fs_->DumpGlocks();
+  ASSERT_EQ(f2.wait_for(kBound), std::future_status::ready) << fs_->DumpGlocks();
+  EXPECT_TRUE(f1.get().ok());
+  EXPECT_TRUE(f2.get().ok());
+  EXPECT_GE(policy.stats().unwinds, 1u);
+  EXPECT_GE(policy.stats().retries, 1u);
+  EXPECT_NE(fs_->DumpGlocks().find(" retry:"), std::string::npos);
+}
+
+TEST_F(IoPolicyTest, MergedKeepsNothingAcrossRequests) {
+  IoPolicy policy(fs_.get(), Policy::kMerged, kLongLinger);
+  ASSERT_TRUE(Io(policy, 101, 0, IoMode::kDeferred).ok());
+  ASSERT_TRUE(Io(policy, 102, 1, IoMode::kDeferred).ok());
+  EXPECT_EQ(policy.stats().kept_now, 0u);
+  ASSERT_TRUE(Io(policy, 101, 1, IoMode::kShared).ok());
+  ASSERT_TRUE(Io(policy, 102, 0, IoMode::kShared).ok());
+  EXPECT_EQ(policy.stats().kept, 0u);
+  EXPECT_EQ(fs_->DumpGlocks().find("HR e:"), std::string::npos) << fs_->DumpGlocks();
+}
+
+TEST_F(IoPolicyTest, DirectWriteNeedingAllocationFallsBackToExclusive) {
+  for (Policy p : {Policy::kMerged, Policy::kProposal2021, Policy::kNaive}) {
+    SCOPED_TRACE(PolicyName(p));
+    IoPolicy policy(fs_.get(), p, kLongLinger);
+    const auto data = Pattern(8192, 7);
+    auto before = fs_->GetAttr(ino_[0]);
+    ASSERT_TRUE(before.ok());
+    // In place: inside the file, every block allocated.
+    auto w = policy.Run(101, ino_[0], IoMode::kDeferred, true, 4096,
+                        [&](uint64_t hold, IoMode m, size_t from, size_t len) {
+                          return fs_->WriteIo(ino_[0], 4096 + from,
+                                              std::span(data).subspan(from, len), m, hold);
+                        });
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    // Beyond EOF: needs allocation and a new size, i.e. EX.
+    const uint64_t at = before->size;
+    w = policy.Run(101, ino_[0], IoMode::kDeferred, true, data.size(),
+                   [&](uint64_t hold, IoMode m, size_t from, size_t len) {
+                     return fs_->WriteIo(ino_[0], at + from, std::span(data).subspan(from, len), m,
+                                         hold);
+                   });
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    EXPECT_EQ(*w, data.size());
+    auto after = fs_->GetAttr(ino_[0]);
+    ASSERT_TRUE(after.ok());
+    EXPECT_EQ(after->size, at + data.size());
+    std::vector<uint8_t> back(data.size());
+    auto r = fs_->Read(ino_[0], at, back);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(back, data);
+    if (p != Policy::kMerged) {
+      EXPECT_EQ(policy.stats().fallbacks, 1u);
+    }
+    policy.Stop();
+  }
+}
+
+}  // namespace
+}  // namespace ugfs2::fusefs
