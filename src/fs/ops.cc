@@ -131,10 +131,13 @@ namespace {
 // The holder state and flags of an I/O mode.
 std::pair<State, uint32_t> HolderOf(IoMode mode) {
   switch (mode) {
+    // Page fills (buffered reads, faults) are served in the state held while the glock prepares
+    // a demote: the revoke waits for the folio such a READ holds, and under DF (direct I/O,
+    // which admits no SH) nothing else would grant it until the demote is over.
     case IoMode::kShared:
-      return {State::kShared, 0};
+      return {State::kShared, glock::kPrepareAny};
     case IoMode::kUpdate:
-      return {State::kExclusive, glock::kNodeScope};
+      return {State::kExclusive, glock::kNodeScope | glock::kPrepareAny};
     case IoMode::kDeferred:
       return {State::kDeferred, 0};
     case IoMode::kExclusive:
