@@ -6,6 +6,10 @@
 
 namespace ugfs2::fs {
 
+namespace {
+constexpr glock::Time kNaiveSlice = 100 * glock::kMillisecond;
+}  // namespace
+
 using glock::GlockName;
 using glock::State;
 
@@ -62,9 +66,19 @@ Status OpScope::Lock(const GlockName& name, State state, uint32_t flags) {
     refused_.push_back({name, state, flags});
     return Status(Code::kLockConflict, "glock upgrade: " + name.ToString());
   }
-  // The naive I/O policy waits in whatever order the operation asks (docs/deadlocks.md).
-  if (in_order || e_->naive_order_.load(std::memory_order_relaxed)) {
-    return Acquire(name, state, flags);
+  if (in_order) return Acquire(name, state, flags);
+  // The naive I/O policy waits in whatever order the operation asks (docs/deadlocks.md), but in
+  // slices: once the policy is switched away (or stops at unmount) the operation backs off and
+  // restarts in order, which is what breaks a naive deadlock of this kind.
+  while (e_->naive_order_.load(std::memory_order_relaxed)) {
+    ASSIGN_OR_RETURN(glock::HolderId id, e_->glocks_->Acquire(name, state, flags | glock::kAsync));
+    Status st = e_->glocks_->Wait(id, glock::GlockRunner::SteadyNow() + kNaiveSlice);
+    if (st.ok()) {
+      held_.push_back({name, state, flags, id});
+      if (name.type == glock::GlockType::kRgrp) e_->alloc_->Hold(name.number);
+      return Status::Ok();
+    }
+    if (st.code() != Code::kTimedOut) return st;
   }
   Status st = Acquire(name, state, flags | glock::kTry);
   if (st.code() == Code::kLockConflict) {

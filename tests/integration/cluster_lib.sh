@@ -74,6 +74,8 @@ cluster_teardown() {
   deadline=$((SECONDS + 5))
   while losetup -j "$IMG" 2>/dev/null | grep -q . && ((SECONDS < deadline)); do sleep 0.1; done
   local dev conn
+  # fusectl is not mounted on a fresh Debian 12: without it nothing could be aborted.
+  mountpoint -q /sys/fs/fuse/connections || mount -t fusectl none /sys/fs/fuse/connections 2>/dev/null
   for dev in $(losetup -j "$IMG" 2>/dev/null | cut -d: -f1); do
     conn=$(stat -c '%t %T' "$dev" 2>/dev/null) || continue
     conn=$(((0x${conn% *} << 20) | 0x${conn#* }))
