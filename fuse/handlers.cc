@@ -484,12 +484,24 @@ void ServeRead(DaemonContext& ctx, fuse_req_t req, InodeNo i, size_t size, off_t
   fuse_reply_buf(req, reinterpret_cast<const char*>(buf.data()), *r);
 }
 
+// The open flags a READ is served under. A READ carries the flags of the file it is sent for, so
+// a page fill (readahead, a fault) of a mapping of an O_DIRECT open says O_DIRECT too; only the
+// kernel's direct-I/O path names a lock owner (current->files), so a READ without one is a page
+// fill and is served as buffered (SH), as gfs2 serves a fault. Asking DF for it while the node
+// holds SH would start a revoke that waits for the folio this very READ holds locked.
+int ReadFlags(const fuse_file_info* fi) {
+  if (fi == nullptr) return 0;
+  int flags = fi->flags;
+  if (fi->lock_owner == 0) flags &= ~O_DIRECT;
+  return flags;
+}
+
 void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
   Guarded(req, Op::kRead, [&](DaemonContext& ctx) {
     auto resolved = In(ctx, req, ino);
     if (!resolved) return;
     InodeNo i = *resolved;
-    const int flags = fi != nullptr ? fi->flags : 0;
+    const int flags = ReadFlags(fi);
     // While the inode's pages are being revoked a READ may have to wait (fuse/revoker.h).
     if (ctx.revoker != nullptr &&
         ctx.revoker->Admit(i, Revoker::Kind::kRead, static_cast<uint64_t>(off), size, [&] {

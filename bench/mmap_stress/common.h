@@ -111,6 +111,8 @@ struct Slot {
   std::atomic<uint64_t> iterations{0};      // scenario iterations completed
   std::atomic<uint64_t> ops{0};             // I/O operations done (see the usage text)
   std::atomic<uint64_t> torn_in_flight{0};  // S5: torn pages seen while a write was in flight
+  std::atomic<uint64_t> dropped_pins{0};    // direct reads into a mapping whose pages a revoke
+                                            // dropped while they were pinned (repeated)
   std::atomic<uint32_t> ready{0};           // set up, waiting for go
   std::atomic<int32_t> fault_signo{0};      // SIGBUS/SIGSEGV caught (by the handler)
   std::atomic<int32_t> fault_code{0};

@@ -351,6 +351,11 @@ struct Row {
     if (runs.empty()) return std::nullopt;
     return n;
   }
+  uint64_t DroppedPins() const {
+    uint64_t n = 0;
+    for (const CellResult& r : runs) n += r.dropped_pins;
+    return n;
+  }
   int Hangs() const {
     int n = 0;
     for (const CellResult& r : runs) n += r.hangs;
@@ -436,8 +441,8 @@ void PrintTable(const Config& cfg, const std::vector<Row>& rows) {
   std::vector<std::vector<std::string>> table;
   table.push_back({"scenario", "policy", "placement", "dirs", "iterations",
                    bench ? "iters/s median (min-max)" : "iters/s", "ops", "retries",
-                   bench ? "retries/1k ops median" : "retries/1k ops", "hangs", "errors",
-                   "result"});
+                   bench ? "retries/1k ops median" : "retries/1k ops", "dropped pins", "hangs",
+                   "errors", "result"});
   for (const Row& row : rows) {
     const Rates rates = RowRates(row);
     const bool ran = !row.runs.empty();
@@ -452,6 +457,7 @@ void PrintTable(const Config& cfg, const std::vector<Row>& rows) {
                      ran ? std::to_string(row.Ops()) : "-",
                      retries ? std::to_string(*retries) : "-",
                      rates.retries_per_1k ? StrFormat("%.2f", *rates.retries_per_1k) : "-",
+                     ran ? std::to_string(row.DroppedPins()) : "-",
                      ran ? std::to_string(row.Hangs()) : "-",
                      ran ? std::to_string(row.Errors()) : "-", row.Result()});
   }
@@ -462,7 +468,7 @@ void PrintTable(const Config& cfg, const std::vector<Row>& rows) {
   for (const auto& line : table) {
     std::string out;
     for (size_t c = 0; c < line.size(); ++c) {
-      const bool numeric = c >= 4 && c <= 10;
+      const bool numeric = c >= 4 && c <= 11;
       const std::string pad(width[c] - line[c].size(), ' ');
       if (c > 0) out += "  ";
       out += numeric ? pad + line[c] : (c + 1 == line.size() ? line[c] : line[c] + pad);
@@ -528,12 +534,13 @@ std::string JsonRun(const CellResult& r) {
                                                                   : "FAIL";
   return StrFormat(
       "{\"iterations\":%llu,\"elapsed_s\":%.3f,\"iters_per_s\":%s,\"ops\":%llu,\"retries\":%s,"
-      "\"retries_per_1k_ops\":%s,\"torn_in_flight\":%llu,\"hangs\":%d,\"errors\":%d,"
-      "\"result\":\"%s\",\"hang_report\":%s,\"error_report\":%s}",
+      "\"retries_per_1k_ops\":%s,\"torn_in_flight\":%llu,\"dropped_pins\":%llu,\"hangs\":%d,"
+      "\"errors\":%d,\"result\":\"%s\",\"hang_report\":%s,\"error_report\":%s}",
       static_cast<unsigned long long>(r.iterations), r.elapsed,
       JsonNumber(r.ItersPerSecond()).c_str(), static_cast<unsigned long long>(r.ops),
       r.retries ? std::to_string(*r.retries).c_str() : "null", JsonNumber(r.RetriesPer1k()).c_str(),
-      static_cast<unsigned long long>(r.torn_in_flight), r.hangs, r.errors, outcome,
+      static_cast<unsigned long long>(r.torn_in_flight),
+      static_cast<unsigned long long>(r.dropped_pins), r.hangs, r.errors, outcome,
       JsonString(r.hang_report).c_str(), JsonString(r.error_report).c_str());
 }
 
@@ -565,13 +572,14 @@ void PrintJson(const Config& cfg, const std::vector<Row>& rows, int exit_code,
     out += StrFormat(
         "{\"scenario\":\"%s\",\"policy\":%s,\"placement\":\"%s\",\"dirs\":[%s],"
         "\"iterations\":%s,\"iters_per_s\":%s,\"ops\":%s,\"retries\":%s,"
-        "\"retries_per_1k_ops\":%s,\"torn_in_flight\":%llu,\"hangs\":%s,\"errors\":%s,"
-        "\"result\":%s,\"hang_report\":%s,\"error_report\":%s",
+        "\"retries_per_1k_ops\":%s,\"torn_in_flight\":%llu,\"dropped_pins\":%llu,"
+        "\"hangs\":%s,\"errors\":%s,\"result\":%s,\"hang_report\":%s,\"error_report\":%s",
         row.sc->name, JsonString(row.policy).c_str(), PlacementName(row.pl), dirs.c_str(),
         ran ? std::to_string(row.Iterations()).c_str() : "null", JsonNumber(rates.iters).c_str(),
         ran ? std::to_string(row.Ops()).c_str() : "null",
         retries ? std::to_string(*retries).c_str() : "null",
         JsonNumber(rates.retries_per_1k).c_str(), static_cast<unsigned long long>(torn),
+        static_cast<unsigned long long>(row.DroppedPins()),
         ran ? std::to_string(row.Hangs()).c_str() : "null",
         ran ? std::to_string(row.Errors()).c_str() : "null", JsonString(row.Result()).c_str(),
         JsonString(hang_report).c_str(), JsonString(error_report).c_str());

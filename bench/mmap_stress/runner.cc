@@ -478,6 +478,7 @@ CellResult RunCell(const Config& cfg, const ScenarioDef& sc, Placement pl,
     const int dir = WorkerDir(cfg, sc, pl, i);
     WorkerContext c = context(i, i, StrFormat("worker %d", i), dir);
     c.stall = cfg.inject_stall == sc.name && i == 1;
+    c.spread = pl == Placement::kSpread;
     procs[i].pid = Spawn(c, [&](Worker& w) { sc.run(w); });
     procs[i].slot = i;
     procs[i].role = c.role;
@@ -489,6 +490,7 @@ CellResult RunCell(const Config& cfg, const ScenarioDef& sc, Placement pl,
   for (const Proc& p : procs) {
     res.ops += hdr->slots[p.slot].ops.load();
     res.torn_in_flight += hdr->slots[p.slot].torn_in_flight.load();
+    res.dropped_pins += hdr->slots[p.slot].dropped_pins.load();
   }
   if (w.hang) {
     HandleHang(cfg, sc, pl, policy, "run", procs, hdr, res);

@@ -45,6 +45,7 @@ struct CellResult {
   uint64_t ops = 0;                // the workers' I/O operations, their whole run
   std::optional<int64_t> retries;  // the --retries-cmd delta, summed over the dirs
   uint64_t torn_in_flight = 0;     // S5: torn pages read while a write of them was in flight
+  uint64_t dropped_pins = 0;       // reads into a mapping repeated (Worker::PreadIntoMapping)
   int hangs = 0;
   int errors = 0;
   std::string hang_report;

@@ -251,6 +251,28 @@ void Worker::Verify(const uint8_t* p, size_t len, Expect e, const char* where_fi
                         MismatchReport(snap.data(), len, j, e, where_file, where_off));
 }
 
+void Worker::PreadIntoMapping(int fd, uint8_t* dst, size_t len, uint64_t off, Expect want,
+                              Expect before, const char* where_file, uint64_t where_off) {
+  // Bounded: a revoke per attempt, each attempt a step the watchdog sees.
+  constexpr int kMaxAttempts = 1000;
+  for (int attempt = 1;; ++attempt) {
+    PreadFull(fd, dst, len, off);
+    if (FirstMismatch(dst, len, want) == len) return;
+    if (!ctx_.spread || attempt == kMaxAttempts) break;
+    bool dropped_only = true;
+    for (size_t blk = 0; blk < len && dropped_only; blk += kBlock) {
+      const size_t n = std::min<size_t>(kBlock, len - blk);
+      dropped_only =
+          FirstMismatch(dst + blk, n, Expect{want.file, want.gen, want.off + blk}) == n ||
+          FirstMismatch(dst + blk, n, Expect{before.file, before.gen, before.off + blk}) == n;
+    }
+    if (!dropped_only) break;
+    DroppedPin();
+    Step();
+  }
+  Verify(dst, len, want, where_file, where_off);
+}
+
 void Worker::VerifyEither(const uint8_t* p, size_t len, Expect a, Expect b, const char* where_file,
                           uint64_t where_off) {
   for (size_t blk = 0; blk < len; blk += kBlock) {

@@ -21,6 +21,7 @@ struct WorkerContext {
   uint64_t size = 0;     // --size
   uint64_t seed = 0;
   bool stall = false;  // --inject-stall: stop making progress a few steps after go
+  bool spread = false; // placement spread: another node's accesses revoke this node's pages
   SharedRegion* shared = nullptr;
   int slot = 0;
 };
@@ -46,6 +47,7 @@ class Worker {
   void Ops(uint64_t n = 1) { slot_->ops.fetch_add(n, std::memory_order_relaxed); }
   void Iteration() { slot_->iterations.fetch_add(1, std::memory_order_relaxed); }
   void TornInFlight() { slot_->torn_in_flight.fetch_add(1, std::memory_order_relaxed); }
+  void DroppedPin() { slot_->dropped_pins.fetch_add(1, std::memory_order_relaxed); }
   bool Stopped() const { return hdr_->stop.load(std::memory_order_acquire) != 0; }
   // Set up: tells the parent, then waits for every worker to be (or for stop: exits).
   void Ready();
@@ -70,6 +72,15 @@ class Worker {
   // with the same data, or not yet written).
   void VerifyEither(const uint8_t* p, size_t len, Expect a, Expect b, const char* where_file,
                     uint64_t where_off);
+  // A pread (direct, or through a FOPEN_DIRECT_IO open) of fd at `off` into `dst`, a shared
+  // mapping of file where_file at where_off, whose bytes must then be `want`'s pattern. With
+  // placement spread, a block may instead hold exactly `before` (what the mapping held before):
+  // the kernel pinned the mapping's pages for the read, and a revoke of the mapped file (another
+  // node took its glock) dropped them from the page cache meanwhile, so the read landed in pages
+  // no longer in the file. gfs2 has the same hazard (its invalidate truncates pinned pages). Such
+  // a read is counted (dropped_pins) and repeated; any other content is a failure.
+  void PreadIntoMapping(int fd, uint8_t* dst, size_t len, uint64_t off, Expect want, Expect before,
+                        const char* where_file, uint64_t where_off);
   // The report of a mismatch at byte i of p (for Fail).
   std::string MismatchReport(const uint8_t* p, size_t len, size_t i, Expect e,
                              const char* where_file, uint64_t where_off) const;

@@ -70,9 +70,14 @@ Status OpScope::Lock(const GlockName& name, State state, uint32_t flags) {
   // The naive I/O policy waits in whatever order the operation asks (docs/deadlocks.md), but in
   // slices: once the policy is switched away (or stops at unmount) the operation backs off and
   // restarts in order, which is what breaks a naive deadlock of this kind.
-  while (e_->naive_order_.load(std::memory_order_relaxed)) {
+  // The holder stays queued all along (a dump taken at any moment shows it waiting).
+  if (e_->naive_order_.load(std::memory_order_relaxed)) {
     ASSIGN_OR_RETURN(glock::HolderId id, e_->glocks_->Acquire(name, state, flags | glock::kAsync));
-    Status st = e_->glocks_->Wait(id, glock::GlockRunner::SteadyNow() + kNaiveSlice);
+    while (e_->naive_order_.load(std::memory_order_relaxed) &&
+           !e_->glocks_->WaitUntil(id, glock::GlockRunner::SteadyNow() + kNaiveSlice)) {
+    }
+    // Granted, failed, or (no longer naive) withdrawn with kTimedOut.
+    Status st = e_->glocks_->Wait(id, glock::GlockRunner::SteadyNow());
     if (st.ok()) {
       held_.push_back({name, state, flags, id});
       if (name.type == glock::GlockType::kRgrp) e_->alloc_->Hold(name.number);

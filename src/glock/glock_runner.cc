@@ -134,6 +134,17 @@ Status GlockRunner::Wait(HolderId id, std::optional<Time> deadline) {
   return WaitLocked(l, id, deadline);
 }
 
+bool GlockRunner::WaitUntil(HolderId id, Time deadline) {
+  std::unique_lock l(mu_);
+  while (true) {
+    auto it = outcomes_.find(id);
+    if (it == outcomes_.end() || it->second.done) return true;
+    const Time now = clock_();
+    if (now >= deadline) return false;
+    cv_.wait_for(l, std::chrono::nanoseconds(deadline - now));
+  }
+}
+
 Status GlockRunner::WaitLocked(std::unique_lock<std::mutex>& l, HolderId id,
                                std::optional<Time> deadline) {
   bool timed = deadline.has_value();

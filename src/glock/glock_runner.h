@@ -141,6 +141,9 @@ class GlockRunner {
   // Waits until granted (OK) or failed (the failure; the holder is gone). With a deadline on
   // the runner's clock, a holder still waiting then is cancelled with kTimedOut.
   Status Wait(HolderId id, std::optional<Time> deadline = std::nullopt);
+  // Waits until the holder is granted or has failed (true), or until `deadline` on the runner's
+  // clock (false; the holder stays queued).
+  bool WaitUntil(HolderId id, Time deadline);
   Status Release(HolderId id);
   Status Cancel(HolderId id);
 
