@@ -94,6 +94,17 @@ void IoPolicy::DoomLocked(Proc* p, std::vector<uint64_t>* drop) {
   }
 }
 
+void IoPolicy::DropDoomedLocked(Proc* p, std::vector<uint64_t>* drop) {
+  for (auto it = p->kept.begin(); it != p->kept.end();) {
+    if (it->doomed && it->users == 0) {
+      drop->push_back(it->hold);
+      it = p->kept.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 void IoPolicy::UnuseLocked(int pid, uint64_t hold, std::vector<uint64_t>* drop) {
   Proc& p = procs_[pid];
   for (auto it = p.kept.begin(); it != p.kept.end(); ++it) {
@@ -198,14 +209,7 @@ Result<size_t> IoPolicy::RunKept(int pid, InodeNo ino, IoMode mode, bool write, 
       for (const auto& k : p.kept) others |= !k.doomed;
       p.waiting++;
     }
-    for (auto it = p.kept.begin(); it != p.kept.end();) {
-      if (it->doomed && it->users == 0) {
-        drop.push_back(it->hold);
-        it = p.kept.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    DropDoomedLocked(&p, &drop);
   }
   Drop(drop);
   drop.clear();
@@ -253,14 +257,7 @@ Result<size_t> IoPolicy::RunKept(int pid, InodeNo ino, IoMode mode, bool write, 
       for (auto& k : procs_[pid].kept) {
         if (k.ino == ino) k.doomed = true;
       }
-      for (auto it = procs_[pid].kept.begin(); it != procs_[pid].kept.end();) {
-        if (it->doomed && it->users == 0) {
-          drop.push_back(it->hold);
-          it = procs_[pid].kept.erase(it);
-        } else {
-          ++it;
-        }
-      }
+      DropDoomedLocked(&procs_[pid], &drop);
     }
     Drop(drop);
     return io(0, IoMode::kExclusive, 0, len);

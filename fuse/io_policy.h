@@ -111,6 +111,8 @@ class IoPolicy {
   void UnuseLocked(int pid, uint64_t hold, std::vector<uint64_t>* drop);
   // Marks every kept glock of `p` doomed; collects the unused ones into `drop` (mu_ held).
   void DoomLocked(Proc* p, std::vector<uint64_t>* drop);
+  // Moves the doomed unused kept glocks of `p` into `drop` (mu_ held).
+  static void DropDoomedLocked(Proc* p, std::vector<uint64_t>* drop);
   void Drop(const std::vector<uint64_t>& holds);
   void Reaper();
 
