@@ -455,14 +455,13 @@ void PrintTable(const Config& cfg, const std::vector<Row>& rows) {
       if (bench) iters += " (" + Rate(rates.min) + "-" + Rate(rates.max) + ")";
     }
     const std::optional<int64_t> retries = row.Retries();
-    table.push_back({row.sc->name, row.policy, PlacementName(row.pl), DirsLabel(row.dirs),
-                     ran ? std::to_string(row.Iterations()) : "-", iters,
-                     ran ? std::to_string(row.Ops()) : "-",
-                     retries ? std::to_string(*retries) : "-",
-                     rates.retries_per_1k ? StrFormat("%.2f", *rates.retries_per_1k) : "-",
-                     ran ? std::to_string(row.DroppedPins()) : "-",
-                     ran ? std::to_string(row.Hangs()) : "-",
-                     ran ? std::to_string(row.Errors()) : "-", row.Result()});
+    table.push_back(
+        {row.sc->name, row.policy, PlacementName(row.pl), DirsLabel(row.dirs),
+         ran ? std::to_string(row.Iterations()) : "-", iters, ran ? std::to_string(row.Ops()) : "-",
+         retries ? std::to_string(*retries) : "-",
+         rates.retries_per_1k ? StrFormat("%.2f", *rates.retries_per_1k) : "-",
+         ran ? std::to_string(row.DroppedPins()) : "-", ran ? std::to_string(row.Hangs()) : "-",
+         ran ? std::to_string(row.Errors()) : "-", row.Result()});
   }
   std::vector<size_t> width(table[0].size(), 0);
   for (const auto& line : table) {

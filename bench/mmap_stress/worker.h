@@ -20,8 +20,8 @@ struct WorkerContext {
   std::string subdir;    // dir + "/mmap-stress.<pid>.<scenario>"
   uint64_t size = 0;     // --size
   uint64_t seed = 0;
-  bool stall = false;  // --inject-stall: stop making progress a few steps after go
-  bool spread = false; // placement spread: another node's accesses revoke this node's pages
+  bool stall = false;   // --inject-stall: stop making progress a few steps after go
+  bool spread = false;  // placement spread: another node's accesses revoke this node's pages
   SharedRegion* shared = nullptr;
   int slot = 0;
 };
