@@ -83,15 +83,8 @@ void IoPolicy::Stop() {
 }
 
 void IoPolicy::DoomLocked(Proc* p, std::vector<uint64_t>* drop) {
-  for (auto it = p->kept.begin(); it != p->kept.end();) {
-    if (it->users == 0) {
-      drop->push_back(it->hold);
-      it = p->kept.erase(it);
-    } else {
-      it->doomed = true;
-      ++it;
-    }
-  }
+  for (auto& k : p->kept) k.doomed = true;
+  DropDoomedLocked(p, drop);
 }
 
 void IoPolicy::DropDoomedLocked(Proc* p, std::vector<uint64_t>* drop) {

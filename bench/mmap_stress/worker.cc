@@ -259,28 +259,32 @@ void Worker::PreadIntoMapping(int fd, uint8_t* dst, size_t len, uint64_t off, Ex
     PreadFull(fd, dst, len, off);
     if (FirstMismatch(dst, len, want) == len) return;
     if (!ctx_.spread || attempt == kMaxAttempts) break;
-    bool dropped_only = true;
-    for (size_t blk = 0; blk < len && dropped_only; blk += kBlock) {
-      const size_t n = std::min<size_t>(kBlock, len - blk);
-      dropped_only =
-          FirstMismatch(dst + blk, n, Expect{want.file, want.gen, want.off + blk}) == n ||
-          FirstMismatch(dst + blk, n, Expect{before.file, before.gen, before.off + blk}) == n;
-    }
-    if (!dropped_only) break;
+    if (FirstBlockNeither(dst, len, want, before) != len) break;
     DroppedPin();
     Step();
   }
   Verify(dst, len, want, where_file, where_off);
 }
 
+size_t Worker::FirstBlockNeither(const uint8_t* p, size_t len, Expect a, Expect b) {
+  for (size_t blk = 0; blk < len; blk += kBlock) {
+    const size_t n = std::min<size_t>(kBlock, len - blk);
+    if (FirstMismatch(p + blk, n, Expect{a.file, a.gen, a.off + blk}) != n &&
+        FirstMismatch(p + blk, n, Expect{b.file, b.gen, b.off + blk}) != n) {
+      return blk;
+    }
+  }
+  return len;
+}
+
 void Worker::VerifyEither(const uint8_t* p, size_t len, Expect a, Expect b, const char* where_file,
                           uint64_t where_off) {
-  for (size_t blk = 0; blk < len; blk += kBlock) {
+  const size_t blk = FirstBlockNeither(p, len, a, b);
+  if (blk != len) {
     const size_t n = std::min<size_t>(kBlock, len - blk);
     const Expect ea{a.file, a.gen, a.off + blk};
     const Expect eb{b.file, b.gen, b.off + blk};
     const size_t ia = FirstMismatch(p + blk, n, ea);
-    if (ia == n || FirstMismatch(p + blk, n, eb) == n) continue;
     Fail(kExitVerify,
          StrFormat("verification error after: %s\n  block at %s offset %llu is neither %s "
                    "offset %llu nor %s offset %llu; compared with the first:\n  ",

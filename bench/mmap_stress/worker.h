@@ -72,6 +72,9 @@ class Worker {
   // with the same data, or not yet written).
   void VerifyEither(const uint8_t* p, size_t len, Expect a, Expect b, const char* where_file,
                     uint64_t where_off);
+  // The offset of the first kBlock block of p[0, len) that is neither a's nor b's pattern
+  // (len: none).
+  static size_t FirstBlockNeither(const uint8_t* p, size_t len, Expect a, Expect b);
   // A pread (direct, or through a FOPEN_DIRECT_IO open) of fd at `off` into `dst`, a shared
   // mapping of file where_file at where_off, whose bytes must then be `want`'s pattern. With
   // placement spread, a block may instead hold exactly `before` (what the mapping held before):
