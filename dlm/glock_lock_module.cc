@@ -98,6 +98,9 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
     // The request in flight.
     bool inflight = false;
     bool inflight_new = false;
+    // A provisional reply (glock::kNewObject) is on its way to the caller outside mu: the real
+    // reply waits until it has been delivered, so the runner sees them in order.
+    bool early_pending = false;
     int rqmode = kIV;
     State from = State::kUnlocked;
     State to = State::kUnlocked;
@@ -310,10 +313,33 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
       bast = [self, name, gen](int m) { self->OnBlocking(name, gen, m); };
       resname = name.DlmResourceName();
     }
+    // A creator's new lock on a resource nobody holds or waits for in our replica: answer at
+    // once, provisionally (the grant is expected; the real reply follows). Only another node's
+    // request ordered before ours, for an object it cannot know yet, can make it wait.
+    const bool early = !convert && to != State::kUnlocked && (flags & glock::kNewObject) &&
+                       !(flags & (glock::kTry | glock::kTry1Cb)) && ls->ResourceIdle(resname);
     const Status st = ls->Lock(mode, &e->lksb, lkf, resname, std::move(ast), std::move(bast));
     stats.requests++;
     if (st.ok()) {
       Bump(convert ? converts : requests);
+      if (early && e->reply) {
+        stats.provisional++;
+        Bump(provisional);
+        e->early_pending = true;
+        LmReply r;
+        r.state = to;
+        r.provisional = true;
+        ReplyFn fn = e->reply;  // the real reply keeps its own copy
+        std::shared_ptr<Core> self = shared_from_this();
+        const uint64_t gen = e->gen;
+        after->push_back([self, name, gen, fn = std::move(fn), r = std::move(r)] {
+          if (!self->dead) fn(r);
+          std::lock_guard<std::mutex> l(self->mu);
+          Entry* pe = self->Find(name);
+          if (pe != nullptr && pe->gen == gen) pe->early_pending = false;
+          self->cv.notify_all();
+        });
+      }
       return;
     }
     stats.failed++;
@@ -343,7 +369,12 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
     Bump(completions);
     AfterUnlock after;
     {
-      std::lock_guard<std::mutex> l(mu);
+      std::unique_lock<std::mutex> l(mu);
+      // The provisional reply of this request goes first (its deliverer never waits for us).
+      cv.wait(l, [&] {
+        Entry* pe = Find(name);
+        return pe == nullptr || pe->gen != gen || !pe->early_pending;
+      });
       Entry* e = Find(name);
       if (e == nullptr || e->gen != gen) {
         LOG_WARN("glock lock module: stray completion for " << name.ToString());
@@ -601,7 +632,7 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
       << stats.requests << " granted " << stats.granted << " refused " << stats.refused
       << " deadlocks " << stats.deadlocks << " canceled " << stats.canceled << " failed "
       << stats.failed << " blocking " << stats.blocking << " nl-unlocks " << stats.nl_unlocks
-      << "\n";
+      << " provisional " << stats.provisional << "\n";
     for (const auto& [name, e] : entries) {
       o << "  " << name.ToString() << " lkid:" << std::hex << e->lksb.lkid << std::dec
         << " gr:" << ModeName(e->grmode);
@@ -609,6 +640,7 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
         o << " rq:" << ModeName(e->rqmode) << (e->inflight_new ? " (new)" : "") << " "
           << glock::StateName(e->from) << "->" << glock::StateName(e->to);
       }
+      if (e->early_pending) o << " provisional";
       if (e->unlocking) o << " unlocking";
       if (e->deferred) o << " deferred->" << glock::StateName(e->deferred->to);
       if (HasLvb(name.type)) o << (e->lvb_valid ? " lvb" : " lvb-invalid");
@@ -635,7 +667,7 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
   DlmLockModuleStats stats;
   // DlmLockModuleCounters: relaxed atomics (read without mu).
   std::atomic<uint64_t> requests{0}, converts{0}, unlocks{0}, cancels{0}, completions{0},
-      callbacks{0};
+      callbacks{0}, provisional{0};
   static void Bump(std::atomic<uint64_t>& c) { c.fetch_add(1, std::memory_order_relaxed); }
   int running = 0;  // batches of replies and callbacks executing outside mu (Begin/Deliver)
 };
@@ -745,6 +777,7 @@ DlmLockModuleCounters DlmLockModule::Counters() const {
   out.cancels = c.cancels.load(std::memory_order_relaxed);
   out.completions = c.completions.load(std::memory_order_relaxed);
   out.callbacks = c.callbacks.load(std::memory_order_relaxed);
+  out.provisional = c.provisional.load(std::memory_order_relaxed);
   return out;
 }
 

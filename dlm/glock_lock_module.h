@@ -23,12 +23,20 @@
 //    with NL). A conversion deadlock therefore completes with EDEADLK and is reported as a
 //    refusal (the old state); the glock layer then unlocks to UN and asks again, as gfs2 does.
 //
-// Replies: each Request calls its ReplyFn exactly once. Granted -> {state = to}; refused
-// (EAGAIN: NOQUEUE; EDEADLK: conversion deadlock) -> {state = from}; cancelled -> {canceled,
-// state = from}; any other failed completion -> {error = kIoError}; a Lock call the lockspace
-// refuses at once (not joined, busy) -> {error = its Status}. Blocking callbacks map the mode the
-// other node wants to the state this node may keep: EX -> UN, CW -> DF, PR -> SH (gfs2's
-// gdlm_bast), and go to the callback set with SetBlockingCallback.
+// Provisional grants (glock::kNewObject, not gfs2's): a new lock to a state above UN, without
+// kTry, on a resource that has no lock of any node in this node's replica of the lock table
+// (Lockspace::ResourceIdle) is answered at once with {state = to, provisional} after the request
+// is sent, then with its real reply once the lock manager has decided; the real reply is never
+// delivered before the provisional one. A creator of a new inode needs no round trip that way:
+// only a request of another node ordered before ours can make the lock wait, and such a node
+// cannot know the new object yet (glock.h, docs/locking.md).
+//
+// Replies: each Request calls its ReplyFn exactly once (twice with a provisional reply). Granted ->
+// {state = to}; refused (EAGAIN: NOQUEUE; EDEADLK: conversion deadlock) -> {state = from};
+// cancelled -> {canceled, state = from}; any other failed completion -> {error = kIoError}; a Lock
+// call the lockspace refuses at once (not joined, busy) -> {error = its Status}. Blocking callbacks
+// map the mode the other node wants to the state this node may keep: EX -> UN, CW -> DF, PR -> SH
+// (gfs2's gdlm_bast), and go to the callback set with SetBlockingCallback.
 //
 // Fencing: once the lockspace has fenced itself (lost quorum, transport failure, or it was fenced
 // and rejoined since the module was created), its locks are gone and the module stays fenced for
@@ -80,14 +88,15 @@ struct DlmLockModuleOptions {
 
 // Counters since the module was created (dumps, tests).
 struct DlmLockModuleStats {
-  uint64_t requests = 0;    // Lock calls made (new locks and conversions)
-  uint64_t granted = 0;     // ... granted
-  uint64_t refused = 0;     // ... refused with EAGAIN (NOQUEUE)
-  uint64_t deadlocks = 0;   // ... refused with EDEADLK (conversion deadlock)
-  uint64_t canceled = 0;    // ... cancelled
-  uint64_t failed = 0;      // ... failed otherwise (fenced included), at once or later
-  uint64_t blocking = 0;    // blocking callbacks passed on
-  uint64_t nl_unlocks = 0;  // idle NL locks unlocked to stay within max_idle_nl_locks
+  uint64_t requests = 0;     // Lock calls made (new locks and conversions)
+  uint64_t granted = 0;      // ... granted
+  uint64_t refused = 0;      // ... refused with EAGAIN (NOQUEUE)
+  uint64_t deadlocks = 0;    // ... refused with EDEADLK (conversion deadlock)
+  uint64_t canceled = 0;     // ... cancelled
+  uint64_t failed = 0;       // ... failed otherwise (fenced included), at once or later
+  uint64_t blocking = 0;     // blocking callbacks passed on
+  uint64_t nl_unlocks = 0;   // idle NL locks unlocked to stay within max_idle_nl_locks
+  uint64_t provisional = 0;  // new locks answered provisionally (kNewObject)
 };
 
 // What the module asked of the lock manager, since it was created: one lockspace message each
@@ -100,6 +109,7 @@ struct DlmLockModuleCounters {
   uint64_t cancels = 0;      // cancels of a request in flight
   uint64_t completions = 0;  // completion callbacks received (grants, refusals, unlocks, ...)
   uint64_t callbacks = 0;    // blocking callbacks received (another node wants a glock)
+  uint64_t provisional = 0;  // provisional replies (requests counts them too)
 };
 
 class DlmLockModule final : public glock::LockModule {

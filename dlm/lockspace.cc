@@ -398,6 +398,13 @@ Status Lockspace::RecoveryDone(uint32_t nodeid) {
   return MulticastLocked(w.Take());
 }
 
+bool Lockspace::ResourceIdle(std::string_view name) const {
+  std::lock_guard<std::mutex> l(mu_);
+  if (state_ != LsState::kMember || !synced_) return false;
+  auto it = table_.resources().find(std::string(name));
+  return it == table_.resources().end() || it->second.empty();
+}
+
 bool Lockspace::fenced() const {
   std::lock_guard<std::mutex> l(mu_);
   return state_ == LsState::kFenced || state_ == LsState::kDead;

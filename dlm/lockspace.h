@@ -181,6 +181,10 @@ class Lockspace final : public TransportListener {
   // yourself with heartbeat_thread = false. No-op with heartbeats disabled.
   void HeartbeatTick();
 
+  // Whether this node's replica holds no lock of any node (granted, converting or waiting) on
+  // resource `name`. False unless this node is a synced member. Says nothing of requests other
+  // nodes have sent that are not yet delivered here.
+  bool ResourceIdle(std::string_view name) const;
   bool fenced() const;
   LsState state() const;
   LockspaceInfo Info() const;

@@ -370,7 +370,8 @@ std::vector<std::pair<std::string, uint64_t>> ClusterMember::Counters() const {
                        {"lm_unlocks", m.unlocks},
                        {"lm_cancels", m.cancels},
                        {"lm_completions", m.completions},
-                       {"lm_callbacks", m.callbacks}});
+                       {"lm_callbacks", m.callbacks},
+                       {"lm_provisional", m.provisional}});
   }
   return v;
 }

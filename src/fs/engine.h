@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -364,7 +365,7 @@ class Engine final : public FileSystem {
   // only succeeds when no other node has it open, and frees the inode then.
   // An open takes iopen SH in its scope (after its other glocks, before any transaction) and,
   // at opens++, keeps it for the inode if it has none yet (KeepIopen, inside the scope).
-  Status LockIopen(OpScope& s, InodeNo no);
+  Status LockIopen(OpScope& s, InodeNo no, bool created = false);
   void KeepIopen(OpScope& s, Inode& ip);   // REQUIRES inodes_mu_
   void ClosedHere(glock::HolderId iopen);  // after the last close (gives iopen SH up)
   // Before the transaction: tries iopen EX for `ip` if dropping a link may free it.
@@ -422,6 +423,17 @@ class Engine final : public FileSystem {
   std::condition_variable glock_worker_cv_;
   bool stop_glock_worker_ = false;  // guarded by glock_worker_mu_
   bool glocks_stopped_ = false;     // StopGlocks ran (the lock module may be gone since)
+  // Cluster mounts run glock syncs here, not on the thread that pumps the runner's effects
+  // (often the lock manager's callback thread): a sync flushes the log, and a flush may wait for
+  // the lock manager to confirm a provisional grant (LogManager::SetProvisionalGate), which
+  // that callback thread delivers. Jobs run in order; StopGlocks runs what is left.
+  void RunSyncJob(std::function<void()> job);
+  void SyncWorker();
+  std::thread sync_worker_;
+  std::mutex sync_mu_;  // leaf; pairs with sync_cv_
+  std::condition_variable sync_cv_;
+  std::deque<std::function<void()>> sync_jobs_;  // guarded by sync_mu_
+  bool stop_sync_worker_ = false;                // guarded by sync_mu_; set by StopGlocks
 
   // Resource groups, deferred frees, statfs deltas (its own mutexes: leaves below the transaction
   // lock).
@@ -488,14 +500,15 @@ class Engine::Hooks final : public glock::GlockHooks {
  public:
   explicit Hooks(Engine* e) : e_(e) {}
   void Sync(const glock::GlockName& name, DoneFn done) override {
-    switch (name.type) {
-      case glock::GlockType::kInode:
-        return done(e_->SyncInodeGlock(name.number));
-      case glock::GlockType::kRgrp:
-        return done(e_->SyncRgrpGlock(name.number));
-      default:
-        return done(Status::Ok());
+    if (name.type != glock::GlockType::kInode && name.type != glock::GlockType::kRgrp) {
+      return done(Status::Ok());
     }
+    auto job = [e = e_, name, done = std::move(done)] {
+      done(name.type == glock::GlockType::kInode ? e->SyncInodeGlock(name.number)
+                                                 : e->SyncRgrpGlock(name.number));
+    };
+    if (!e_->cluster_) return job();
+    e_->RunSyncJob(std::move(job));
   }
   void Invalidate(const glock::GlockName& name, std::function<void()> done) override {
     if (name.type == glock::GlockType::kInode) e_->InvalidateInodeGlock(name.number);

@@ -34,6 +34,46 @@ void Engine::StartGlocks() {
   lm_->SetBlockingCallback(
       [runner](const GlockName& name, glock::State wanted) { runner->RemoteDemote(name, wanted); });
   glock_worker_ = std::thread([this] { GlockWorker(); });
+  if (cluster_) {
+    sync_worker_ = std::thread([this] { SyncWorker(); });
+    log_->SetProvisionalGate([runner] { return runner->ProvisionalMark(); },
+                             [runner](uint64_t mark) {
+                               for (int waited = 10;; waited += 10) {
+                                 const glock::Time deadline =
+                                     glock::GlockRunner::SteadyNow() + 10'000 * glock::kMillisecond;
+                                 if (runner->WaitProvisional(mark, deadline)) return;
+                                 // Ends when the lock manager answers, or fails (a fence).
+                                 LOG_WARN("log flush: waited " << waited
+                                                               << " s for the lock manager to "
+                                                                  "confirm provisional grants");
+                               }
+                             });
+  }
+}
+
+void Engine::RunSyncJob(std::function<void()> job) {
+  {
+    std::lock_guard<std::mutex> l(sync_mu_);
+    if (!stop_sync_worker_) {
+      sync_jobs_.push_back(std::move(job));
+      sync_cv_.notify_one();
+      return;
+    }
+  }
+  job();  // no worker (any more): the caller's thread
+}
+
+void Engine::SyncWorker() {
+  std::unique_lock<std::mutex> l(sync_mu_);
+  for (;;) {
+    sync_cv_.wait(l, [this] { return stop_sync_worker_ || !sync_jobs_.empty(); });
+    if (sync_jobs_.empty()) return;  // stopping, and nothing is left
+    std::function<void()> job = std::move(sync_jobs_.front());
+    sync_jobs_.pop_front();
+    l.unlock();
+    job();
+    l.lock();
+  }
 }
 
 void Engine::StopGlocks() {
@@ -50,6 +90,12 @@ void Engine::StopGlocks() {
   }
   glock_worker_cv_.notify_all();
   if (glock_worker_.joinable()) glock_worker_.join();
+  {
+    std::lock_guard<std::mutex> l(sync_mu_);
+    stop_sync_worker_ = true;  // the worker runs what is queued, then ends; later syncs run inline
+  }
+  sync_cv_.notify_all();
+  if (sync_worker_.joinable()) sync_worker_.join();
 }
 
 void Engine::GlockWorker() {

@@ -14,6 +14,12 @@ void LogManager::Attach(std::unique_ptr<journal::Journal> journal, Prepare prepa
   max_blocks_per_commit_ = journal_ ? journal_->MaxBlocksPerCommit() : 0;
 }
 
+void LogManager::SetProvisionalGate(std::function<uint64_t()> mark,
+                                    std::function<void(uint64_t)> wait) {
+  provisional_mark_ = std::move(mark);
+  provisional_wait_ = std::move(wait);
+}
+
 Status LogManager::FlushUpTo(uint64_t upto) {
   if (!journal_) return Status::Ok();
   if (flushed_seq_.load() >= upto) return Status::Ok();
@@ -51,13 +57,18 @@ Status LogManager::FlushUpTo(uint64_t upto) {
   std::vector<uint64_t> revokes;
   journal::StatfsDelta local;
   uint64_t target;
+  uint64_t provisional = 0;
   {
     std::unique_lock<std::shared_mutex> lk(trans_mu_);  // no transaction is half done now
     target = mod_seq_.load();  // everything up to here is in this batch (group commit)
     local = prepare_();
     snap = cache_->SnapshotDirty();
     revokes = alloc_->BeginCommit();
+    if (provisional_mark_) provisional = provisional_mark_();
   }
+  // Creates of this snapshot may run under glocks granted provisionally: their grants must be
+  // real before anything of them is written (no other node may see the blocks before).
+  if (provisional != 0 && !snap.empty()) provisional_wait_(provisional);
   Status st;
   if (snap.empty() && revokes.empty()) {
     st = dev_->Flush();  // data-only changes

@@ -11,7 +11,10 @@
 // A failed commit breaks the log: broken() is then true for good and the engine refuses writes.
 //
 // Thread safety: all methods are thread-safe. Lock order: flush_mu_ -> trans_mu_ (exclusive) ->
-// the prepare hook's locks (Allocator::mu_) -> MetaCache::mu_; batch_mu_ is a leaf.
+// the prepare hook's locks (Allocator::mu_) -> MetaCache::mu_; batch_mu_ is a leaf. The
+// provisional gate's mark is read under trans_mu_ (it takes the glock runner's leaf mutex); its
+// wait runs under flush_mu_ only, and must not run on a thread the lock manager's replies need
+// (the engine runs glock syncs of cluster mounts on a thread of their own for that reason).
 #ifndef UGFS2_SRC_FS_LOG_MANAGER_H_
 #define UGFS2_SRC_FS_LOG_MANAGER_H_
 
@@ -44,6 +47,12 @@ class LogManager {
 
   // Gives the log its journal (after replay); without one (read-only mounts) flushes do nothing.
   void Attach(std::unique_ptr<journal::Journal> journal, Prepare prepare);
+  // Provisional glock grants (glock::kNewObject, cluster mounts): `mark` is taken at each
+  // snapshot (the latest provisional grant; it covers every operation in the snapshot), and
+  // `wait(mark)` runs before the commit, so nothing a glock covers reaches the journal or its
+  // place on the shared disk before the lock manager has confirmed the grant. Set once, before
+  // the first flush; without it flushes do not wait.
+  void SetProvisionalGate(std::function<uint64_t()> mark, std::function<void(uint64_t)> wait);
   journal::Journal* journal() const { return journal_.get(); }
   // The journal's commit budget (fixed once attached; 0 without a journal).
   uint64_t max_blocks_per_commit() const { return max_blocks_per_commit_; }
@@ -75,6 +84,8 @@ class LogManager {
   const uint32_t bsize_;
   std::unique_ptr<journal::Journal> journal_;  // set once by Attach, before any flush
   Prepare prepare_;
+  std::function<uint64_t()> provisional_mark_;
+  std::function<void(uint64_t)> provisional_wait_;
   uint64_t max_blocks_per_commit_ = 0;
 
   mutable std::shared_mutex trans_mu_;  // the transaction lock (gfs2's sd_log_flush_lock)

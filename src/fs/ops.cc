@@ -337,14 +337,17 @@ Result<InodeRef> Engine::CreateNode(OpScope& s, InodeNo parent, std::string_view
   // locked (kSkip: nothing to read), then allocated if still free; if another create took it
   // meanwhile, nothing was changed yet and the operation starts over.
   // Resource groups first (their glocks sort after the inodes', so the new inode's glock below
-  // is taken out of order: tried, as nobody else should hold it): the new dinode near its
-  // goal, the directory's growth near the directory, the inherited ACLs near the new inode.
+  // is taken out of order; as kNewObject it is waited for, see OpScope::Lock, and a cluster's
+  // lock module grants it provisionally, without a round trip, when no node has a lock on that
+  // address): the new dinode near its goal, the directory's growth near the directory, the
+  // inherited ACLs near the new inode.
   RETURN_IF_ERROR(s.ReserveBlocks(goal, 1 + (inherited.empty() ? 0 : TreeReserve(2))));
   RETURN_IF_ERROR(
       s.ReserveBlocks(dir->di.goal_meta ? dir->di.goal_meta : dir->no, DirAddReserve(*dir)));
   ASSIGN_OR_RETURN(uint64_t blk, alloc_->PeekFreeBlock(goal));
-  RETURN_IF_ERROR(s.Lock({glock::GlockType::kInode, blk}, State::kExclusive, glock::kSkip));
-  if (open) RETURN_IF_ERROR(LockIopen(s, blk));
+  RETURN_IF_ERROR(
+      s.Lock({glock::GlockType::kInode, blk}, State::kExclusive, glock::kSkip | glock::kNewObject));
+  if (open) RETURN_IF_ERROR(LockIopen(s, blk, /*created=*/true));
   RETURN_IF_ERROR(s.BeginTrans());
   uint64_t gen = 0;
   ASSIGN_OR_RETURN(bool got, alloc_->AllocDinodeAt(blk, &gen));
@@ -492,14 +495,15 @@ Result<Attr> Engine::LinkImpl(InodeNo ino, std::optional<uint64_t> generation, u
   return r;
 }
 
-Status Engine::LockIopen(OpScope& s, InodeNo no) {
+Status Engine::LockIopen(OpScope& s, InodeNo no, bool created) {
   if (!cluster_) return Status::Ok();
   // Sorts after every inode and rgrp glock of the operation; only a node freeing the inode
   // holds it EX, and that node holds the inode's glock EX, which this operation holds now.
   // Kept cached (SH) after the last close, as gfs2 keeps it while the inode is cached: opening
   // the file again costs no lock request. A node that wants to free the inode asks with
   // kTry1Cb, so an idle cached SH here is given up on its callback (TryIopenExclusive retries).
-  return s.Lock({glock::GlockType::kIopen, no}, State::kShared);
+  // A new inode's (`created`): kNewObject, so that the lock module may grant it at once.
+  return s.Lock({glock::GlockType::kIopen, no}, State::kShared, created ? glock::kNewObject : 0);
 }
 
 void Engine::KeepIopen(OpScope& s, Inode& ip) {

@@ -53,8 +53,9 @@ bool Covers(State held, State want) {
 
 std::string FlagsString(uint32_t flags) {
   static constexpr std::pair<uint32_t, char> kLetters[] = {
-      {kTry, 't'},   {kTry1Cb, 'T'}, {kNoExp, 'e'}, {kAny, 'A'},     {kNodeScope, 'n'},
-      {kAsync, 'a'}, {kExact, 'E'},  {kSkip, 's'},  {kNoCache, 'c'}, {kPrepareAny, 'P'},
+      {kTry, 't'},       {kTry1Cb, 'T'},     {kNoExp, 'e'},     {kAny, 'A'},
+      {kNodeScope, 'n'}, {kAsync, 'a'},      {kExact, 'E'},     {kSkip, 's'},
+      {kNoCache, 'c'},   {kPrepareAny, 'P'}, {kNewObject, 'N'},
   };
   std::string s;
   for (const auto& [bit, letter] : kLetters) {
@@ -327,7 +328,12 @@ bool GlockTable::DoPromote(Glock* g, std::vector<Effect>* out) {
 }
 
 void GlockTable::RunQueue(Glock* g, std::vector<Effect>* out) {
-  if (g->phase != Phase::kIdle) return;
+  if (g->phase != Phase::kIdle) {
+    // Granted provisionally: newcomers the state fits join the creator (nothing to re-read:
+    // the object is new); a pending demote waits for the real reply, and so do they then.
+    if (g->provisional && !g->demote) DoPromote(g, out);
+    return;
+  }
   g->retry = false;
   if (g->demote && Satisfied(g->state, *g->demote)) {
     g->demote.reset();
@@ -408,7 +414,34 @@ void GlockTable::SendRequest(Glock* g, std::vector<Effect>* out) {
   out->push_back(std::move(e));
 }
 
-void GlockTable::ApplyReply(Glock* g, const LmReply& reply, std::vector<Effect>* out) {
+void GlockTable::ApplyProvisional(Glock* g, const LmReply& reply, std::vector<Effect>* out) {
+  g->provisional = true;
+  g->provisional_seq = next_provisional_++;
+  provisional_.emplace(g->provisional_seq, g->name);
+  g->state = reply.state;
+  g->tchange = now_;
+  g->needs_refresh = false;  // the holder creates the object: there is nothing to re-read
+  DoPromote(g, out);
+}
+
+void GlockTable::ApplyReply(Glock* g, const LmReply& in, std::vector<Effect>* out) {
+  LmReply reply = in;
+  if (g->provisional) {
+    // The real reply to a provisional grant.
+    provisional_.erase(g->provisional_seq);
+    g->provisional = false;
+    g->provisional_seq = 0;
+    if (!reply.error.ok() || reply.canceled || reply.state != g->state) {
+      // Holders already run in the state: they keep it (the lock module failed, which fences
+      // the node); the waiters fail and the glock retries later, as after any error.
+      if (reply.error.ok()) {
+        reply.error = Status(Code::kIoError, "the lock manager did not grant " +
+                                                 g->name.ToString() + " as provisionally granted");
+      }
+      reply.state = g->state;
+      reply.canceled = false;
+    }
+  }
   const State old = g->state;
   if (reply.state != old) {
     g->state = reply.state;
@@ -566,7 +599,7 @@ Status GlockTable::Cancel(HolderId id, Time now, std::vector<Effect>* out, Code 
   if (it->second.flags & kNoCache) RequestDemote(g, S::kUnlocked, /*delayed=*/false);
   FailHolder(g, id, Status(reason, "glock request cancelled"), out);
   if (g->phase == Phase::kRequest && !g->frozen && !g->demote_in_progress && was_head &&
-      !g->cancel_sent) {
+      !g->cancel_sent && !g->provisional) {
     // Abort the request made for it unless the next waiter wants the same.
     const HolderRec* next = FirstWaiter(*g);
     if (next == nullptr || next->state != g->target) {
@@ -586,7 +619,25 @@ Status GlockTable::LockModuleReply(const GlockName& name, const LmReply& reply, 
   if (g == nullptr || g->phase != Phase::kRequest || g->frozen) {
     return Status::Invalid("lock module reply without a request in flight: " + name.ToString());
   }
-  if (recovery_blocked_ && reply.error.ok() && !reply.canceled && g->target != S::kUnlocked) {
+  if (reply.provisional) {
+    // Only an early grant of what a creator asked for, from nothing, that nobody has withdrawn
+    // or re-purposed since the request was sent; anything else waits for the real reply.
+    const HolderRec* head = FirstWaiter(*g);
+    const bool apply = !g->provisional && !recovery_blocked_ && !g->cancel_sent &&
+                       !g->demote_in_progress && g->state == S::kUnlocked &&
+                       g->target != S::kUnlocked && reply.state == g->target && reply.error.ok() &&
+                       !reply.canceled && (g->lm_flags & kNewObject) && head != nullptr &&
+                       (head->flags & kNewObject) && head->state == g->target;
+    if (apply) {
+      ApplyProvisional(g, reply, out);
+      Settle(g);
+    }
+    return Status::Ok();
+  }
+  // The real reply to a provisional grant is applied even while recovery blocks replies: its
+  // holders already run, and a log flush (which recovery itself needs) waits for it.
+  if (recovery_blocked_ && !g->provisional && reply.error.ok() && !reply.canceled &&
+      g->target != S::kUnlocked) {
     bool noexp_waiter = false;
     for (HolderId id : g->queue) {
       const HolderRec& h = holders_.at(id);
@@ -809,6 +860,7 @@ std::optional<GlockInfo> GlockTable::Info(const GlockName& name) const {
   i.preparing = g.preparing;
   i.prepared = g.prepared;
   i.on_lru = g.lru_seq != 0;
+  i.provisional = g.provisional;
   for (HolderId id : g.queue) (holders_.at(id).granted ? i.granted : i.waiting)++;
   i.tchange = g.tchange;
   i.request_at = g.request_at;
@@ -873,7 +925,15 @@ std::string GlockTable::CheckInvariants() const {
         if (!ok) err << n << ": holders " << first.id << " and " << h.id << " conflict\n";
       }
     }
-    if (!granted.empty() && g.phase != Phase::kIdle && g.phase != Phase::kRefresh) {
+    if (g.provisional) {
+      if (g.phase != Phase::kRequest || g.state != g.target || g.state == S::kUnlocked) {
+        err << n << ": provisional outside its request\n";
+      }
+      auto it = provisional_.find(g.provisional_seq);
+      if (it == provisional_.end() || it->second != name) err << n << ": provisional unlisted\n";
+    }
+    if (!granted.empty() && g.phase != Phase::kIdle && g.phase != Phase::kRefresh &&
+        !g.provisional) {
       err << n << ": holders granted during phase " << PhaseName(g.phase) << "\n";
     }
     if (g.frozen && g.phase != Phase::kRequest) err << n << ": frozen reply outside request\n";
@@ -909,6 +969,12 @@ std::string GlockTable::CheckInvariants() const {
       err << n << ": idle cached glock not on the LRU\n";
     }
   }
+  for (const auto& [seq, name] : provisional_) {
+    auto it = glocks_.find(name);
+    if (it == glocks_.end() || !it->second.provisional || it->second.provisional_seq != seq) {
+      err << "stale provisional entry\n";
+    }
+  }
   if (queued != holders_.size()) {
     err << "holder count mismatch: " << queued << " queued vs " << holders_.size() << "\n";
   }
@@ -932,6 +998,7 @@ std::string GlockTable::Dump(const DumpExtras& extras) const {
     if (g.prepared) o << 'V';   // not gfs2's: revoked, the demote may run
     if (g.phase == Phase::kInvalidate) o << 'i';
     if (g.frozen) o << 'F';
+    if (g.provisional) o << 'N';  // not gfs2's: granted early to a creator, real grant not in
     if (!g.queue.empty()) o << 'q';
     if (g.lru_seq) o << 'L';
     if (g.demote) o << 'b';

@@ -99,8 +99,14 @@ inline constexpr uint32_t kNoCache = 0x400;   // on release, give the cached sta
 // waits for (a launder WRITE, a READ holding a folio) is served in the state held, since a
 // promotion could need the very demote that waits for it (docs/coherence.md).
 inline constexpr uint32_t kPrepareAny = 0x1000;
+// Not gfs2's: the holder creates the object the glock covers (a new inode at a block this node
+// has just allocated), so no other node can know of it until this operation publishes it. The
+// lock module may then let the holder start before the lock manager has granted the request
+// (LmReply::provisional): nothing is read under it and, until the real grant, nothing it covers
+// may reach the shared disk (see GlockTable::ProvisionalMark). Passed on to the lock module.
+inline constexpr uint32_t kNewObject = 0x2000;
 // The flags passed on to the lock module with a request.
-inline constexpr uint32_t kLockModuleFlags = kTry | kTry1Cb | kNoExp;
+inline constexpr uint32_t kLockModuleFlags = kTry | kTry1Cb | kNoExp | kNewObject;
 std::string FlagsString(uint32_t flags);  // gfs2's holder flag letters, e.g. "tE"
 
 // Per-type behaviour: which hooks a transition runs, and whether remote demote requests wait for
@@ -127,6 +133,11 @@ struct LmReply {
   State state = State::kUnlocked;  // the state now held (the old one if refused or canceled)
   bool canceled = false;           // the request was cancelled (state unchanged)
   Status error;                    // the lock module failed; waiting holders fail with it
+  // An early answer to a kNewObject request from UN, before the lock manager's: the module
+  // expects the grant (nobody holds or waits for the lock as far as it knows) and lets holders
+  // start. The real reply follows as usual and confirms it. The table may ignore a provisional
+  // reply (it then simply waits for the real one); see GlockTable::LockModuleReply.
+  bool provisional = false;
 };
 
 struct Effect {
@@ -190,6 +201,7 @@ struct GlockInfo {
   bool preparing = false;           // a kPrepare is out, its PrepareDone not yet in
   bool prepared = false;            // the prepare is done; its kThaw has not been emitted yet
   bool on_lru = false;
+  bool provisional = false;  // granted early (LmReply::provisional); the real reply not yet in
   size_t granted = 0;
   size_t waiting = 0;
   Time tchange = 0;     // last state change
@@ -233,7 +245,13 @@ class GlockTable {
   // Withdraws a waiting holder (a caller's deadline passed, or it gave up): kFail with `reason`.
   // A granted holder is not cancelled (kInvalid): release it instead.
   Status Cancel(HolderId id, Time now, std::vector<Effect>* out, Code reason = Code::kCanceled);
-  // The lock module answers the kRequest in flight on `name`.
+  // The lock module answers the kRequest in flight on `name`. A provisional reply (applied only
+  // to a kNewObject request from UN that is still wanted, outside recovery; ignored otherwise)
+  // sets the state and grants the waiters it fits without a refresh (the object is new), while
+  // the request stays in flight: no other transition starts, and demotes wait, until the real
+  // reply confirms it. Should the real reply not grant the state after all (the lock module
+  // failed: the node is fenced), the holders granted keep running, as holders granted before a
+  // fence do, and the waiters fail with the error.
   Status LockModuleReply(const GlockName& name, const LmReply& reply, Time now,
                          std::vector<Effect>* out);
   // A remote node asks this node to hold `name` in at most `wanted` (UN, SH or DF).
@@ -259,6 +277,15 @@ class GlockTable {
   void SetRecoveryBlocked(bool blocked, Time now, std::vector<Effect>* out);
 
   // --- Queries ---
+  // Provisional grants, numbered from 1 in the order they were applied. ProvisionalMark(): the
+  // number of the latest one (0: none yet). ProvisionalConfirmed(mark): every provisional grant
+  // numbered <= mark has had its real reply. Whoever writes what glocks cover to shared storage
+  // takes a mark after the changes it writes were made and waits for it to be confirmed first.
+  uint64_t ProvisionalMark() const { return next_provisional_ - 1; }
+  bool ProvisionalConfirmed(uint64_t mark) const {
+    return provisional_.empty() || provisional_.begin()->first > mark;
+  }
+  size_t provisional_count() const { return provisional_.size(); }
   // The earliest time at which Tick has work (a delayed demote or a retry), if any.
   std::optional<Time> NextDeadline() const;
   std::optional<GlockInfo> Info(const GlockName& name) const;
@@ -306,6 +333,10 @@ class GlockTable {
     Time request_at = 0;
     GlockStats stats;
     HolderId refresh_for = 0;
+    // Granted early (LmReply::provisional), numbered as in provisional_; the request stays in
+    // flight (phase kRequest) until the real reply.
+    bool provisional = false;
+    uint64_t provisional_seq = 0;
     std::optional<LmReply> frozen;
     std::optional<LmReply> after_invalidate;
     std::vector<HolderId> queue;  // granted holders first, then waiters; FIFO
@@ -328,6 +359,7 @@ class GlockTable {
                        std::vector<Effect>* out);
   void SendRequest(Glock* g, std::vector<Effect>* out);
   void ApplyReply(Glock* g, const LmReply& reply, std::vector<Effect>* out);
+  void ApplyProvisional(Glock* g, const LmReply& reply, std::vector<Effect>* out);
   void FinishTransition(Glock* g, const LmReply& reply, std::vector<Effect>* out);
   void FailWaiters(Glock* g, bool only_try, const Status& status, std::vector<Effect>* out);
   void FailHolder(Glock* g, HolderId id, const Status& status, std::vector<Effect>* out);
@@ -338,8 +370,10 @@ class GlockTable {
   Options options_;
   std::map<GlockName, Glock> glocks_;
   std::map<HolderId, HolderRec> holders_;
-  std::map<uint64_t, GlockName> lru_;  // lru_seq -> glock, oldest first
-  std::set<GlockName> watch_;          // glocks with a delayed demote or a pending retry
+  std::map<uint64_t, GlockName> lru_;          // lru_seq -> glock, oldest first
+  std::set<GlockName> watch_;                  // glocks with a delayed demote or a pending retry
+  std::map<uint64_t, GlockName> provisional_;  // provisional grants awaiting their real reply
+  uint64_t next_provisional_ = 1;
   uint64_t next_lru_seq_ = 1;
   HolderId next_holder_ = 1;
   Time now_ = 0;

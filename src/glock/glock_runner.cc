@@ -1,5 +1,6 @@
 #include "glock/glock_runner.h"
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <utility>
@@ -327,8 +328,25 @@ std::optional<GlockInfo> GlockRunner::Info(const GlockName& name) const {
 void GlockRunner::OnReply(const GlockName& name, const LmReply& reply) {
   std::unique_lock l(mu_);
   std::vector<Effect> out;
+  const size_t provisional = table_.provisional_count();
   Report(table_.LockModuleReply(name, reply, clock_(), &out));
+  if (table_.provisional_count() < provisional) cv_.notify_all();  // WaitProvisional
   Apply(l, std::move(out));
+}
+
+uint64_t GlockRunner::ProvisionalMark() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return table_.ProvisionalMark();
+}
+
+bool GlockRunner::WaitProvisional(uint64_t mark, Time deadline) {
+  std::unique_lock l(mu_);
+  while (!table_.ProvisionalConfirmed(mark)) {
+    const Time now = clock_();
+    if (now >= deadline) return false;
+    cv_.wait_for(l, std::chrono::nanoseconds(std::min<Time>(deadline - now, 100 * kMillisecond)));
+  }
+  return true;
 }
 
 void GlockRunner::OnSyncDone(const GlockName& name, const Status& st) {

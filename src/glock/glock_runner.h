@@ -147,6 +147,13 @@ class GlockRunner {
   Status Release(HolderId id);
   Status Cancel(HolderId id);
 
+  // Provisional grants (kNewObject; GlockTable::ProvisionalMark): the latest one's number, and a
+  // wait until every one numbered <= `mark` has had its real reply (true), or until `deadline`
+  // on the runner's clock (false). Whoever writes to shared storage what glocks cover takes a
+  // mark once the changes it writes were made, and waits for it before it writes.
+  uint64_t ProvisionalMark() const;
+  bool WaitProvisional(uint64_t mark, Time deadline);
+
   // Inputs from the outside world.
   void RemoteDemote(const GlockName& name, State wanted);
   void Tick();  // call at NextDeadline() (or periodically)

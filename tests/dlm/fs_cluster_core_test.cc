@@ -5,7 +5,12 @@
 // glocks; fsck-oracle finds the volume clean after the nodes unmount.
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -36,10 +41,67 @@ using testing::TempDir;
 
 constexpr uint32_t kBs = 4096;
 
+// Passes everything on to the DLM module, but while closed keeps back the real replies to
+// kNewObject requests (their provisional replies go through): a lock manager slow to decide.
+class HoldingLockModule final : public glock::LockModule {
+ public:
+  explicit HoldingLockModule(glock::LockModule* inner) : inner_(inner) {}
+  void Request(const glock::GlockName& name, glock::State from, glock::State to, uint32_t flags,
+               ReplyFn reply) override {
+    if (!(flags & glock::kNewObject)) return inner_->Request(name, from, to, flags, reply);
+    inner_->Request(name, from, to, flags, [this, reply](const glock::LmReply& r) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (closed_ && !r.provisional) {
+          held_.push_back([reply, r] { reply(r); });
+          cv_.notify_all();
+          return;
+        }
+      }
+      reply(r);
+    });
+  }
+  void Cancel(const glock::GlockName& name) override { inner_->Cancel(name); }
+  void SetBlockingCallback(BlockingCallback cb) override { inner_->SetBlockingCallback(cb); }
+  bool ReadLvb(const glock::GlockName& name, Lvb* out) override {
+    return inner_->ReadLvb(name, out);
+  }
+  void WriteLvb(const glock::GlockName& name, const Lvb& value) override {
+    inner_->WriteLvb(name, value);
+  }
+  void Close() {
+    std::lock_guard<std::mutex> l(mu_);
+    closed_ = true;
+  }
+  // Waits (at most `timeout`) until `n` real replies are kept back; false if not.
+  bool WaitHeld(size_t n, std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> l(mu_);
+    return cv_.wait_for(l, timeout, [&] { return held_.size() >= n; });
+  }
+  // Delivers what was kept back (on this thread) and passes everything on from now on.
+  void Open() {
+    std::deque<std::function<void()>> held;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      closed_ = false;
+      held.swap(held_);
+    }
+    for (auto& fn : held) fn();
+  }
+
+ private:
+  glock::LockModule* const inner_;
+  std::mutex mu_;  // leaf: never held while a reply runs
+  std::condition_variable cv_;
+  bool closed_ = false;
+  std::deque<std::function<void()>> held_;
+};
+
 struct Node {
   std::unique_ptr<ThreadedTransport> transport;
   std::unique_ptr<Lockspace> ls;
   std::unique_ptr<DlmLockModule> lm;
+  std::unique_ptr<HoldingLockModule> holding;  // between the engine and lm, if asked for
   std::unique_ptr<FileSystem> fs;
 };
 
@@ -49,7 +111,7 @@ class ClusterCoreTest : public ::testing::Test {
     img_ = MakeImage(dir_, "c.img", 256, kBs, journals, "-p lock_dlm -t ugfs2test:vol -r 32");
   }
   // Joins node `id` to the lockspace and mounts it; the mount's status.
-  Status Mount(Node* n, uint32_t id, int jid = -1) {
+  Status Mount(Node* n, uint32_t id, int jid = -1, bool holding = false) {
     n->transport = std::make_unique<ThreadedTransport>(&seq_, id);
     LockspaceOptions o;
     o.name = "vol";
@@ -62,6 +124,10 @@ class ClusterCoreTest : public ::testing::Test {
     ASSIGN_OR_RETURN(auto dev, OpenFileBlockDevice(img_, d));
     MountOptions m;
     m.lock_module = n->lm.get();
+    if (holding) {
+      n->holding = std::make_unique<HoldingLockModule>(n->lm.get());
+      m.lock_module = n->holding.get();
+    }
     m.jid = jid;
     m.commit_interval_s = 1;
     ASSIGN_OR_RETURN(n->fs, FileSystem::Mount(std::move(dev), m));
@@ -112,6 +178,41 @@ class ClusterCoreTest : public ::testing::Test {
   std::string img_;
   Sequencer seq_;
 };
+
+// A create runs under its new inode's glocks granted provisionally, without waiting for the lock
+// manager; a log flush then waits for the real grants before it writes anything (the journal or
+// the blocks in place), and goes on once they are in.
+TEST_F(ClusterCoreTest, FlushWaitsForTheRealGrantsOfANewInode) {
+  MakeVolume(2);
+  Node a;
+  ASSERT_TRUE(Mount(&a, 1, -1, /*holding=*/true).ok());
+  a.holding->Close();
+  auto create = std::async(std::launch::async, [&] {
+    return a.fs->Create(a.fs->root(), "new", 0100644, true, false, RootCred());
+  });
+  ASSERT_EQ(create.wait_for(std::chrono::seconds(20)), std::future_status::ready)
+      << "a create waited for the lock manager's grant";
+  Result<Attr> f = create.get();
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  // The inode and iopen glocks' real replies, kept back.
+  ASSERT_TRUE(a.holding->WaitHeld(2, std::chrono::seconds(20))) << a.lm->Dump();
+  EXPECT_EQ(a.lm->Stats().provisional, 2u);
+  auto flush = std::async(std::launch::async, [&] { return a.fs->SyncFs(); });
+  EXPECT_EQ(flush.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout)
+      << "a log flush did not wait for the real grants";
+  a.holding->Open();
+  ASSERT_EQ(flush.wait_for(std::chrono::seconds(20)), std::future_status::ready)
+      << "the log flush did not go on after the real grants";
+  EXPECT_TRUE(flush.get().ok());
+  ASSERT_TRUE(a.fs->Release(f->ino).ok());
+  // What it wrote is there for another node.
+  Node b;
+  ASSERT_TRUE(Mount(&b, 2).ok());
+  EXPECT_EQ(MustLookupPath(*b.fs, {"new"}).ino, f->ino);
+  Unmount(&b);
+  Unmount(&a);
+  ExpectCleanAfterSingleNodeMount();
+}
 
 TEST_F(ClusterCoreTest, TwoNodesSeeEachOthersChanges) {
   MakeVolume(3);

@@ -697,6 +697,50 @@ TEST(GlockLockModuleTest, IdleNlLocksAreCapped) {
 // another node's lock blocks costs messages on both nodes (the requester's request, the holder's
 // blocking callback and down-conversion); Shutdown counts its unlocks. Every lock-module call is
 // one lock-operation message of the lockspace.
+// kNewObject: a creator's new lock on a resource that nobody holds is answered provisionally at
+// once (the holder runs), then confirmed by the lock manager's grant; a resource held elsewhere
+// takes the ordinary way (a blocking callback, a demote, then the grant).
+TEST(GlockLockModuleTest, NewObjectsAreGrantedProvisionallyWhenNobodyHoldsThem) {
+  Cluster c(2);
+  ASSERT_TRUE(c.Start().ok());
+  Node& n1 = c.node(1);
+  Node& n2 = c.node(2);
+  const GlockName fresh{GlockType::kInode, 0x700};
+  const GlockName held{GlockType::kInode, 0x701};
+  const glock::Time deadline = GlockRunner::SteadyNow() + kWait.count() * glock::kMillisecond;
+
+  Result<HolderId> h =
+      AcquireWithin(*n1.runner, fresh, State::kExclusive, glock::kSkip | glock::kNewObject);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  EXPECT_EQ(n1.lm->Stats().provisional, 1u);
+  EXPECT_EQ(n1.lm->Counters().provisional, 1u);
+  EXPECT_EQ(n1.runner->ProvisionalMark(), 1u);
+  ASSERT_TRUE(n1.runner->WaitProvisional(1, deadline)) << c.DumpAll();
+  EXPECT_EQ(n1.lm->GrantedMode(fresh), kEX);
+  EXPECT_FALSE(n1.runner->Info(fresh)->provisional);
+  ASSERT_TRUE(n1.runner->Release(*h).ok());
+  EXPECT_EQ(StateOf(*n1.runner, fresh), "EX");
+
+  // Node 2 caches `held` SH: node 1's creator waits for the real grant after node 2's demote.
+  Result<HolderId> h2 = AcquireWithin(*n2.runner, held, State::kShared);
+  ASSERT_TRUE(h2.ok()) << h2.status().ToString();
+  ASSERT_TRUE(n2.runner->Release(*h2).ok());
+  Result<HolderId> h3 =
+      AcquireWithin(*n1.runner, held, State::kExclusive, glock::kSkip | glock::kNewObject);
+  ASSERT_TRUE(h3.ok()) << h3.status().ToString() << "\n" << c.DumpAll();
+  EXPECT_EQ(n1.lm->Stats().provisional, 1u);  // not provisional: node 2 held it
+  EXPECT_EQ(n2.BastsFor(held), std::vector<State>{State::kUnlocked});
+  EXPECT_EQ(n1.lm->GrantedMode(held), kEX);
+  EXPECT_EQ(n1.runner->ProvisionalMark(), 1u);
+  ASSERT_TRUE(n1.runner->Release(*h3).ok());
+
+  // Node 2 now wants the new inode: node 1 (its real grant long in) hands it over as usual.
+  Result<HolderId> h4 = AcquireWithin(*n2.runner, fresh, State::kShared);
+  ASSERT_TRUE(h4.ok()) << h4.status().ToString() << "\n" << c.DumpAll();
+  ASSERT_TRUE(n2.runner->Release(*h4).ok());
+  EXPECT_TRUE(c.TearDown().ok());
+}
+
 TEST(GlockLockModuleTest, CountersCountWhatIsSent) {
   Cluster c(2);
   ASSERT_TRUE(c.Start().ok());

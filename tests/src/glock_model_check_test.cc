@@ -11,6 +11,14 @@
 // along: EX holders write new versions into their node's cache, the sync hook writes the cache
 // to "disk", invalidate drops it, refresh reads the disk.
 //
+// Provisional grants (kNewObject holders, LmReply::provisional): when a creator's request from UN
+// is sent while the arbiter has nobody on the resource, the node gets a provisional reply at once
+// (as DlmLockModule answers inside Request), the real one when the arbiter decides; requests of
+// other nodes still on their way may be granted first. A provisional grant relies on nothing
+// cluster-wide: its node is left out of the cross-node checks until the real grant, and, as
+// nobody can know an object being created, no node writes it meanwhile (the creator's cache
+// starts at the latest version).
+//
 // After every step it checks:
 //  * the lock manager never grants incompatible modes, and each node's cached state agrees with
 //    it (equal when nothing is in flight, never above it while a request is);
@@ -96,6 +104,7 @@ struct MHolder {
   St st = kWaiting;
   int completions = 0;
   bool cancel_requested = false;
+  bool provisional = false;  // granted while its glock was provisionally granted
 };
 
 // The model's view of one glock on one node.
@@ -278,6 +287,50 @@ class Model {
       if (!err_.empty()) return;
       OnEffect(n, e);
     }
+    // The lock module's provisional replies come back inside the request (before its real one).
+    while (!early_.empty() && err_.empty()) {
+      const Early x = early_.front();
+      early_.erase(early_.begin());
+      DeliverEarly(x);
+    }
+  }
+
+  // A provisional reply (kNewObject): the model's lock module gives one when its arbiter has
+  // nobody on the resource as the request is sent; requests of other nodes still on their way
+  // to it may then be granted first. While some node creates the object (provisional, not yet
+  // confirmed), no other node writes it: nobody can know an object that is being created. The
+  // creator's cache starts as the latest version, and its provisional holders write nothing.
+  struct Early {
+    int node;
+    GlockName name;
+    State to;
+  };
+  bool ArbIdle(const GlockName& name) {
+    const Resource& r = Res(name);
+    return r.granted.empty() && r.queue.empty();
+  }
+  void DeliverEarly(const Early& x) {
+    LmReply r;
+    r.state = x.to;
+    r.provisional = true;
+    std::vector<Effect> out;
+    log_ << "n" << x.node << " <- provisional reply " << Name(x.name) << " " << StateName(x.to)
+         << "\n";
+    Status st = tables_[x.node]->LockModuleReply(x.name, r, now_, &out);
+    if (!st.ok()) return Fail("provisional reply refused: " + st.ToString());
+    auto info = tables_[x.node]->Info(x.name);
+    if (info && info->provisional) {
+      stats_["provisional grant"]++;
+      if (!creating_[x.name].empty()) stats_["provisional grants of one glock on two nodes"]++;
+      creating_[x.name].insert(x.node);
+      NodeGlock& ng = NG(x.node, x.name);
+      ng.cache_valid = true;
+      ng.cache_version = latest_[x.name];
+    } else {
+      stats_["provisional reply ignored"]++;
+    }
+    Handle(x.node, out);
+    CheckStep();
   }
 
   void OnEffect(int n, const Effect& e) {
@@ -323,6 +376,10 @@ class Model {
         }
         ng.synced = false;
         ng.lm_outstanding = true;
+        if ((e.flags & kNewObject) && e.from == S::kUnlocked && e.to != S::kUnlocked &&
+            !(e.flags & (kTry | kTry1Cb)) && ArbIdle(e.name) && rng_() % 4 != 0) {
+          early_.push_back({n, e.name, e.to});
+        }
         Msg m;
         m.kind = Msg::kToLm;
         m.node = n;
@@ -427,6 +484,10 @@ class Model {
     if (ng.preparing) stats_["granted while preparing"]++;
     auto info = tables_[n]->Info(h.name);
     const State st = info ? info->state : S::kUnlocked;
+    if (info && info->provisional) {
+      h.provisional = true;
+      stats_["granted provisionally"]++;
+    }
     // Exclusivity on this node: the holders granted at once go together.
     std::vector<const MHolder*> now_granted;  // the others granted on this node and glock
     std::vector<const MHolder*> before;       // ... of them, those granted before this input
@@ -542,6 +603,7 @@ class Model {
     if (rng_() % 12 == 0) flags |= kNoExp;
     if (rng_() % 20 == 0) flags |= kSkip;
     if (st == S::kExclusive && rng_() % 6 == 0) flags |= kNodeScope;
+    if (!(flags & (kTry | kTry1Cb)) && rng_() % 8 == 0) flags |= kNewObject;
     if (rng_() % 3 == 0) flags |= kAsync;
     const bool at_once = MustGrantWhilePreparing(n, name, st, flags);
     const auto before = tables_[n]->Info(name);
@@ -609,8 +671,10 @@ class Model {
   void Release(int n, HolderId id) {
     MHolder& h = holders_.at({n, id});
     NodeGlock& ng = NG(n, h.name);
+    const auto& creators = creating_[h.name];
+    const bool writes_nothing = h.provisional || (!creators.empty() && !creators.count(n));
     if (h.state == S::kExclusive && !(h.flags & kSkip) && TraitsOf(h.name.type).sync &&
-        rng_() % 3 != 0) {
+        !writes_nothing && rng_() % 3 != 0) {
       // The holder modifies the object: a new version in this node's cache.
       Check(ng.cache_valid, "EX holder writing over an invalid cache");
       ng.cache_version = ++latest_[h.name];
@@ -727,6 +791,10 @@ class Model {
         log_ << "n" << n << " <- reply " << Name(m.name) << " " << StateName(m.reply.state)
              << (m.reply.canceled ? " canceled" : "") << "\n";
         ng.lm_outstanding = false;
+        if (auto i = tables_[n]->Info(m.name); i && i->provisional) {
+          creating_[m.name].erase(n);
+          stats_["provisional grant confirmed"]++;
+        }
         st = tables_[n]->LockModuleReply(m.name, m.reply, now_, &out);
         if (tables_[n]->Info(m.name) && tables_[n]->Info(m.name)->frozen) stats_["frozen reply"]++;
         if (m.reply.canceled) stats_["canceled reply"]++;
@@ -934,7 +1002,9 @@ class Model {
           }
           continue;
         }
-        eff[n] = Effective(*info);
+        // A provisional grant relies on nothing cluster-wide yet (it is checked through the data
+        // model instead: the creator writes nothing to disk until the real grant).
+        eff[n] = info->provisional ? S::kUnlocked : Effective(*info);
         if (info->phase != Phase::kRequest && info->state != arb) {
           return Fail("n" + std::to_string(n) + " caches " + Name(name) + " in " +
                       StateName(info->state) + ", the lock manager says " + StateName(arb));
@@ -943,7 +1013,8 @@ class Model {
           return Fail("n" + std::to_string(n) + " relies on more than the lock manager gave");
         }
         const NodeGlock& ng = NG(n, name);
-        if ((ng.lm_outstanding || (ng.hook_running && info->phase != Phase::kRefresh)) &&
+        if (((ng.lm_outstanding && !info->provisional) ||
+             (ng.hook_running && info->phase != Phase::kRefresh)) &&
             GrantedCount(n, name) != 0) {
           return Fail("holders granted on n" + std::to_string(n) + " " + Name(name) +
                       " during a transition");
@@ -991,6 +1062,8 @@ class Model {
         return Fail("granted holder h" + std::to_string(key.second) + " does not fit " +
                     StateName(st));
       }
+      // A provisional grant conflicts with nobody yet: its holders write nothing (see Release).
+      if (info->provisional) continue;
       users[h.name].push_back({h.node, (h.flags & kAny) ? st : h.state});
     }
     for (const auto& [name, v] : users) {
@@ -1063,6 +1136,8 @@ class Model {
   std::map<GlockName, uint64_t> disk_;    // version on "disk"
   std::deque<Msg> msgs_;
   std::set<std::pair<int, HolderId>> granted_before_;  // see Handle
+  std::vector<Early> early_;                           // provisional replies to deliver
+  std::map<GlockName, std::set<int>> creating_;        // nodes holding a glock provisionally
   Time now_ = 1000 * kMillisecond;
   uint64_t seq_ = 0;
   std::string err_;

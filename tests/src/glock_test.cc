@@ -341,6 +341,106 @@ TEST_F(GlockTest, TryNeverWaitsForAConversionInFlight) {
 
 // --- NOCACHE, demotes, hold time ---------------------------------------------------------------
 
+// kNewObject: a creator's request from UN may be granted provisionally (the lock module expects
+// the grant); the request stays in flight until the real reply, so no transition starts and a
+// demote waits for it, while holders the state fits are granted without a refresh.
+TEST_F(GlockTest, ProvisionalGrantRunsHoldersUntilTheRealReply) {
+  HolderId h1 = Acq(kInode, S::kExclusive, kSkip | kNewObject);
+  EXPECT_EQ(Effects(), "Request 2/1b3a UN->EX f:N");
+  out_.clear();
+  LmReply early;
+  early.state = S::kExclusive;
+  early.provisional = true;
+  ASSERT_TRUE(t_.LockModuleReply(kInode, early, now_, &out_).ok());
+  Check();
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(h1));
+  ASSERT_TRUE(t_.Info(kInode)->provisional);
+  EXPECT_EQ(t_.ProvisionalMark(), 1u);
+  EXPECT_FALSE(t_.ProvisionalConfirmed(1));
+  EXPECT_TRUE(t_.ProvisionalConfirmed(0));
+  EXPECT_NE(t_.Dump().find(" f:lNq "), std::string::npos) << t_.Dump();
+  // A later holder (no kSkip) waits for the creator, then is granted without a refresh.
+  HolderId h2 = Acq(kInode, S::kShared);
+  EXPECT_EQ(Effects(), "");
+  Rel(h1);
+  EXPECT_EQ(Effects(), "Grant 2/1b3a h" + std::to_string(h2));
+  // Giving the state up (kNoCache) waits for the real reply: no sync, no request meanwhile.
+  Rel(h2);
+  HolderId h3 = Acq(kInode, S::kExclusive, kNoCache);
+  EXPECT_TRUE(Granted(h3));
+  Rel(h3);
+  EXPECT_EQ(Effects(), "");
+  EXPECT_EQ(t_.Info(kInode)->phase, Phase::kRequest);
+  Reply(kInode, S::kExclusive);
+  EXPECT_FALSE(t_.Info(kInode)->provisional);
+  EXPECT_TRUE(t_.ProvisionalConfirmed(1));
+  EXPECT_EQ(Effects(), "Prepare 2/1b3a");  // the demote kNoCache asked for, now
+}
+
+TEST_F(GlockTest, ProvisionalReplyIgnoredUnlessACreatorAsksFromUnlocked) {
+  LmReply early;
+  early.state = S::kExclusive;
+  early.provisional = true;
+  // Not a creator: the early answer is ignored and the real one refreshes as usual.
+  HolderId h1 = Acq(kInode, S::kExclusive);
+  EXPECT_EQ(Effects(), "Request 2/1b3a UN->EX");
+  out_.clear();
+  ASSERT_TRUE(t_.LockModuleReply(kInode, early, now_, &out_).ok());
+  Check();
+  EXPECT_EQ(Effects(), "");
+  EXPECT_FALSE(t_.Info(kInode)->provisional);
+  Reply(kInode, S::kExclusive);
+  EXPECT_EQ(Effects(), "Refresh 2/1b3a");
+  RefreshDone(kInode);
+  EXPECT_TRUE(Granted(h1));
+  Rel(h1);
+  // A creator whose glock is cached already converts nothing: no request at all.
+  HolderId h2 = Acq(kInode, S::kExclusive, kSkip | kNewObject);
+  EXPECT_TRUE(Granted(h2));
+  Rel(h2);
+  EXPECT_EQ(t_.ProvisionalMark(), 0u);
+  // While recovery blocks replies, the early answer is ignored too.
+  HolderId f = Acq(kFlock, S::kShared, kNewObject);
+  t_.SetRecoveryBlocked(true, now_, &out_);
+  out_.clear();
+  early.state = S::kShared;
+  ASSERT_TRUE(t_.LockModuleReply(kFlock, early, now_, &out_).ok());
+  EXPECT_EQ(Effects(), "");
+  t_.SetRecoveryBlocked(false, now_, &out_);
+  Reply(kFlock, S::kShared);
+  EXPECT_TRUE(Granted(f));
+  Rel(f);
+}
+
+TEST_F(GlockTest, ProvisionalGrantNotConfirmedKeepsHoldersAndFailsWaiters) {
+  HolderId h1 = Acq(kFlock, S::kExclusive, kNewObject);
+  out_.clear();
+  LmReply early;
+  early.state = S::kExclusive;
+  early.provisional = true;
+  ASSERT_TRUE(t_.LockModuleReply(kFlock, early, now_, &out_).ok());
+  EXPECT_TRUE(Granted(h1));
+  HolderId h2 = Acq(kFlock, S::kExclusive);
+  HolderId h3 = Acq(kFlock, S::kExclusive);
+  // Withdrawing a waiter does not cancel the request: the creator runs under it.
+  out_.clear();
+  ASSERT_TRUE(t_.Cancel(h3, now_, &out_).ok());
+  Check();
+  EXPECT_NE(Failed(h3), nullptr);
+  EXPECT_EQ(Effects().find("CancelRequest"), std::string::npos) << Effects();
+  out_.clear();
+  LmReply fenced;
+  fenced.state = S::kUnlocked;
+  fenced.error = Status::Fenced("test");
+  ASSERT_TRUE(t_.LockModuleReply(kFlock, fenced, now_, &out_).ok());
+  Check();
+  ASSERT_NE(Failed(h2), nullptr);
+  EXPECT_EQ(Failed(h2)->status.code(), Code::kFenced);
+  EXPECT_TRUE(t_.ProvisionalConfirmed(1));
+  EXPECT_EQ(StateOf(kFlock), S::kExclusive);  // h1 still holds it
+  Rel(h1);
+}
+
 TEST_F(GlockTest, NoCacheDropsTheStateOnRelease) {
   HolderId a = Acq(kInode, S::kExclusive, kNoCache);
   Reply(kInode, S::kExclusive);
