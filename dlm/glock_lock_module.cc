@@ -316,8 +316,10 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
     // A creator's new lock on a resource nobody holds or waits for in our replica: answer at
     // once, provisionally (the grant is expected; the real reply follows). Only another node's
     // request ordered before ours, for an object it cannot know yet, can make it wait.
+    // Nobody waits for its real reply: it may travel with the requests that follow (kLkfBatch).
     const bool early = !convert && to != State::kUnlocked && (flags & glock::kNewObject) &&
                        !(flags & (glock::kTry | glock::kTry1Cb)) && ls->ResourceIdle(resname);
+    if (early) lkf |= kLkfBatch;
     const Status st = ls->Lock(mode, &e->lksb, lkf, resname, std::move(ast), std::move(bast));
     stats.requests++;
     if (st.ok()) {
@@ -705,6 +707,8 @@ void DlmLockModule::Request(const GlockName& name, State from, State to, uint32_
 }
 
 void DlmLockModule::Cancel(const GlockName& name) { core_->CancelRequest(name); }
+
+void DlmLockModule::Expedite() { core_->ls->FlushBatch(); }
 
 void DlmLockModule::SetBlockingCallback(BlockingCallback cb) {
   std::lock_guard<std::mutex> l(core_->mu);

@@ -16,6 +16,8 @@
 //  * CONVERT on every request after the first, plus QUECVT on conversions that are not
 //    down-conversions (those QueCvtAllowed() accepts) unless it is a try lock: a conversion then
 //    waits its turn behind conversions already queued, so readers cannot starve a writer.
+//  * kLkfBatch (ugfs2's own, never sent) on provisionally answered requests: the lockspace may
+//    hold them back for a moment to send many in one message; Expedite() sends them at once.
 //  * Not used: CONVDEADLK (the lock would silently drop to NL, the glock layer would not know
 //    its cache is stale), NODLCKWT (a deadlocked conversion would then queue for ever and only
 //    basts its own owner; the glock layer never cancels a request on a demote, so the nodes would
@@ -124,6 +126,7 @@ class DlmLockModule final : public glock::LockModule {
   void Request(const glock::GlockName& name, glock::State from, glock::State to, uint32_t flags,
                ReplyFn reply) override;
   void Cancel(const glock::GlockName& name) override;
+  void Expedite() override;  // Lockspace::FlushBatch
   void SetBlockingCallback(BlockingCallback cb) override;
   // The value as of the last grant, or as written since; false without a lock held above NL, for
   // types without an LVB, and while the lock manager marks the value invalid (VALNOTVALID). A

@@ -17,6 +17,8 @@ namespace {
 
 enum MsgType : uint8_t {
   kMsgOp = 1,
+  // OPS{u16 n, n x op}: several lock operations of one node, applied in order (kLkfBatch).
+  kMsgOps = 9,
   kMsgRecoveryDone = 2,
   kMsgSync = 3,
   kMsgQuery = 4,
@@ -143,7 +145,7 @@ Status Lockspace::Join() {
   in_group_ = false;
   buffer_.clear();
   lease_expiry_ns_.store(0, std::memory_order_release);
-  if (HeartbeatsOn() && opts_.heartbeat_thread && !timer_.joinable()) {
+  if ((HeartbeatsOn() || BatchDelayOn()) && opts_.heartbeat_thread && !timer_.joinable()) {
     timer_ = std::thread([this] { TimerLoop(); });
   }
   join_wanted_ = true;
@@ -178,13 +180,70 @@ Status Lockspace::Leave() {
 // ---------------------------------------------------------------------------------------------
 // API
 
-Status Lockspace::SendOpLocked(const LockOp& op) {
+Status Lockspace::SendOpLocked(const LockOp& op, bool batch) {
+  if (batch && (BatchDelayOn() || own_ops_in_flight_ > 0)) {
+    if (batch_.empty() && BatchDelayOn()) {
+      batch_due_ = std::chrono::steady_clock::now() + opts_.batch_delay;
+      timer_cv_.notify_all();
+    }
+    batch_.push_back(op);
+    if (batch_.size() >= kMaxBatch) FlushBatchLocked();
+    return Status::Ok();
+  }
   ByteWriter w;
-  w.U8(kMsgOp);
-  op.Encode(&w);
+  if (batch_.empty()) {
+    w.U8(kMsgOp);
+    op.Encode(&w);
+  } else {
+    w.U8(kMsgOps);
+    w.U16(static_cast<uint16_t>(batch_.size() + 1));
+    for (const LockOp& b : batch_) b.Encode(&w);
+    op.Encode(&w);
+  }
   Status st = MulticastLocked(w.Take());
-  if (st.ok()) op_msgs_sent_.fetch_add(1, std::memory_order_relaxed);
+  if (st.ok()) {
+    op_msgs_sent_.fetch_add(1, std::memory_order_relaxed);
+    own_ops_in_flight_++;
+    batch_.clear();
+  } else if (!batch_.empty()) {
+    batch_.clear();
+    FenceLocked("multicast of batched lock operations failed");
+  }
   return st;
+}
+
+void Lockspace::FlushBatchLocked() {
+  if (batch_.empty()) return;
+  ByteWriter w;
+  if (batch_.size() == 1) {
+    w.U8(kMsgOp);
+    batch_[0].Encode(&w);
+  } else {
+    w.U8(kMsgOps);
+    w.U16(static_cast<uint16_t>(batch_.size()));
+    for (const LockOp& b : batch_) b.Encode(&w);
+  }
+  batch_.clear();
+  Status st = MulticastLocked(w.Take());
+  if (!st.ok()) {
+    LOG_ERROR("dlm " << opts_.name << ": sending batched lock operations: " << st.ToString());
+    FenceLocked("multicast of batched lock operations failed");
+    return;
+  }
+  op_msgs_sent_.fetch_add(1, std::memory_order_relaxed);
+  own_ops_in_flight_++;
+}
+
+void Lockspace::FlushBatch() {
+  std::lock_guard<std::mutex> l(mu_);
+  if (state_ == LsState::kMember) FlushBatchLocked();
+}
+
+void Lockspace::OwnOpDeliveredLocked() {
+  if (own_ops_in_flight_ > 0) own_ops_in_flight_--;
+  if (own_ops_in_flight_ == 0 && state_ == LsState::kMember && !BatchDelayOn()) {
+    FlushBatchLocked();
+  }
 }
 
 Status Lockspace::MulticastLocked(std::vector<uint8_t> msg) {
@@ -242,7 +301,7 @@ Status Lockspace::LockInternal(int mode, Lksb* lksb, uint32_t flags, std::string
   }
   LockOp op;
   op.mode = static_cast<int8_t>(mode);
-  op.flags = flags;
+  op.flags = flags & ~kLkfBatch;  // local only
   if (flags & kLkfConvert) {
     auto it = locks_.find(lksb->lkid);
     if (it == locks_.end()) return Status::NotFound("no such lock");
@@ -293,7 +352,7 @@ Status Lockspace::LockInternal(int mode, Lksb* lksb, uint32_t flags, std::string
   lk.busy = true;
   lk.inflight = 1;
   lksb->lkid = lkid;
-  Status st = SendOpLocked(op);
+  Status st = SendOpLocked(op, (flags & kLkfBatch) != 0);
   if (!st.ok()) locks_.erase(lkid);
   return st;
 }
@@ -785,6 +844,21 @@ void Lockspace::ApplyMessageLocked(const MemberId& from, const uint8_t* data, si
         return;
       }
       table_.ApplyOp(from, op, NowNs(), &effects);
+      if (!replay && from == self_) OwnOpDeliveredLocked();
+      break;
+    }
+    case kMsgOps: {
+      const uint16_t n = r.U16();
+      for (uint16_t i = 0; i < n; ++i) {
+        LockOp op;
+        if (!op.Decode(&r)) {
+          LOG_ERROR("dlm " << opts_.name << ": undecodable op " << i << " of " << n << " from "
+                           << from.nodeid);
+          break;
+        }
+        table_.ApplyOp(from, op, NowNs(), &effects);
+      }
+      if (!replay && from == self_) OwnOpDeliveredLocked();
       break;
     }
     case kMsgRecoveryDone: {
@@ -1054,6 +1128,8 @@ void Lockspace::ResetLocalLocked() {
   held_.clear();
   held_inline_.clear();
   buffer_.clear();
+  batch_.clear();  // their locks fail below with the others
+  own_ops_in_flight_ = 0;
   // Every pending operation fails; granted locks are simply gone.
   for (auto& [lkid, lk] : locks_) {
     if (!lk.busy || lk.orphan) continue;
@@ -1122,14 +1198,29 @@ void Lockspace::HeartbeatTick() {
 
 void Lockspace::TimerLoop() {
   std::unique_lock<std::mutex> l(mu_);
-  const auto interval = opts_.heartbeat_interval;
+  const bool heartbeats = HeartbeatsOn();
+  const auto interval = heartbeats
+                            ? std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                  opts_.heartbeat_interval)
+                            : std::chrono::steady_clock::duration(std::chrono::hours(1));
   auto next = std::chrono::steady_clock::now() + interval;
   while (!timer_stop_) {
-    if (timer_cv_.wait_until(l, next, [this] { return timer_stop_; })) return;
+    const auto wake = !batch_.empty() && batch_due_ < next ? batch_due_ : next;
+    // Woken early by the destructor and by the first request of a new batch.
+    timer_cv_.wait_until(l, wake);
+    if (timer_stop_) return;
     const auto now = std::chrono::steady_clock::now();
+    if (!batch_.empty() && now >= batch_due_) {
+      if (state_ == LsState::kMember) {
+        FlushBatchLocked();
+      } else {
+        batch_.clear();  // not a member any more: their locks were failed when it stopped
+      }
+    }
+    if (now < next) continue;
     next += interval;
     if (next <= now) next = now + interval;  // we were late (e.g. frozen): do not catch up
-    TickLocked();
+    if (heartbeats) TickLocked();
   }
 }
 

@@ -89,6 +89,11 @@ struct LockspaceOptions {
   // Run HeartbeatTick() from a timer thread owned by the lockspace. False: the owner calls
   // HeartbeatTick() itself (tests with a manual clock).
   bool heartbeat_thread = true;
+  // kLkfBatch requests wait at most this long for company before they are sent (the timer
+  // thread sends them; at once when kMaxBatch are waiting or another operation is sent). 0, or
+  // without the timer thread (heartbeat_thread false): they wait only while a message of this
+  // node's operations is on its way round.
+  std::chrono::microseconds batch_delay{50000};
 };
 
 enum class LsState { kIdle, kJoining, kMember, kFenced, kLeft, kDead };
@@ -148,6 +153,10 @@ class Lockspace final : public TransportListener {
   // lock lksb->lkid. Returns OK when the request was sent; the outcome (including EAGAIN and
   // EDEADLK) arrives through `ast` with lksb->status set. Errors: kInvalid (bad arguments),
   // kBusy (an operation is already in flight on that lock), kNotFound, kFenced, kNotConnected.
+  // kLkfBatch (a new request only): the request may wait here and go with the operations that
+  // follow it, in one message: for at most LockspaceOptions::batch_delay, and earlier if another
+  // operation is sent meanwhile or the batch is full (without a delay: while a message of this
+  // node's operations is on its way round). Operations leave in the order they were made.
   // For a conversion, `ast`/`bast` replace the lock's callbacks when non-null. One conversion
   // may be issued while a down-conversion of the same lock is still in flight (it is applied
   // after it); every other overlap is kBusy.
@@ -158,6 +167,8 @@ class Lockspace final : public TransportListener {
   // VALBLK the LVB is taken from the lock's lksb. Completion arrives through the lock's ast with
   // status kStatusUnlock (or kStatusCancel on the cancelled operation).
   Status Unlock(uint32_t lkid, uint32_t flags);
+  // Sends the kLkfBatch requests waiting to be sent now (someone waits for their completions).
+  void FlushBatch();
 
   // Synchronous helpers: wait at most `timeout` for the completion. On timeout a new request is
   // cancelled (and unlocked should it be granted later), a conversion is cancelled, and
@@ -240,7 +251,14 @@ class Lockspace final : public TransportListener {
                       BlockingFn bast, std::shared_ptr<SyncWaiter> waiter);
   Status UnlockInternal(uint32_t lkid, uint32_t flags, Lksb* lksb,
                         std::shared_ptr<SyncWaiter> waiter);
-  Status SendOpLocked(const LockOp& op);
+  // Sends `op` (`batch`: kLkfBatch, may wait in batch_). Everything waiting in batch_ goes first,
+  // in the same message.
+  Status SendOpLocked(const LockOp& op, bool batch = false);
+  // Sends what waits in batch_ as one message; a failure fences this node (the operations were
+  // accepted already).
+  void FlushBatchLocked();
+  // One of this node's op messages came back.
+  void OwnOpDeliveredLocked();
   Status MulticastLocked(std::vector<uint8_t> msg);
   void ApplyEventLocked(const Event& ev, bool replay);
   void ApplyMessageLocked(const MemberId& from, const uint8_t* data, size_t len, bool replay);
@@ -261,6 +279,7 @@ class Lockspace final : public TransportListener {
   int64_t NowNs() const;
   int64_t MonoNs() const;
   bool HeartbeatsOn() const { return opts_.heartbeat_interval.count() > 0; }
+  bool BatchDelayOn() const { return opts_.batch_delay.count() > 0 && opts_.heartbeat_thread; }
   void TimerLoop();
   void TickLocked();
   void SendHeartbeatLocked(uint32_t incarnation, int64_t now);
@@ -304,6 +323,12 @@ class Lockspace final : public TransportListener {
   std::vector<MemberId> join_cohort_;
   LockTable table_;
   std::map<uint32_t, LocalLock> locks_;
+  // kLkfBatch requests waiting to be sent, and how many op messages of ours are on their way
+  // round (multicast, not yet delivered back here).
+  std::vector<LockOp> batch_;
+  std::chrono::steady_clock::time_point batch_due_;  // when batch_ goes (BatchDelayOn)
+  int own_ops_in_flight_ = 0;
+  static constexpr size_t kMaxBatch = 1024;  // ~50 bytes each
   uint32_t next_lkid_ = 1;
   std::vector<std::function<void()>> held_;  // callbacks held while not deliverable
   std::vector<bool> held_inline_;            // parallel to held_: run under mu_ (sync waiters)
@@ -326,8 +351,9 @@ class Lockspace final : public TransportListener {
   uint64_t evictions_total_ = 0;
   uint64_t times_evicted_ = 0;
   std::atomic<int64_t> lease_expiry_ns_{0};
-  // The timer thread (opts_.heartbeat_thread): waits on timer_cv_ with mu_, runs TickLocked()
-  // under mu_. Lock order: mu_ only (callbacks_ and transport_ as everywhere else under mu_).
+  // The timer thread (opts_.heartbeat_thread, with heartbeats or a batch delay): waits on
+  // timer_cv_ with mu_, runs TickLocked() and sends due batches under mu_. Lock order: mu_ only
+  // (callbacks_ and transport_ as everywhere else under mu_).
   std::condition_variable timer_cv_;
   bool timer_stop_ = false;
   std::thread timer_;

@@ -42,11 +42,15 @@ inline constexpr uint32_t kLkfForceUnlock = 0x20000;
 // Not a kernel DLM flag (gfs2's LM_FLAG_NOEXP): may be granted while a failed node's locks are
 // still awaiting recovery; such a request ignores the dead node's locks.
 inline constexpr uint32_t kLkfNoExp = 0x200000;
+// Not a DLM flag, and never sent (ugfs2's own): the caller does not wait for this completion
+// soon (a glock granted provisionally), so the request may travel in one message with later ones
+// (Lockspace::Lock).
+inline constexpr uint32_t kLkfBatch = 0x80000000;
 
 inline constexpr uint32_t kLockFlagsMask = kLkfNoQueue | kLkfConvert | kLkfValBlk | kLkfQueCvt |
                                            kLkfConvDeadlk | kLkfNoDlckWt | kLkfExpedite |
                                            kLkfNoQueueBast | kLkfHeadQue | kLkfNoOrder | kLkfAltPr |
-                                           kLkfAltCw | kLkfNoExp | kLkfIvValBlk;
+                                           kLkfAltCw | kLkfNoExp | kLkfIvValBlk | kLkfBatch;
 inline constexpr uint32_t kUnlockFlagsMask =
     kLkfCancel | kLkfValBlk | kLkfIvValBlk | kLkfForceUnlock;
 

@@ -36,8 +36,10 @@ void Engine::StartGlocks() {
   glock_worker_ = std::thread([this] { GlockWorker(); });
   if (cluster_) {
     sync_worker_ = std::thread([this] { SyncWorker(); });
+    glock::LockModule* lm = lm_;
     log_->SetProvisionalGate([runner] { return runner->ProvisionalMark(); },
-                             [runner](uint64_t mark) {
+                             [runner, lm](uint64_t mark) {
+                               lm->Expedite();  // the requests may wait to be batched
                                for (int waited = 10;; waited += 10) {
                                  const glock::Time deadline =
                                      glock::GlockRunner::SteadyNow() + 10'000 * glock::kMillisecond;

@@ -54,6 +54,9 @@ class LockModule {
   // Best effort: aborts the request in flight on `name`; its reply then says canceled, or
   // reports the grant if it came too late.
   virtual void Cancel(const GlockName& name) { (void)name; }
+  // Someone waits for the real replies of provisional grants: send whatever requests the module
+  // holds back to batch them (default: nothing is held back).
+  virtual void Expedite() {}
 
   // Where the lock module reports that another node wants `name` held in at most `wanted` (UN,
   // SH or DF): a blocking callback. The owner points it at GlockRunner::RemoteDemote. It may be

@@ -62,6 +62,7 @@ class HoldingLockModule final : public glock::LockModule {
     });
   }
   void Cancel(const glock::GlockName& name) override { inner_->Cancel(name); }
+  void Expedite() override { inner_->Expedite(); }
   void SetBlockingCallback(BlockingCallback cb) override { inner_->SetBlockingCallback(cb); }
   bool ReadLvb(const glock::GlockName& name, Lvb* out) override {
     return inner_->ReadLvb(name, out);

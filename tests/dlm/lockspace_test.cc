@@ -206,6 +206,44 @@ TEST(LockspaceTest, DumpShowsQueuesAndOwners) {
 namespace ugfs2::dlm {
 namespace {
 
+// kLkfBatch: a new request made while one of this node's op messages is on its way waits and goes
+// with the operations after it, in one message; alone it goes at once. Every batched request is
+// granted, in order, and the replicas agree.
+TEST(LockspaceTest, BatchedRequestsTravelTogether) {
+  SimCluster c(2, 3);
+  c.StartAll();
+  ASSERT_TRUE(c.Run());
+  Rec lone;
+  const uint64_t ops0 = c.ls(1).Counters().op_msgs_sent;
+  ASSERT_TRUE(Lock(c.ls(1), &lone, kEX, "lone", kLkfBatch).ok());
+  EXPECT_EQ(c.ls(1).Counters().op_msgs_sent, ops0 + 1);  // nothing in flight: sent at once
+  std::vector<Rec> recs(10);
+  for (size_t i = 0; i < recs.size(); ++i) {
+    ASSERT_TRUE(Lock(c.ls(1), &recs[i], kEX, "r" + std::to_string(i), kLkfBatch).ok());
+  }
+  EXPECT_EQ(c.ls(1).Counters().op_msgs_sent, ops0 + 1);  // waiting for "lone" to come back
+  ASSERT_TRUE(c.Run());
+  EXPECT_EQ(c.ls(1).Counters().op_msgs_sent, ops0 + 2);  // then all ten in one message
+  EXPECT_EQ(lone.completions, 1);
+  for (const Rec& r : recs) {
+    EXPECT_EQ(r.completions, 1);
+    EXPECT_EQ(r.lksb.status, kStatusOk);
+  }
+  // An ordinary operation takes the waiting ones along (one message, in order).
+  Rec a, b;
+  ASSERT_TRUE(Lock(c.ls(1), &a, kPR, "again").ok());
+  ASSERT_TRUE(Lock(c.ls(1), &b, kPR, "batched", kLkfBatch).ok());
+  ASSERT_TRUE(c.ls(1).Unlock(lone.lksb.lkid, 0).ok());
+  EXPECT_EQ(c.ls(1).Counters().op_msgs_sent, ops0 + 4);
+  ASSERT_TRUE(c.Run());
+  EXPECT_EQ(b.lksb.status, kStatusOk);
+  EXPECT_EQ(lone.lksb.status, kStatusUnlock);
+  EXPECT_EQ(c.ls(1).TEST_Digest(), c.ls(2).TEST_Digest());
+  EXPECT_EQ(c.ls(1).TEST_CheckInvariants(), "");
+  // The lock manager never sees the flag.
+  EXPECT_EQ(c.ls(2).Dump(false).find("BATCH"), std::string::npos);
+}
+
 TEST(LockspaceTest, ConversionPipelinedBehindDownConversion) {
   SimCluster c(2, 9);
   c.StartAll();
