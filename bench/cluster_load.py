@@ -10,10 +10,13 @@
       exactly the expected names (N, or N per dir with --shared), after unlink none.
   cluster_load.py pingpong --a PATH --b PATH --seconds S [--warmup K] [MSGS]
       PATH A and PATH B are one file seen through two nodes' mounts. One process writes 4 KiB
-      with O_DIRECT at offset 0, alternately through A and through B (strictly alternating: a
-      write returns before the next starts), for S seconds after K untimed warm-up writes; each
-      write moves the file's inode glock to the other node. Then the last block is read back
-      through both mounts and must be the last write.
+      (buffered: a write needs the inode glock EX; O_DIRECT writes would share it in DF on both
+      nodes, as in gfs2) at offset 0, alternately through A and through B (strictly
+      alternating: a write returns before the next starts; without a writeback cache each write
+      reaches the daemon before it returns), for S seconds after K untimed warm-up writes; each
+      write moves the file's inode glock EX to the other node, which revokes the other node's
+      cached page. Then the last block is read back through both mounts (their page caches) and
+      must be the last write.
   cluster_load.py msgs [MSGS]
       prints the counter sum (below), or n/a.
 MSGS: --tool PATH --counter NAME --mnt M [--mnt M ...]: the sum over the mounts of counter NAME
@@ -211,8 +214,8 @@ def cmd_meta(args):
 # pingpong
 
 
-def odirect_open(path, create=False):
-    flags = os.O_RDWR | os.O_DIRECT | (os.O_CREAT if create else 0)
+def pingpong_open(path, create=False):
+    flags = os.O_RDWR | (os.O_CREAT if create else 0)
     return os.open(path, flags, 0o644)
 
 
@@ -222,7 +225,7 @@ def block_for(seq, side):
 
 
 def cmd_pingpong(args):
-    buf = mmap.mmap(-1, BLOCK)  # page aligned, as O_DIRECT wants
+    buf = mmap.mmap(-1, BLOCK)
 
     def write(fd, seq, side):
         buf.seek(0)
@@ -237,13 +240,13 @@ def cmd_pingpong(args):
             die("pingpong: read back returned %d bytes" % got)
         return bytes(buf[:BLOCK])
 
-    fa = odirect_open(args.a, create=True)
+    fa = pingpong_open(args.a, create=True)
     write(fa, 0, "A")
     os.fsync(fa)
     t_end = time.monotonic() + 5
     while True:  # the name, made on A's node, through B's mount
         try:
-            fb = odirect_open(args.b)
+            fb = pingpong_open(args.b)
             break
         except FileNotFoundError:
             if time.monotonic() > t_end:
