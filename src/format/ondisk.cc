@@ -132,6 +132,43 @@ void Rgrp::Encode(uint8_t* p) const {
   StoreBe32(p + 64, Crc32(p, kRgrpSize));
 }
 
+RgrpLvb RgrpLvb::Decode(const uint8_t* p) {
+  RgrpLvb v;
+  v.magic = LoadBe32(p);
+  v.flags = LoadBe32(p + 4);
+  v.free = LoadBe32(p + 8);
+  v.dinodes = LoadBe32(p + 12);
+  v.igeneration = LoadBe64(p + 16);
+  v.unlinked = LoadBe32(p + 24);
+  return v;
+}
+
+void RgrpLvb::Encode(uint8_t* p) const {
+  std::memset(p, 0, kSize);
+  StoreBe32(p, magic);
+  StoreBe32(p + 4, flags);
+  StoreBe32(p + 8, free);
+  StoreBe32(p + 12, dinodes);
+  StoreBe64(p + 16, igeneration);
+  StoreBe32(p + 24, unlinked);
+}
+
+RgrpLvb RgrpLvb::For(const Rgrp& hdr, uint32_t unlinked) {
+  RgrpLvb v;
+  v.magic = kMagic;
+  v.flags = hdr.flags;
+  v.free = hdr.free;
+  v.dinodes = hdr.dinodes;
+  v.igeneration = hdr.igeneration;
+  v.unlinked = unlinked;
+  return v;
+}
+
+bool RgrpLvb::Matches(const Rgrp& hdr) const {
+  return flags == hdr.flags && free == hdr.free && dinodes == hdr.dinodes &&
+         igeneration == hdr.igeneration;
+}
+
 bool Rgrp::CrcOk(const uint8_t* p) {
   uint32_t stored = LoadBe32(p + 64);
   if (stored == 0) return true;

@@ -190,6 +190,24 @@ struct Rgrp {
   static bool CrcOk(const uint8_t* p);
 };
 
+// gfs2_rgrp_lvb: the 32-byte lock value block of an rgrp glock, big-endian (magic, flags, free,
+// dinodes, igeneration, unlinked, pad). The node that last held the rgrp EX left it describing
+// the header it wrote; a magic of 0 means no node has written it yet.
+struct RgrpLvb {
+  static constexpr size_t kSize = 32;
+  uint32_t magic = 0;
+  uint32_t flags = 0;
+  uint32_t free = 0;
+  uint32_t dinodes = 0;
+  uint64_t igeneration = 0;
+  uint32_t unlinked = 0;  // dinodes in the unlinked state (GFS2_BLKST_UNLINKED)
+  static RgrpLvb Decode(const uint8_t* p);
+  void Encode(uint8_t* p) const;
+  static RgrpLvb For(const Rgrp& hdr, uint32_t unlinked);
+  // gfs2's rgrp_lvb_valid: flags, free, dinodes and igeneration equal the header's.
+  bool Matches(const Rgrp& hdr) const;
+};
+
 struct Dinode {
   Inum num;
   uint32_t mode = 0;

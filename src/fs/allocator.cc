@@ -106,16 +106,37 @@ Status Allocator::ReadRgrpLocked(Rgrp& rg) {
   }
   if (st.ok()) {
     // The counters must agree with the bitmap.
-    uint32_t free = 0, dinodes = 0;
+    uint32_t free = 0, dinodes = 0, unlinked = 0;
     for (uint64_t blk = ri.data0; blk < rg.end(); ++blk) {
       uint8_t s = GetBlockState(rg, blk);
       if (s == kFree) free++;
       if (s == kDinode || s == kUnlinked) dinodes++;  // an unlinked dinode is still one
+      if (s == kUnlinked) unlinked++;
     }
+    rg.unlinked = unlinked;
     if (free != rg.hdr.free || dinodes != rg.hdr.dinodes) {
       st = Status::Corrupt("counters (free " + std::to_string(rg.hdr.free) + ", dinodes " +
                            std::to_string(rg.hdr.dinodes) + ") disagree with bitmap (" +
                            std::to_string(free) + ", " + std::to_string(dinodes) + ")");
+    }
+  }
+  if (st.ok() && lvb_read_) {
+    // The last node to hold the rgrp EX left its header in the lock value block (gfs2's
+    // rgrp_lvb_valid check): a header that disagrees was not written back before the lock went.
+    uint8_t v[format::RgrpLvb::kSize];
+    if (lvb_read_(ri.addr, v)) {
+      const format::RgrpLvb lvb = format::RgrpLvb::Decode(v);
+      if (lvb.magic == format::kMagic && !lvb.Matches(rg.hdr)) {
+        auto fields = [](uint32_t flags, uint32_t free, uint32_t dinodes, uint64_t igen) {
+          return "flags " + std::to_string(flags) + ", free " + std::to_string(free) +
+                 ", dinodes " + std::to_string(dinodes) + ", igeneration " + std::to_string(igen);
+        };
+        st = Status::Corrupt("header (" +
+                             fields(rg.hdr.flags, rg.hdr.free, rg.hdr.dinodes, rg.hdr.igeneration) +
+                             ") disagrees with its lock value block (" +
+                             fields(lvb.flags, lvb.free, lvb.dinodes, lvb.igeneration) +
+                             "): a change made on another node did not reach the disk");
+      }
     }
   }
   if (!st.ok()) {
@@ -245,6 +266,21 @@ void Allocator::InvalidateAll() {
   }
 }
 
+std::string Allocator::DumpRgrp(uint64_t rgrp) const {
+  std::lock_guard<std::mutex> l(mu_);
+  const Rgrp* rg = nullptr;
+  for (const auto& r : rgrps_) {
+    if (r.ri.addr == rgrp) rg = &r;
+  }
+  if (rg == nullptr) return {};
+  std::string s = " R: n:" + std::to_string(rg->ri.addr) + " b:" + std::to_string(rg->hdr.free) +
+                  " i:" + std::to_string(rg->hdr.dinodes) + " u:" + std::to_string(rg->unlinked) +
+                  " r:" + std::to_string(rg->reserved) + " p:" + std::to_string(rg->pending);
+  if (rg->stale) s += " stale";
+  if (rg->damaged) s += " damaged";
+  return s + "\n";
+}
+
 Status Allocator::RefreshRgrp(uint64_t rgrp) {
   std::lock_guard<std::mutex> l(mu_);
   Rgrp* rg = RgrpAt(rgrp);
@@ -261,6 +297,9 @@ void Allocator::SetBlockState(Rgrp& rg, uint64_t blk, uint8_t state) {
   uint64_t o = blk - rg.ri.data0;
   uint8_t* p = BitmapByte(rg, o, geo_.bsize);
   unsigned shift = (o % 4) * 2;
+  const uint8_t old = (*p >> shift) & 3;
+  if (old == kUnlinked && state != kUnlinked && rg.unlinked > 0) rg.unlinked--;
+  if (old != kUnlinked && state == kUnlinked) rg.unlinked++;
   *p = static_cast<uint8_t>((*p & ~(3u << shift)) | (uint32_t{state} << shift));
   cache_->MarkDirty(rg.bufs[BitmapBufIndex(o, geo_.bsize)]);
 }
@@ -277,6 +316,20 @@ void Allocator::WriteRgrpHeader(Rgrp& rg) {
   // Preserve what we do not own in the header block (bytes past 128 are bitmap).
   rg.hdr.Encode(rg.bufs[0]->bytes());
   cache_->MarkDirty(rg.bufs[0]);
+  StoreLvbLocked(rg);
+}
+
+void Allocator::StoreLvbLocked(const Rgrp& rg) {
+  if (!lvb_write_) return;
+  uint8_t v[format::RgrpLvb::kSize];
+  format::RgrpLvb::For(rg.hdr, rg.unlinked).Encode(v);
+  lvb_write_(rg.ri.addr, v);
+}
+
+void Allocator::SetLvbHooks(LvbRead read, LvbWrite write) {
+  std::lock_guard<std::mutex> l(mu_);
+  lvb_read_ = std::move(read);
+  lvb_write_ = std::move(write);
 }
 
 bool Allocator::PtrOk(uint64_t blk) const {
@@ -487,6 +540,7 @@ Status Allocator::SetUnlinked(uint64_t blk) {
   if (rg == nullptr || rg->damaged) return Status::Corrupt("dinode outside usable rgrp");
   if (!UsableLocked(*rg)) return NotHeld(blk);
   SetBlockState(*rg, blk, kUnlinked);
+  StoreLvbLocked(*rg);  // the header does not change; the LVB's unlinked count does
   return Status::Ok();
 }
 

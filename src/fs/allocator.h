@@ -55,6 +55,7 @@ struct Rgrp {
   int holders = 0;        // local holders of its glock (operations between Hold and Unhold)
   uint64_t reserved = 0;  // blocks ReserveRgrps promised to operations in flight
   uint64_t pending = 0;   // freed blocks not reusable yet (their commit is not durable)
+  uint32_t unlinked = 0;  // dinodes in the unlinked state (its lock value block carries it)
   uint64_t end() const { return ri.data0 + ri.data; }
 };
 
@@ -122,6 +123,20 @@ class Allocator {
   void InvalidateRgrp(uint64_t rgrp);
   void InvalidateAll();  // every rgrp stale (a cluster mount, after reading them without glocks)
   Status RefreshRgrp(uint64_t rgrp);
+  // Cluster mounts: the rgrp glocks' lock value blocks (gfs2's rgrp LVB, format::RgrpLvb, 32
+  // bytes). `read` gives the value as of the glock's grant (false: none, or marked invalid);
+  // `write` hands the lock module the value to store when the EX lock is given up. With them,
+  // every header change made under EX also goes into the LVB, and a refresh checks the header it
+  // reads against a valid LVB (a mismatch marks the rgrp damaged: a change made on another node
+  // did not reach the disk). Set once, before the first refresh; the hooks are called under mu_
+  // and must not call back (lock order: mu_ -> the lock module's mutex).
+  // The glock dump's line for rgrp `rgrp` (gfs2's " R:" line, our fields): " R: n:ADDR
+  // b:FREE i:DINODES u:UNLINKED r:RESERVED p:PENDING", then " stale" / " damaged", and a newline;
+  // "" if there is no such rgrp.
+  std::string DumpRgrp(uint64_t rgrp) const;
+  using LvbRead = std::function<bool(uint64_t rgrp, uint8_t* out)>;
+  using LvbWrite = std::function<void(uint64_t rgrp, const uint8_t* value)>;
+  void SetLvbHooks(LvbRead read, LvbWrite write);
 
   // ---- space
   uint64_t TotalFree() const;
@@ -172,7 +187,10 @@ class Allocator {
   const uint64_t dev_blocks_;
   std::vector<std::pair<uint64_t, uint64_t>> journal_runs_;  // set once at mount
 
-  mutable std::mutex mu_;    // lock order: mu_ -> pending_mu_ -> MetaCache::mu_
+  mutable std::mutex mu_;               // lock order: mu_ -> pending_mu_ -> MetaCache::mu_
+  void StoreLvbLocked(const Rgrp& rg);  // hands lvb_write_ the rgrp's LVB; REQUIRES mu_
+  LvbRead lvb_read_;                    // set once (SetLvbHooks), before concurrent use
+  LvbWrite lvb_write_;
   std::vector<Rgrp> rgrps_;  // sorted by address; the vector itself is fixed after Load
   size_t alloc_rr_ = 0;      // round-robin cursor for spreading directories
   bool enforced_ = false;    // SetEnforced

@@ -160,6 +160,24 @@ Status Engine::DoMount() {
   } else {
     StartGlocks();
   }
+  if (cluster_) {
+    // The rgrp glocks carry gfs2's rgrp LVB from now on (the mount-time changes above ran
+    // without glocks; nobody else could see them).
+    static_assert(glock::LockModule::kLvbSize == format::RgrpLvb::kSize);
+    glock::LockModule* lm = lm_;
+    alloc_->SetLvbHooks(
+        [lm](uint64_t rgrp, uint8_t* out) {
+          glock::LockModule::Lvb v;
+          if (!lm->ReadLvb({glock::GlockType::kRgrp, rgrp}, &v)) return false;
+          std::memcpy(out, v.data(), v.size());
+          return true;
+        },
+        [lm](uint64_t rgrp, const uint8_t* value) {
+          glock::LockModule::Lvb v;
+          std::memcpy(v.data(), value, v.size());
+          lm->WriteLvb({glock::GlockType::kRgrp, rgrp}, v);
+        });
+  }
   alloc_->SetEnforced(true);  // from now on, transactions touch only rgrps held here
   if (cluster_ && !read_only_) RETURN_IF_ERROR(FoldStatfsClustered());  // an earlier mount's
   LOG_INFO("mounted " << Describe());

@@ -523,6 +523,10 @@ class Engine::Hooks final : public glock::GlockHooks {
     }
     done();
   }
+  std::string DumpObject(const glock::GlockName& name) override {
+    if (name.type == glock::GlockType::kRgrp) return e_->alloc_->DumpRgrp(name.number);
+    return {};
+  }
   void Thaw(const glock::GlockName& name) override {
     if (name.type == glock::GlockType::kInode && e_->kernel_cache_ != nullptr) {
       e_->kernel_cache_->Thaw(name.number);

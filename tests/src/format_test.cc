@@ -152,6 +152,35 @@ TEST(FormatTest, RgrpHeadersReencodeWithMkfsCrc) {
 
 // The engine on the in-memory device: files whose metadata trees reach heights 1-4 (512-byte
 // blocks) and a directory whose hash table grows through doubling and leaf splits.
+// gfs2_rgrp_lvb: 32 bytes, big-endian, in gfs2_ondisk.h's order; Matches is gfs2's
+// rgrp_lvb_valid (flags, free, dinodes, igeneration; not the unlinked count).
+TEST(FormatTest, RgrpLvbLayout) {
+  format::Rgrp hdr;
+  hdr.flags = 0x11223344;
+  hdr.free = 0x01020304;
+  hdr.dinodes = 0x0a0b0c0d;
+  hdr.igeneration = 0x0102030405060708ull;
+  const format::RgrpLvb lvb = format::RgrpLvb::For(hdr, 7);
+  uint8_t b[format::RgrpLvb::kSize];
+  std::memset(b, 0xee, sizeof(b));
+  lvb.Encode(b);
+  const uint8_t want[format::RgrpLvb::kSize] = {0x01, 0x16, 0x19, 0x70, 0x11, 0x22, 0x33, 0x44,
+                                                0x01, 0x02, 0x03, 0x04, 0x0a, 0x0b, 0x0c, 0x0d,
+                                                0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
+                                                0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00};
+  EXPECT_EQ(std::memcmp(b, want, sizeof(b)), 0);
+  const format::RgrpLvb back = format::RgrpLvb::Decode(b);
+  EXPECT_EQ(back.magic, format::kMagic);
+  EXPECT_EQ(back.unlinked, 7u);
+  EXPECT_TRUE(back.Matches(hdr));
+  format::Rgrp other = hdr;
+  other.igeneration++;
+  EXPECT_FALSE(back.Matches(other));
+  other = hdr;
+  other.free--;
+  EXPECT_FALSE(back.Matches(other));
+}
+
 TEST(FormatTest, InMemoryTreesAndExhashGrowth) {
   TempDir dir;
   std::string img = MakeImage(dir, "m.img", 64, 512);
