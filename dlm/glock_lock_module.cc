@@ -317,9 +317,10 @@ struct DlmLockModule::Core : std::enable_shared_from_this<Core> {
     // once, provisionally (the grant is expected; the real reply follows). Only another node's
     // request ordered before ours, for an object it cannot know yet, can make it wait.
     // Nobody waits for its real reply: it may travel with the requests that follow (kLkfBatch).
+    // A try lock answered provisionally must be had: it queues (no NOQUEUE) like any request.
     const bool early = !convert && to != State::kUnlocked && (flags & glock::kNewObject) &&
-                       !(flags & (glock::kTry | glock::kTry1Cb)) && ls->ResourceIdle(resname);
-    if (early) lkf |= kLkfBatch;
+                       ls->ResourceIdle(resname);
+    if (early) lkf = (lkf & ~(kLkfNoQueue | kLkfNoQueueBast)) | kLkfBatch;
     const Status st = ls->Lock(mode, &e->lksb, lkf, resname, std::move(ast), std::move(bast));
     stats.requests++;
     if (st.ok()) {

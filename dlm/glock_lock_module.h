@@ -25,8 +25,9 @@
 //    with NL). A conversion deadlock therefore completes with EDEADLK and is reported as a
 //    refusal (the old state); the glock layer then unlocks to UN and asks again, as gfs2 does.
 //
-// Provisional grants (glock::kNewObject, not gfs2's): a new lock to a state above UN, without
-// kTry, on a resource that has no lock of any node in this node's replica of the lock table
+// Provisional grants (glock::kNewObject, not gfs2's): a new lock to a state above UN (a try lock
+// too: it is then sent without NOQUEUE, as it must be had), on a resource that has no lock of
+// any node in this node's replica of the lock table
 // (Lockspace::ResourceIdle) is answered at once with {state = to, provisional} after the request
 // is sent, then with its real reply once the lock manager has decided; the real reply is never
 // delivered before the provisional one. A creator of a new inode needs no round trip that way:

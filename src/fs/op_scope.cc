@@ -67,11 +67,6 @@ Status OpScope::Lock(const GlockName& name, State state, uint32_t flags) {
     return Status(Code::kLockConflict, "glock upgrade: " + name.ToString());
   }
   if (in_order) return Acquire(name, state, flags);
-  // The glock of an inode this operation creates is waited for out of order, as gfs2 waits for
-  // a new inode's glock while it holds the rgrp: nobody else can know the inode, so at most a
-  // lock cached from an inode freed at that address has to go, and giving that up needs nothing
-  // this operation holds. On a cluster the lock module usually grants it provisionally at once.
-  if (flags & glock::kNewObject) return Acquire(name, state, flags);
   // The naive I/O policy waits in whatever order the operation asks (docs/deadlocks.md), but in
   // slices: once the policy is switched away (or stops at unmount) the operation backs off and
   // restarts in order, which is what breaks a naive deadlock of this kind.

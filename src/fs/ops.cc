@@ -337,7 +337,7 @@ Result<InodeRef> Engine::CreateNode(OpScope& s, InodeNo parent, std::string_view
   // locked (kSkip: nothing to read), then allocated if still free; if another create took it
   // meanwhile, nothing was changed yet and the operation starts over.
   // Resource groups first (their glocks sort after the inodes', so the new inode's glock below
-  // is taken out of order; as kNewObject it is waited for, see OpScope::Lock, and a cluster's
+  // is taken out of order: tried, as nobody else should hold it; as kNewObject, a cluster's
   // lock module grants it provisionally, without a round trip, when no node has a lock on that
   // address): the new dinode near its goal, the directory's growth near the directory, the
   // inherited ACLs near the new inode.

@@ -376,8 +376,10 @@ class Model {
         }
         ng.synced = false;
         ng.lm_outstanding = true;
+        bool early = false;
         if ((e.flags & kNewObject) && e.from == S::kUnlocked && e.to != S::kUnlocked &&
-            !(e.flags & (kTry | kTry1Cb)) && ArbIdle(e.name) && rng_() % 4 != 0) {
+            ArbIdle(e.name) && rng_() % 4 != 0) {
+          early = true;
           early_.push_back({n, e.name, e.to});
         }
         Msg m;
@@ -386,7 +388,8 @@ class Model {
         m.name = e.name;
         m.from = e.from;
         m.to = e.to;
-        m.flags = e.flags;
+        // As DlmLockModule: a try lock answered provisionally is sent as an ordinary request.
+        m.flags = early ? e.flags & ~(kTry | kTry1Cb) : e.flags;
         Push(m);
         break;
       }
@@ -603,7 +606,7 @@ class Model {
     if (rng_() % 12 == 0) flags |= kNoExp;
     if (rng_() % 20 == 0) flags |= kSkip;
     if (st == S::kExclusive && rng_() % 6 == 0) flags |= kNodeScope;
-    if (!(flags & (kTry | kTry1Cb)) && rng_() % 8 == 0) flags |= kNewObject;
+    if (!(flags & kTry1Cb) && rng_() % 8 == 0) flags |= kNewObject;
     if (rng_() % 3 == 0) flags |= kAsync;
     const bool at_once = MustGrantWhilePreparing(n, name, st, flags);
     const auto before = tables_[n]->Info(name);
