@@ -239,7 +239,7 @@ TEST_F(ClusterCoreTest, RgrpLvbCarriesTheHeaderAndCatchesALostWrite) {
     auto m = b.fs->Mknod(bdir, "b" + std::to_string(i), 0100644, 0, RootCred());
     ASSERT_TRUE(m.ok()) << m.status().ToString();
   }
-  // Every rgrp glock B holds with a valid LVB: it matches the header on disk.
+  // Every rgrp glock B holds EX with an LVB written: B gives it up (writing the header back).
   auto dev = OpenFileBlockDevice(img_, {});
   ASSERT_TRUE(dev.ok()) << dev.status().ToString();
   auto read_header = [&](uint64_t addr) {
@@ -257,46 +257,50 @@ TEST_F(ClusterCoreTest, RgrpLvbCarriesTheHeaderAndCatchesALostWrite) {
     if (!b.lm->ReadLvb({glock::GlockType::kRgrp, addr}, &v)) continue;
     const format::RgrpLvb lvb = format::RgrpLvb::Decode(v.data());
     if (lvb.magic != format::kMagic) continue;
-    // B holds it EX, and may have changed it since it read it: compare after B's sync.
-    ASSERT_TRUE(b.fs->DemoteGlock(glock::GlockName{glock::GlockType::kRgrp, addr}.ToString()).ok());
     checked.push_back(addr);
   }
   ASSERT_FALSE(checked.empty()) << "no rgrp LVB written\n" << b.lm->Dump();
-  auto given_up = [&](uint64_t addr) {
-    return b.lm->GrantedMode({glock::GlockType::kRgrp, addr}) != dlm::kEX;
-  };
-  for (uint64_t addr : checked) {
+  // Node n gives rgrp `addr` up (as a remote request would make it) and is out of EX within 20 s.
+  auto give_up = [&](Node& n, uint64_t addr) {
+    const glock::GlockName g{glock::GlockType::kRgrp, addr};
+    if (n.lm->GrantedMode(g) == dlm::kEX) {
+      EXPECT_TRUE(n.fs->DemoteGlock(g.ToString()).ok());
+    }
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (!given_up(addr) && std::chrono::steady_clock::now() < deadline) {
+    while (n.lm->GrantedMode(g) == dlm::kEX && std::chrono::steady_clock::now() < deadline) {
       std::this_thread::yield();
     }
-    ASSERT_TRUE(given_up(addr)) << "rgrp " << addr << " not demoted\n" << b.fs->DumpGlocks();
+    return n.lm->GrantedMode(g) != dlm::kEX;
+  };
+  for (uint64_t addr : checked) {
+    ASSERT_TRUE(give_up(b, addr)) << "rgrp " << addr << " not demoted\n" << b.fs->DumpGlocks();
   }
-  // The LVB as stored, through a node that takes the rgrp next (A, for a create in d).
+  // A creates in d again: it takes d's rgrp, whose refresh checks the header B wrote back
+  // against B's LVB. That rgrp must be one B gave up, readable on A now, and not damaged.
   ASSERT_TRUE(a.fs->Mknod(dir->ino, "after", 0100644, 0, RootCred()).ok());
-  const uint64_t r = checked.front();
+  uint64_t r = 0;
+  for (uint64_t addr : checked) {
+    glock::LockModule::Lvb v;
+    if (r == 0 && a.lm->ReadLvb({glock::GlockType::kRgrp, addr}, &v)) r = addr;
+  }
+  ASSERT_NE(r, 0u) << "A took none of the rgrps B gave up\n" << a.lm->Dump();
+  auto rgrp_line = [&](Node& n, uint64_t addr) {
+    const std::string glocks = n.fs->DumpGlocks();
+    const std::string want = " R: n:" + std::to_string(addr) + " ";
+    const size_t at = glocks.find(want);
+    return at == std::string::npos ? std::string() : glocks.substr(at, glocks.find('\n', at) - at);
+  };
   {
     glock::LockModule::Lvb v;
-    if (a.lm->ReadLvb({glock::GlockType::kRgrp, r}, &v)) {
-      const format::RgrpLvb lvb = format::RgrpLvb::Decode(v.data());
-      const format::Rgrp hdr = format::Rgrp::Decode(read_header(r).data());
-      EXPECT_EQ(lvb.magic, format::kMagic);
-      if (a.lm->GrantedMode({glock::GlockType::kRgrp, r}) != dlm::kEX) {
-        EXPECT_TRUE(lvb.Matches(hdr)) << "free " << lvb.free << " vs " << hdr.free;
-      }
-    }
+    ASSERT_TRUE(a.lm->ReadLvb({glock::GlockType::kRgrp, r}, &v));
+    EXPECT_EQ(format::RgrpLvb::Decode(v.data()).magic, format::kMagic);
+    const std::string on_a = rgrp_line(a, r);
+    ASSERT_FALSE(on_a.empty()) << a.fs->DumpGlocks();
+    EXPECT_EQ(on_a.find(" damaged"), std::string::npos) << on_a;
   }
   // A lost write: A gives rgrp r up (its LVB now describes the header A wrote back), then the
   // header on disk changes behind the glocks.
-  if (a.lm->GrantedMode({glock::GlockType::kRgrp, r}) == dlm::kEX) {
-    ASSERT_TRUE(a.fs->DemoteGlock(glock::GlockName{glock::GlockType::kRgrp, r}.ToString()).ok());
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-    while (a.lm->GrantedMode({glock::GlockType::kRgrp, r}) == dlm::kEX &&
-           std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::yield();
-    }
-  }
-  ASSERT_NE(a.lm->GrantedMode({glock::GlockType::kRgrp, r}), dlm::kEX) << a.fs->DumpGlocks();
+  ASSERT_TRUE(give_up(a, r)) << a.fs->DumpGlocks();
   std::vector<uint8_t> blk = read_header(r);
   format::Rgrp hdr = format::Rgrp::Decode(blk.data());
   hdr.igeneration += 1;
@@ -305,18 +309,12 @@ TEST_F(ClusterCoreTest, RgrpLvbCarriesTheHeaderAndCatchesALostWrite) {
   ASSERT_TRUE((*dev)->Flush().ok());
   // B allocates again near d: it reads rgrp r anew and finds it disagrees with its LVB.
   for (int i = 0; i < 5; ++i) {
-    (void)b.fs->Mknod(dir->ino, "c" + std::to_string(i), 0100644, 0, RootCred());
+    (void)b.fs->Mknod(bdir, "c" + std::to_string(i), 0100644, 0, RootCred());
   }
-  const std::string want = " R: n:" + std::to_string(r) + " ";
-  const std::string dumps = a.fs->DumpGlocks() + b.fs->DumpGlocks();
-  size_t at = dumps.find(want);
-  bool damaged = false;
-  while (at != std::string::npos) {
-    const std::string l = dumps.substr(at, dumps.find('\n', at) - at);
-    damaged |= l.find(" damaged") != std::string::npos;
-    at = dumps.find(want, at + 1);
-  }
-  EXPECT_TRUE(damaged) << "rgrp " << r << " not flagged\n" << dumps;
+  const std::string on_b = rgrp_line(b, r);
+  EXPECT_NE(on_b.find(" damaged"), std::string::npos)
+      << "rgrp " << r << " not flagged: '" << on_b << "'\n"
+      << b.fs->DumpGlocks();
   Unmount(&b);
   Unmount(&a);
 }
