@@ -190,48 +190,39 @@ Status Lockspace::SendOpLocked(const LockOp& op, bool batch) {
     if (batch_.size() >= kMaxBatch) FlushBatchLocked();
     return Status::Ok();
   }
+  return SendBatchLocked(&op);
+}
+
+void Lockspace::FlushBatchLocked() {
+  if (!batch_.empty()) (void)SendBatchLocked(nullptr);
+}
+
+Status Lockspace::SendBatchLocked(const LockOp* last) {
+  const size_t n = batch_.size() + (last != nullptr ? 1 : 0);
+  if (n == 0) return Status::Ok();
   ByteWriter w;
-  if (batch_.empty()) {
+  if (n == 1) {
     w.U8(kMsgOp);
-    op.Encode(&w);
+    (last != nullptr ? *last : batch_[0]).Encode(&w);
   } else {
     w.U8(kMsgOps);
-    w.U16(static_cast<uint16_t>(batch_.size() + 1));
+    w.U16(static_cast<uint16_t>(n));
     for (const LockOp& b : batch_) b.Encode(&w);
-    op.Encode(&w);
+    if (last != nullptr) last->Encode(&w);
   }
+  const bool accepted_earlier = !batch_.empty();
+  batch_.clear();
   Status st = MulticastLocked(w.Take());
   if (st.ok()) {
     op_msgs_sent_.fetch_add(1, std::memory_order_relaxed);
     own_ops_in_flight_++;
-    batch_.clear();
-  } else if (!batch_.empty()) {
-    batch_.clear();
+  } else if (accepted_earlier) {
+    // Batched operations were answered "sent" when they were queued; their callers cannot learn
+    // of this failure, so the node's lock state is no longer what they believe.
+    LOG_ERROR("dlm " << opts_.name << ": sending batched lock operations: " << st.ToString());
     FenceLocked("multicast of batched lock operations failed");
   }
   return st;
-}
-
-void Lockspace::FlushBatchLocked() {
-  if (batch_.empty()) return;
-  ByteWriter w;
-  if (batch_.size() == 1) {
-    w.U8(kMsgOp);
-    batch_[0].Encode(&w);
-  } else {
-    w.U8(kMsgOps);
-    w.U16(static_cast<uint16_t>(batch_.size()));
-    for (const LockOp& b : batch_) b.Encode(&w);
-  }
-  batch_.clear();
-  Status st = MulticastLocked(w.Take());
-  if (!st.ok()) {
-    LOG_ERROR("dlm " << opts_.name << ": sending batched lock operations: " << st.ToString());
-    FenceLocked("multicast of batched lock operations failed");
-    return;
-  }
-  op_msgs_sent_.fetch_add(1, std::memory_order_relaxed);
-  own_ops_in_flight_++;
 }
 
 void Lockspace::FlushBatch() {

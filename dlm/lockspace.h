@@ -257,6 +257,10 @@ class Lockspace final : public TransportListener {
   // Sends what waits in batch_ as one message; a failure fences this node (the operations were
   // accepted already).
   void FlushBatchLocked();
+  // Sends batch_ and then `last` (may be null) as one message (kMsgOp for a single operation,
+  // kMsgOps otherwise) and empties batch_. A failure is returned to the caller of `last`; when
+  // the message also carried operations queued earlier (already answered), it fences this node.
+  Status SendBatchLocked(const LockOp* last);
   // One of this node's op messages came back.
   void OwnOpDeliveredLocked();
   Status MulticastLocked(std::vector<uint8_t> msg);

@@ -159,7 +159,8 @@ class StatsDumper {
     std::string extra =
         "core_log_flushes " + std::to_string(c.log_flushes) + "\ncore_fsyncs " +
         std::to_string(c.fsyncs) + "\ncore_meta_reads " + std::to_string(c.meta_reads) +
-        "\ncore_meta_writes " + std::to_string(c.meta_writes) + "\ncore_data_reads " +
+        "\ncore_meta_writes " + std::to_string(c.meta_writes) + "\ncore_meta_write_requests " +
+        std::to_string(c.meta_write_requests) + "\ncore_data_reads " +
         std::to_string(c.data_reads) + "\ncore_data_writes " + std::to_string(c.data_writes) +
         "\ncore_cached_meta_blocks " + std::to_string(c.cached_meta_blocks) + "\nkernel_inodes " +
         std::to_string(inodes_->Size()) + "\nforget_underflows " +

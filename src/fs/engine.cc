@@ -413,9 +413,21 @@ Status Engine::FlushLogUpTo(uint64_t upto) {
 void Engine::FlusherThread() {
   const auto interval = std::chrono::seconds(std::max<uint32_t>(opts_.commit_interval_s, 1));
   std::unique_lock<std::mutex> l(flusher_mu_);
+  auto next_periodic = std::chrono::steady_clock::now() + interval;
   while (!stop_flusher_) {
-    flusher_cv_.wait_for(l, interval, [this] { return stop_flusher_; });
+    flusher_cv_.wait_until(l, next_periodic,
+                           [this] { return stop_flusher_ || flush_kick_.load(); });
     if (stop_flusher_) break;
+    if (flush_kick_.exchange(false)) {
+      // AfterModify: enough is dirty for a commit in the background (the periodic one keeps
+      // its own time, and folds statfs).
+      l.unlock();
+      Status st = FlushLog();
+      if (!st.ok()) LOG_ERROR("background log flush: " << st.ToString());
+      l.lock();
+      continue;
+    }
+    next_periodic = std::chrono::steady_clock::now() + interval;
     l.unlock();
     if (log_->mod_seq() > log_->flushed_seq()) {
       if (cluster_) {
@@ -586,6 +598,7 @@ FsCounters Engine::Counters() const {
   c.fsyncs = fsyncs_;
   c.meta_reads = cache_ ? cache_->reads() : 0;
   c.meta_writes = log_ ? log_->meta_writes() : 0;
+  c.meta_write_requests = log_ ? log_->in_place_requests() : 0;
   c.data_reads = data_reads_;
   c.data_writes = data_writes_;
   c.cached_meta_blocks = cache_ ? cache_->size() : 0;

@@ -478,6 +478,9 @@ class Engine final : public FileSystem {
   std::mutex flusher_mu_;
   std::condition_variable flusher_cv_;
   bool stop_flusher_ = false;
+  // AfterModify asks the flusher for a background commit; set before flusher_cv_ is notified
+  // (under flusher_mu_ then), cleared by the flusher.
+  std::atomic<bool> flush_kick_{false};
 };
 
 template <typename Fn>

@@ -153,6 +153,7 @@ struct FsCounters {
   uint64_t fsyncs = 0;
   uint64_t meta_reads = 0;
   uint64_t meta_writes = 0;
+  uint64_t meta_write_requests = 0;  // device requests of those writes (neighbours coalesced)
   uint64_t data_reads = 0;
   uint64_t data_writes = 0;
   uint64_t cached_meta_blocks = 0;

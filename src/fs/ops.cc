@@ -57,7 +57,15 @@ Status Engine::ValidateName(std::string_view name) const {
 
 Status Engine::AfterModify() {
   if (!log_->journal() || read_only_) return Status::Ok();
-  if (cache_->DirtyCount() > log_->max_blocks_per_commit() / 2) return FlushLog();
+  // As gfs2's logd: past an eighth of a commit's budget the flusher thread commits in the
+  // background while operations go on; past half, the operation itself flushes (back-pressure).
+  const uint64_t dirty = cache_->DirtyCount();
+  const uint64_t budget = log_->max_blocks_per_commit();
+  if (dirty > budget / 2) return FlushLog();
+  if (dirty > budget / 8 && !flush_kick_.exchange(true)) {
+    { std::lock_guard<std::mutex> l(flusher_mu_); }  // the flusher is waiting or will see the flag
+    flusher_cv_.notify_all();
+  }
   return Status::Ok();
 }
 

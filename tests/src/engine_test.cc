@@ -1,9 +1,12 @@
 // Engine tests on real mkfs.gfs2 images: every case ends with an unmount and fsck-oracle CLEAN.
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <chrono>
 #include <map>
 #include <random>
 #include <set>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -252,6 +255,45 @@ TEST(EngineTest, UnlinkedOpenFileFreedAtUnmount) {
   ASSERT_TRUE(fs->Open(ino, false, RootCred()).ok());
   ASSERT_TRUE(fs->Unlink(fs->root(), "victim").ok());
   ASSERT_TRUE(fs->SyncFs().ok());
+  UnmountAndCheck(std::move(fs), img);
+}
+
+// A burst of creates with no fsync: once enough metadata is dirty the flusher thread commits
+// on its own (no operation waits for it), and the in-place writes after the commit send the
+// new dinodes, which sit side by side, as shared device requests. Everything survives a remount.
+TEST(EngineTest, BurstOfCreatesCommitsInBackgroundWithCoalescedWrites) {
+  TempDir dir;
+  std::string img = MakeImage(dir, "v.img", 256, 4096);
+  constexpr int kFiles = 600;  // an eighth of this journal's commit budget is ~250 blocks
+  {
+    auto fs = MountImage(img);
+    ASSERT_TRUE(fs);
+    const FsCounters start = fs->Counters();
+    for (int i = 0; i < kFiles; ++i) MustCreate(*fs, fs->root(), "c" + std::to_string(i));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (fs->Counters().log_flushes == start.log_flushes &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));  // polling a counter, bounded
+    }
+    const FsCounters after = fs->Counters();
+    ASSERT_GT(after.log_flushes, start.log_flushes)
+        << "no commit within 20 s of " << kFiles << " creates without fsync";
+    const uint64_t blocks = after.meta_writes - start.meta_writes;
+    const uint64_t requests = after.meta_write_requests - start.meta_write_requests;
+    ASSERT_GT(blocks, 0u);
+    EXPECT_LT(requests * 4, blocks) << blocks << " blocks written in place in " << requests
+                                    << " requests: neighbours were not coalesced";
+    UnmountAndCheck(std::move(fs), img);
+  }
+  auto fs = MountImage(img);
+  ASSERT_TRUE(fs);
+  const std::set<std::string> names = ListDir(*fs, fs->root());
+  EXPECT_EQ(
+      std::count_if(names.begin(), names.end(), [](const std::string& n) { return n[0] == 'c'; }),
+      kFiles);
+  for (int i = 0; i < kFiles; i += 97) {
+    EXPECT_TRUE(fs->Lookup(fs->root(), "c" + std::to_string(i)).ok()) << i;
+  }
   UnmountAndCheck(std::move(fs), img);
 }
 
