@@ -725,6 +725,12 @@ TEST(GlockLockModuleTest, NewObjectsAreGrantedProvisionallyWhenNobodyHoldsThem) 
   Result<HolderId> h2 = AcquireWithin(*n2.runner, held, State::kShared);
   ASSERT_TRUE(h2.ok()) << h2.status().ToString();
   ASSERT_TRUE(n2.runner->Release(*h2).ok());
+  // Node 2's grant is decided, but node 1's replica of the lock table may not have applied it
+  // yet (each node delivers the ordered messages at its own pace): a request made before that
+  // would see the resource idle and be answered provisionally, as designed. Wait until node 1
+  // has applied everything node 2 had when its grant came.
+  const uint64_t seq2 = n2.ls->Info().seq;
+  ASSERT_TRUE(c.notifier().WaitUntil([&] { return n1.ls->Info().seq >= seq2; })) << c.DumpAll();
   Result<HolderId> h3 =
       AcquireWithin(*n1.runner, held, State::kExclusive, glock::kSkip | glock::kNewObject);
   ASSERT_TRUE(h3.ok()) << h3.status().ToString() << "\n" << c.DumpAll();
