@@ -573,6 +573,9 @@ void ServeWrite(DaemonContext& ctx, fuse_req_t req, InodeNo i, std::span<const u
     return io(0, mode, 0, data.size());
   }();
   if (!r.ok()) return ReplyError(ctx, req, r.status(), "write");
+  // mtime/ctime of a direct write: its DF glock could not change them (gfs2 updates them with
+  // file_update_time before the write); every holder of this request is released by now.
+  if ((fi->flags & O_DIRECT) && !fi->writepage && *r > 0) ctx.fs->TouchAfterDirectWrite(i);
   // A direct write bypassed this node's page cache: drop the cached pages of the range before
   // the write returns, or a buffered reader (or a mapping) that filled them meanwhile keeps
   // the old data (generic/451). The kernel invalidates only before the write. Safe here: a

@@ -72,6 +72,9 @@ struct Inode {
   bool damaged = false;
   bool stale = false;                 // invalidated: re-read the dinode before use
   std::atomic<uint64_t> last_mod{0};  // mod_seq_ of its newest change (the sync hook flushes that)
+  // A direct write (under DF) found mtime or ctime older than the time granularity of direct
+  // writes: Engine::TouchAfterDirectWrite updates them once the write's glock is released.
+  std::atomic<bool> direct_times_due{false};
   bool is_dir() const { return (di.mode & 0170000) == 0040000; }
   bool is_reg() const { return (di.mode & 0170000) == 0100000; }
   bool is_lnk() const { return (di.mode & 0170000) == 0120000; }
@@ -180,6 +183,7 @@ class Engine final : public FileSystem {
   Status ReadDir(InodeNo dir, uint64_t cookie,
                  const std::function<bool(const DirEntry&)>& emit) override;
   bool AtimeDue(InodeNo ino) override;
+  void TouchAfterDirectWrite(InodeNo ino) override;
   Status SetXattr(InodeNo ino, std::string_view name, std::span<const uint8_t> value, int flags,
                   const Cred& cred) override;
   Result<size_t> GetXattr(InodeNo ino, std::string_view name, std::span<uint8_t> buf) override;
@@ -393,6 +397,9 @@ class Engine final : public FileSystem {
   bool AtimeNeedsUpdate(const Inode& ip, const Timespec& now) const;
   // Sets atime = now if still due (takes the inode's glock EX; caller holds no glock).
   void TouchAtime(InodeNo ino);
+  // Whether a direct write at `now` leaves mtime or ctime older than the granularity of direct
+  // writes' times (caller holds the inode's glock).
+  static bool DirectWriteTimesDue(const Inode& ip, const Timespec& now);
   void TouchC(Inode& ip);
   Status ValidateName(std::string_view name) const;
   // Whether maybe_ancestor is `dir` or above it; takes each directory on the way SH. The caller

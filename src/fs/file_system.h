@@ -180,6 +180,12 @@ struct RecoveryReport {
 enum class IoMode : uint8_t { kShared, kUpdate, kDeferred, kExclusive };
 const char* IoModeName(IoMode m);  // "SH", "EXn", "DF", "EX"
 
+// The time granularity of direct writes' mtime/ctime (FileSystem::TouchAfterDirectWrite): a
+// direct write updates them if they are at least this much older than now. The kernel's own
+// coarse clock ticks every few milliseconds; here each update costs an EX round of the inode's
+// glock (and, on a cluster, the other nodes' DF), so it is coarser.
+inline constexpr uint32_t kDirectWriteTimeGranularityMs = 100;
+
 class FileSystem {
  public:
   virtual ~FileSystem() = default;
@@ -302,6 +308,14 @@ class FileSystem {
   virtual Result<size_t> ListXattr(InodeNo ino, std::span<char> buf, const Cred& cred) = 0;
   virtual Status RemoveXattr(InodeNo ino, std::string_view name) = 0;
 
+  // After a direct write to `ino` has returned (the caller holds no glock of it): mtime and
+  // ctime = now, as gfs2's file_update_time before a direct write, at most once per
+  // kDirectWriteTimeGranularityMs (a direct write runs under DF, which cannot change the
+  // dinode; the update takes EX, so a burst of direct writes pays for one glock change per
+  // period, not per write). Best effort: skipped when EX cannot be had at once (another local
+  // holder, or on a cluster another node's glock; there a try that asks that node to give it
+  // up), and then retried by a later write.
+  virtual void TouchAfterDirectWrite(InodeNo ino) { (void)ino; }
   // Whether a read of `ino` now would update its atime (the caller may then make sure the read
   // reaches Read/ReadDir instead of a cache). False for unknown inodes and read-only mounts.
   virtual bool AtimeDue(InodeNo ino) = 0;
@@ -354,9 +368,9 @@ class FileSystem {
   // O_DIRECT mode: shared among direct I/O on every node, no page cache) and kExclusive. Under
   // `hold` (from HoldInode, covering `mode`) when non-zero, else under a holder of their own.
   // A kDeferred write changes data in place only (gfs2: DIO needs the blocks and the size to
-  // exist, and it updates no times); where it cannot (a hole, beyond EOF, a stuffed file) it is
-  // written as kExclusive instead, or, under a hold, answers kTryAgain so the caller drops its
-  // hold first (the buffered fallback of gfs2's direct write).
+  // exist; its times are TouchAfterDirectWrite's); where it cannot (a hole, beyond EOF, a stuffed
+  // file) it is written as kExclusive instead, or, under a hold, answers kTryAgain so the caller
+  // drops its hold first (the buffered fallback of gfs2's direct write).
   virtual Result<size_t> ReadIo(InodeNo ino, uint64_t off, std::span<uint8_t> buf, IoMode mode,
                                 uint64_t hold) {
     (void)hold;

@@ -947,7 +947,44 @@ Result<size_t> Engine::WriteInPlace(InodeNo ino, uint64_t off, std::span<const u
         data_writes_++;
         return dev_->WriteAt(at, data.data() + pos, n);
       }));
+  if (DirectWriteTimesDue(*ip, Now())) ip->direct_times_due = true;
   return data.size();
+}
+
+bool Engine::DirectWriteTimesDue(const Inode& ip, const Timespec& now) {
+  auto ns = [](uint64_t s, uint32_t n) {
+    return static_cast<int64_t>(s) * 1'000'000'000 + static_cast<int64_t>(n);
+  };
+  const int64_t t = ns(static_cast<uint64_t>(now.sec), static_cast<uint32_t>(now.nsec));
+  const int64_t granularity = int64_t{kDirectWriteTimeGranularityMs} * 1'000'000;
+  return t - ns(ip.di.mtime, ip.di.mtime_nsec) >= granularity ||
+         t - ns(ip.di.ctime, ip.di.ctime_nsec) >= granularity;
+}
+
+void Engine::TouchAfterDirectWrite(InodeNo ino) {
+  {
+    std::lock_guard<std::mutex> l(inodes_mu_);
+    auto it = inodes_.find(ino);
+    if (it == inodes_.end() || !it->second->direct_times_due.exchange(false)) return;
+  }
+  Status st = RunOp<Status>([&](OpScope& s) -> Status {
+    // Never waits: the caller's own process may keep DF on this inode (the kept glocks of the
+    // proposal-2021 and naive I/O policies), which a waiting EX would wait for. On a cluster
+    // the try asks the nodes sharing DF to give it up, so a later write's update succeeds.
+    ASSIGN_OR_RETURN(bool got, s.TryLock({glock::GlockType::kInode, ino}, State::kExclusive,
+                                         cluster_ ? glock::kTry1Cb : 0));
+    if (!got) return Status::Ok();
+    ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+    if (!ip->is_reg() || !DirectWriteTimesDue(*ip, Now())) return Status::Ok();
+    RETURN_IF_ERROR(s.BeginTrans());
+    TouchMC(*ip);
+    return Status::Ok();
+  });
+  if (st.ok()) st = AfterModify();
+  // Best effort, like atime: a failure here must not fail the write that caused it.
+  if (!st.ok() && st.code() != Code::kReadOnly && st.code() != Code::kStale) {
+    LOG_WARN("mtime update after a direct write to " << ino << ": " << st.ToString());
+  }
 }
 
 Result<size_t> Engine::WriteImpl(InodeNo ino, std::optional<uint64_t> at,
