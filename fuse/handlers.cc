@@ -460,6 +460,18 @@ std::string IoLabel(const char* what, InodeNo i, off_t off, size_t size, bool di
          " len=" + std::to_string(size) + (direct ? " direct" : "");
 }
 
+// A parked READ or WRITE is a request its process waits in for the inode's glock: the I/O
+// policy keeps that process's outer glocks meanwhile (io_policy.h), as gfs2 before the fix did
+// for a task faulting on a mapping whose glock was being demoted. Unparked runs first in the
+// rerun, whether or not the core is still up.
+void NoteParked(DaemonContext& ctx, fuse_req_t req, InodeNo i) {
+  if (ctx.io_policy != nullptr) ctx.io_policy->Parked(fuse_req_ctx(req)->pid, i);
+}
+void NoteUnparked(fuse_req_t req, InodeNo i) {
+  DaemonContext& ctx = Ctx(req);
+  if (ctx.io_policy != nullptr) ctx.io_policy->Unparked(fuse_req_ctx(req)->pid, i);
+}
+
 // Serves a READ (also a parked one, from the revoker's replay threads). The I/O policy decides
 // how the inode's glock is held (io_policy.h): DF for O_DIRECT, the cluster's EX shared among
 // page fills for files open read-write (WritableOpens), SH otherwise.
@@ -506,10 +518,12 @@ void OpRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
     if (ctx.revoker != nullptr &&
         ctx.revoker->Admit(i, Revoker::Kind::kRead, static_cast<uint64_t>(off), size, [&] {
           return Revoker::Rerun([req, i, size, off, flags] {
+            NoteUnparked(req, i);
             GuardedImpl(req, Op::kRead, false,
                         [&](DaemonContext& c) { ServeRead(c, req, i, size, off, flags); });
           });
         })) {
+      NoteParked(ctx, req, i);
       return;
     }
     ServeRead(ctx, req, i, size, off, flags);
@@ -607,11 +621,13 @@ void OpWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_
           auto copy = std::make_shared<std::vector<uint8_t>>(bytes.begin(), bytes.end());
           const fuse_file_info fcopy = *fi;
           return Revoker::Rerun([req, i, off, copy, fcopy] {
+            NoteUnparked(req, i);
             GuardedImpl(req, Op::kWrite, false, [&](DaemonContext& c) {
               ServeWrite(c, req, i, std::span<const uint8_t>(*copy), off, &fcopy);
             });
           });
         })) {
+      NoteParked(ctx, req, i);
       return;
     }
     ServeWrite(ctx, req, i, bytes, off, fi);

@@ -188,10 +188,12 @@ Result<size_t> IoPolicy::RunKept(int pid, InodeNo ino, IoMode mode, bool write, 
     Proc& p = procs_[pid];
     for (auto& k : p.kept) {
       if (k.ino != ino || k.doomed || !Serves(k.mode, mode)) continue;
-      if (policy == Policy::kProposal2021 && fs_->HoldContended(k.hold)) {
-        // Someone waits for it: this request does not reuse it but queues again.
+      if (fs_->HoldContended(k.hold)) {
+        // Someone waits for it: this request does not reuse it but queues again, behind the
+        // waiter (gfs2 grants no new holder while a demote is pending). proposal-2021 counts a
+        // retry; naive waits for it keeping the process's other glocks.
         k.doomed = true;
-        stats_.retries++;
+        if (policy == Policy::kProposal2021) stats_.retries++;
         continue;
       }
       k.users++;
@@ -233,6 +235,7 @@ Result<size_t> IoPolicy::RunKept(int pid, InodeNo ino, IoMode mode, bool write, 
     std::lock_guard l(mu_);
     Proc& p = procs_[pid];
     p.waiting--;
+    RestartLingerLocked(&p);
     if (!got.ok()) return got.status();
     hold = *got;
     p.kept.push_back(Kept{ino, mode, hold, 1, false, std::chrono::steady_clock::now()});
@@ -275,12 +278,12 @@ void IoPolicy::Reaper() {
       Proc& p = it->second;
       for (auto k = p.kept.begin(); k != p.kept.end();) {
         // Unused kept glocks end after the linger, unless the process waits for a glock in
-        // another request (naive's deadlock: a blocked task keeps its glocks). proposal-2021
-        // also ends one another waits for at once, even then: its unwinding never waits for
-        // its own kept glocks (one can be granted past the process's own waiter, FIFO
+        // another request or has one parked (naive's deadlock: a blocked task keeps its glocks).
+        // proposal-2021 also ends one another waits for at once, even then: its unwinding never
+        // waits for its own kept glocks (one can be granted past the process's own waiter, FIFO
         // admitting compatible holders).
         const bool yield = policy_ == Policy::kProposal2021 && fs_->HoldContended(k->hold);
-        const bool idle = p.waiting == 0 && now - k->last_used >= linger_;
+        const bool idle = !p.BlockedBeyond(k->ino) && now - k->last_used >= linger_;
         if (k->users == 0 && (k->doomed || yield || idle)) {
           drop.push_back(k->hold);
           k = p.kept.erase(k);
@@ -288,7 +291,7 @@ void IoPolicy::Reaper() {
           ++k;
         }
       }
-      if (p.kept.empty() && p.waiting == 0) {
+      if (p.kept.empty() && p.waiting == 0 && p.parked.empty()) {
         it = procs_.erase(it);
       } else {
         ++it;
@@ -301,6 +304,27 @@ void IoPolicy::Reaper() {
   }
 }
 
+void IoPolicy::RestartLingerLocked(Proc* p) {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto& k : p->kept) k.last_used = now;
+}
+
+void IoPolicy::Parked(int pid, InodeNo ino) {
+  if (pid <= 0) return;
+  std::lock_guard l(mu_);
+  Proc& p = procs_[pid];
+  if (++p.parked[ino] == 0) p.parked.erase(ino);
+  stats_.parked++;
+}
+
+void IoPolicy::Unparked(int pid, InodeNo ino) {
+  if (pid <= 0) return;
+  std::lock_guard l(mu_);
+  Proc& p = procs_[pid];
+  if (--p.parked[ino] == 0) p.parked.erase(ino);
+  RestartLingerLocked(&p);
+}
+
 IoPolicy::Stats IoPolicy::stats() const {
   std::lock_guard l(mu_);
   return stats_;
@@ -309,7 +333,8 @@ IoPolicy::Stats IoPolicy::stats() const {
 std::vector<std::pair<std::string, uint64_t>> IoPolicy::Counters() const {
   const Stats s = stats();
   return {{"io_retries", s.retries}, {"io_unwinds", s.unwinds},   {"io_fallbacks", s.fallbacks},
-          {"io_kept", s.kept},       {"io_kept_now", s.kept_now}, {"io_naive_waits", s.waits}};
+          {"io_kept", s.kept},       {"io_kept_now", s.kept_now}, {"io_naive_waits", s.waits},
+          {"io_parked", s.parked}};
 }
 
 }  // namespace ugfs2::fusefs

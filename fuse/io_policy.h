@@ -19,11 +19,18 @@
 //    ugfs2-mmap-stress), for demonstration.
 //
 // "Kept across requests" ends when no request of the process has used the glock for the linger
-// time (its syscall is taken to be over), except while the process waits for a glock in
-// another request: a process blocked in one request keeps every outer glock, as a task blocked
-// in a page fault kept its glock in gfs2. Under proposal-2021 a new request does not reuse a
-// kept glock someone else waits for: it drops it and queues again (a retry). Writeback requests
-// (no process) always run as under merged.
+// time (its syscall is taken to be over), except while the process waits for a glock in another
+// request: a process blocked in one request keeps every outer glock, as a task blocked in a page
+// fault kept its glock in gfs2. A request the revoker parked (fuse/revoker.h: it came while this
+// node gave the inode's glock up, and is served once the demote is over) is such a wait too, the
+// fault of a mapping whose glock is on its way to another node; but not for the process's own kept
+// glock on that inode, which the demote waits for (keeping it would make the process wait for
+// itself, a hang no glock cycle shows). When a wait ends, the process's kept glocks linger from
+// then on: its syscall goes on. A new request does not reuse a kept glock someone else waits for:
+// it drops it and queues again behind the waiter, as gfs2 grants no new holder while a demote is
+// pending (under proposal-2021 a retry; under naive a wait that keeps the process's other glocks,
+// or a process faulting pages of a glock being demoted would keep reusing it, past the demote).
+// Writeback requests (no process) always run as under merged.
 //
 // Switching the policy (Set) drops every kept glock not in use by a request at that moment (the
 // rest as soon as their request ends): switching a deadlocked naive mount to merged breaks the
@@ -65,6 +72,7 @@ class IoPolicy {
     uint64_t kept = 0;       // outer glocks taken to be kept across requests
     uint64_t kept_now = 0;   // outer glocks kept at this moment
     uint64_t waits = 0;      // naive: inner acquisitions that waited while outer ones were kept
+    uint64_t parked = 0;     // requests parked by the revoker (each keeps its process blocked)
   };
   // The I/O of one request: under `hold` (0: the callee takes its own glock) and in `mode`,
   // `len` bytes starting `from` bytes into the request. Returns the bytes done (fewer: EOF).
@@ -86,6 +94,12 @@ class IoPolicy {
   Result<size_t> Run(int pid, InodeNo ino, IoMode mode, bool write, size_t len, const IoFn& io);
 
   Stats stats() const;
+  // A request of process `pid` on `ino` was parked by the revoker / its rerun starts: while
+  // parked it counts as a request waiting for a glock (see above). Unparked may come first when
+  // a rerun races its handler's Parked; the pair still balances. pid <= 0: ignored.
+  void Parked(int pid, InodeNo ino);
+  void Unparked(int pid, InodeNo ino);
+
   // "io_*" counter lines for the control request "counters".
   std::vector<std::pair<std::string, uint64_t>> Counters() const;
 
@@ -101,6 +115,18 @@ class IoPolicy {
   struct Proc {
     std::vector<Kept> kept;
     int waiting = 0;  // requests of this process waiting for a glock now
+    // Requests of this process parked by the revoker now, per inode (-1 for a moment: a rerun
+    // that started before its handler's Parked); no zero entries.
+    std::map<InodeNo, int> parked;
+    // The process is blocked in a request other than one parked on `ino`: it keeps its glock on
+    // `ino` (the demote a parked request waits for may be this very glock's).
+    bool BlockedBeyond(InodeNo ino) const {
+      if (waiting > 0) return true;
+      for (const auto& [i, n] : parked) {
+        if (i != ino) return true;
+      }
+      return false;
+    }
   };
 
   Result<size_t> RunMerged(InodeNo ino, IoMode mode, bool write, size_t len, const IoFn& io);
@@ -114,6 +140,8 @@ class IoPolicy {
   // Moves the doomed unused kept glocks of `p` into `drop` (mu_ held).
   static void DropDoomedLocked(Proc* p, std::vector<uint64_t>* drop);
   void Drop(const std::vector<uint64_t>& holds);
+  // A wait of `p` ended: its kept glocks linger from now (mu_ held).
+  static void RestartLingerLocked(Proc* p);
   void Reaper();
 
   FileSystem* const fs_;

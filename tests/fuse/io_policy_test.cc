@@ -109,6 +109,66 @@ TEST_F(IoPolicyTest, NaiveDeadlocksAndSwitchingToMergedBreaksIt) {
   EXPECT_TRUE(WaitFor([&] { return policy.stats().kept_now == 0; }));
 }
 
+// A request the revoker parked is a wait for a glock (a fault on a mapping whose glock is
+// being demoted): under naive its process keeps its outer glocks past the linger until the
+// rerun starts, as a task blocked in a fault kept its glock. Without that, a cross-node cycle
+// dissolved whenever the fault came during the other node's demote (cluster_deadlock b2). The
+// process's own kept glock on the parked request's inode is not kept for it: that demote is
+// what the parked request waits for.
+TEST_F(IoPolicyTest, NaiveKeepsTheGlocksOfAProcessWithAParkedRequest) {
+  constexpr auto kShortLinger = std::chrono::milliseconds(10);
+  IoPolicy policy(fs_.get(), Policy::kNaive, kShortLinger);
+  // Control: an idle process's kept glock ends after the linger; another process gets A.
+  ASSERT_TRUE(Io(policy, 101, 0, IoMode::kDeferred).ok());
+  ASSERT_TRUE(WaitFor([&] { return policy.stats().kept_now == 0; })) << fs_->DumpGlocks();
+  ASSERT_TRUE(Io(policy, 102, 0, IoMode::kShared).ok());
+  ASSERT_TRUE(WaitFor([&] { return policy.stats().kept_now == 0; })) << fs_->DumpGlocks();
+
+  ASSERT_TRUE(Io(policy, 101, 0, IoMode::kDeferred).ok());  // 101 keeps DF on A
+  policy.Parked(101, ino_[1]);                              // ... and waits parked on B
+  auto other = std::async(std::launch::async, [&] { return Io(policy, 102, 0, IoMode::kShared); });
+  ASSERT_TRUE(WaitFor([&] { return Waiting() == 1; })) << fs_->DumpGlocks();
+  // Thirty lingers later A is still 101's.
+  EXPECT_EQ(other.wait_for(30 * kShortLinger), std::future_status::timeout) << fs_->DumpGlocks();
+  EXPECT_EQ(policy.stats().kept_now, 1u);
+  EXPECT_EQ(policy.stats().parked, 1u);
+  policy.Unparked(101, ino_[1]);  // the rerun starts: 101 no longer waits, A lingers out
+  ASSERT_EQ(other.wait_for(kBound), std::future_status::ready) << fs_->DumpGlocks();
+  EXPECT_TRUE(other.get().ok());
+  ASSERT_TRUE(WaitFor([&] { return policy.stats().kept_now == 0; })) << fs_->DumpGlocks();
+
+  // Parked on A itself: A's demote is what it waits for, so A is not kept for it.
+  ASSERT_TRUE(Io(policy, 101, 0, IoMode::kDeferred).ok());
+  policy.Parked(101, ino_[0]);
+  auto own = std::async(std::launch::async, [&] { return Io(policy, 102, 0, IoMode::kShared); });
+  ASSERT_EQ(own.wait_for(kBound), std::future_status::ready) << fs_->DumpGlocks();
+  EXPECT_TRUE(own.get().ok());
+  policy.Unparked(101, ino_[0]);
+
+  // A rerun that starts before its handler noted the park balances all the same.
+  ASSERT_TRUE(Io(policy, 101, 0, IoMode::kDeferred).ok());
+  policy.Unparked(101, ino_[1]);
+  policy.Parked(101, ino_[1]);
+  EXPECT_TRUE(WaitFor([&] { return policy.stats().kept_now == 0; })) << fs_->DumpGlocks();
+}
+
+// Under naive too, a new request does not reuse a kept glock somebody waits for: it queues
+// behind the waiter, as gfs2 grants no new holder while a demote is pending. (Reusing it let a
+// process faulting pages of a glock being demoted keep it, page after page.)
+TEST_F(IoPolicyTest, NaiveQueuesBehindAWaiterInsteadOfReusingItsKeptGlock) {
+  constexpr auto kShortLinger = std::chrono::milliseconds(10);
+  IoPolicy policy(fs_.get(), Policy::kNaive, kShortLinger);
+  ASSERT_TRUE(Io(policy, 101, 0, IoMode::kDeferred).ok());  // 101 keeps DF on A
+  auto other = std::async(std::launch::async, [&] { return Io(policy, 102, 0, IoMode::kShared); });
+  ASSERT_TRUE(WaitFor([&] { return Waiting() == 1; })) << fs_->DumpGlocks();
+  // 101's next request on A goes after 102's: 102 is done by the time it returns.
+  ASSERT_TRUE(Io(policy, 101, 0, IoMode::kDeferred).ok());
+  EXPECT_EQ(other.wait_for(std::chrono::milliseconds(0)), std::future_status::ready)
+      << fs_->DumpGlocks();
+  ASSERT_EQ(other.wait_for(kBound), std::future_status::ready) << fs_->DumpGlocks();
+  EXPECT_TRUE(other.get().ok());
+}
+
 TEST_F(IoPolicyTest, Proposal2021UnwindsInsteadOfDeadlocking) {
   IoPolicy policy(fs_.get(), Policy::kProposal2021, kLongLinger);
   ASSERT_TRUE(Io(policy, 101, 0, IoMode::kDeferred).ok());
