@@ -9,7 +9,11 @@ namespace ugfs2::fusefs {
 namespace {
 
 constexpr size_t kPage = 4096;
-constexpr size_t kFirstWindow = 256 * 1024;  // a request this size or smaller is one round
+// A request of up to kFirstWindow (the largest the kernel sends: max_read/max_write 1 MiB) is
+// one round: one device request per extent. Smaller first windows cost a 1 MiB O_DIRECT read or
+// write three device requests in a row, for a retry point no waiter needs (a waiter waits for
+// at most one window either way).
+constexpr size_t kFirstWindow = 1024 * 1024;
 constexpr size_t kMaxWindow = 1024 * 1024;
 
 // Whether a glock kept in `held` serves a request needing `want` (docs/deadlocks.md): EX serves
@@ -44,9 +48,17 @@ IoPolicy::IoPolicy(FileSystem* fs, Policy policy, std::chrono::milliseconds ling
     : fs_(fs), linger_(std::max(linger, std::chrono::milliseconds(1))), policy_(policy) {
   fs_->SetNaiveLockOrder(policy == Policy::kNaive);
   reaper_ = std::thread([this] { Reaper(); });
+  // A waiter behind a kept glock wakes the reaper at once (proposal-2021 yields such glocks;
+  // a doomed or lingered-out one goes too): a process's GETATTR after its buffered write used
+  // to wait up to a reaper period (10 ms) for the process's own kept EX.
+  fs_->SetRetainedContentionListener([this] {
+    kick_.store(true);
+    cv_.notify_all();
+  });
 }
 
 IoPolicy::~IoPolicy() {
+  fs_->SetRetainedContentionListener(nullptr);
   Stop();
   if (reaper_.joinable()) reaper_.join();
 }
@@ -269,8 +281,10 @@ Result<size_t> IoPolicy::RunKept(int pid, InodeNo ino, IoMode mode, bool write, 
 void IoPolicy::Reaper() {
   std::unique_lock l(mu_);
   while (!stopped_) {
+    // Periodic (lingers; a kick that came just before this wait), or kicked by a waiter.
     cv_.wait_for(
-        l, std::clamp(linger_ / 2, std::chrono::milliseconds(1), std::chrono::milliseconds(50)));
+        l, std::clamp(linger_ / 2, std::chrono::milliseconds(1), std::chrono::milliseconds(50)),
+        [this] { return stopped_ || kick_.exchange(false); });
     if (stopped_) break;
     const auto now = std::chrono::steady_clock::now();
     std::vector<uint64_t> drop;

@@ -4,8 +4,8 @@
 //  * merged (default): what Linux merged in 5.16-6.5. A request holds one glock, only while it
 //    is served, and never waits for a second glock while holding one. A request that finds its
 //    glock contended between windows (someone waits for it) drops it, lets the waiter in, takes
-//    it again and resumes at the byte reached: windows of up to 1 MiB after a round that made
-//    progress, one page after a round that made none. A direct write that cannot be done in
+//    it again and resumes at the byte reached: windows of 1 MiB (every request the kernel sends
+//    is one), one page after a round that made none. A direct write that cannot be done in
 //    place (a hole, beyond EOF) is finished as an EX write (gfs2's buffered fallback).
 //  * proposal-2021: the unmerged 2021 design. The glock a process's I/O takes is its "outer"
 //    glock and is kept across that process's requests (the kernel's read()/write() held it
@@ -42,6 +42,7 @@
 #ifndef UGFS2_FUSE_IO_POLICY_H_
 #define UGFS2_FUSE_IO_POLICY_H_
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -148,6 +149,9 @@ class IoPolicy {
   const std::chrono::milliseconds linger_;
   mutable std::mutex mu_;  // guards everything below; leaf
   std::condition_variable cv_;
+  // Set by the glock layer's retained-contention listener (without mu_: it runs under the glock
+  // runner's mutex), cleared by the reaper, which it wakes.
+  std::atomic<bool> kick_{false};
   Policy policy_;
   bool stopped_ = false;
   std::map<int, Proc> procs_;

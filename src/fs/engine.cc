@@ -414,10 +414,32 @@ void Engine::FlusherThread() {
   const auto interval = std::chrono::seconds(std::max<uint32_t>(opts_.commit_interval_s, 1));
   std::unique_lock<std::mutex> l(flusher_mu_);
   auto next_periodic = std::chrono::steady_clock::now() + interval;
+  const auto retry_every = std::chrono::milliseconds(kDirectWriteTimeGranularityMs);
+  auto next_retry = std::chrono::steady_clock::time_point::max();
+  auto times_pending = [this] {
+    std::lock_guard<std::mutex> p(pending_times_mu_);
+    return !pending_times_.empty();
+  };
   while (!stop_flusher_) {
-    flusher_cv_.wait_until(l, next_periodic,
-                           [this] { return stop_flusher_ || flush_kick_.load(); });
+    // Pending mtime updates of direct writes (TouchAfterDirectWrite) are retried on their own
+    // period; a new one wakes the flusher to schedule it.
+    const bool pending = times_pending();
+    if (!pending) {
+      next_retry = std::chrono::steady_clock::time_point::max();
+    } else if (next_retry == std::chrono::steady_clock::time_point::max()) {
+      next_retry = std::chrono::steady_clock::now() + retry_every;
+    }
+    flusher_cv_.wait_until(l, std::min(next_periodic, next_retry), [&] {
+      return stop_flusher_ || flush_kick_.load() || (!pending && times_pending());
+    });
     if (stop_flusher_) break;
+    if (std::chrono::steady_clock::now() >= next_retry) {
+      next_retry = std::chrono::steady_clock::time_point::max();
+      l.unlock();
+      RetryPendingDirectTimes();
+      l.lock();
+      continue;
+    }
     if (flush_kick_.exchange(false)) {
       // AfterModify: enough is dirty for a commit in the background (the periodic one keeps
       // its own time, and folds statfs).
@@ -504,6 +526,9 @@ Status Engine::Unmount() {
   }
   flusher_cv_.notify_all();
   if (flusher_.joinable()) flusher_.join();
+  // Every request has ended: the kept glocks of the I/O policies are gone, so a pending mtime
+  // update of a direct write can be had now (on a cluster, unless another node holds the glock).
+  if (!read_only_) RetryPendingDirectTimes();
   // A cluster node folds its statfs delta under the master's glock while glocks still run.
   if (cluster_) {
     Status st = FoldStatfsClustered();

@@ -158,6 +158,7 @@ class Engine final : public FileSystem {
   Status DropHold(uint64_t hold) override;
   bool HoldContended(uint64_t hold) override;
   void MarkHoldRetained(uint64_t hold, bool retained) override;
+  void SetRetainedContentionListener(std::function<void()> fn) override;
   void NoteIoRetry(InodeNo ino) override;
   Result<size_t> ReadIo(InodeNo ino, uint64_t off, std::span<uint8_t> buf, IoMode mode,
                         uint64_t hold) override {
@@ -400,6 +401,12 @@ class Engine final : public FileSystem {
   // Whether a direct write at `now` leaves mtime or ctime older than the granularity of direct
   // writes' times (caller holds the inode's glock).
   static bool DirectWriteTimesDue(const Inode& ip, const Timespec& now);
+  // The update of TouchAfterDirectWrite under a try of EX: kTouched, kNotDue (nothing to do, or
+  // the inode is gone), or kBusy (EX could not be had at once: retried later).
+  enum class TouchResult { kTouched, kNotDue, kBusy };
+  TouchResult TryTouchDirectTimes(InodeNo ino);
+  // Retries every pending update once (the flusher; Unmount): the ones still busy stay pending.
+  void RetryPendingDirectTimes();
   void TouchC(Inode& ip);
   Status ValidateName(std::string_view name) const;
   // Whether maybe_ancestor is `dir` or above it; takes each directory on the way SH. The caller
@@ -488,6 +495,11 @@ class Engine final : public FileSystem {
   // AfterModify asks the flusher for a background commit; set before flusher_cv_ is notified
   // (under flusher_mu_ then), cleared by the flusher.
   std::atomic<bool> flush_kick_{false};
+  // Direct writes whose mtime/ctime update found the glock busy (TouchAfterDirectWrite): the
+  // flusher retries them every kDirectWriteTimeGranularityMs until the update is made or the
+  // inode is gone, and Unmount once more. Lock order: flusher_mu_ -> pending_times_mu_ (a leaf).
+  std::mutex pending_times_mu_;
+  std::unordered_set<InodeNo> pending_times_;
 };
 
 template <typename Fn>

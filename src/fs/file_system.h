@@ -312,9 +312,10 @@ class FileSystem {
   // ctime = now, as gfs2's file_update_time before a direct write, at most once per
   // kDirectWriteTimeGranularityMs (a direct write runs under DF, which cannot change the
   // dinode; the update takes EX, so a burst of direct writes pays for one glock change per
-  // period, not per write). Best effort: skipped when EX cannot be had at once (another local
-  // holder, or on a cluster another node's glock; there a try that asks that node to give it
-  // up), and then retried by a later write.
+  // period, not per write). Never waits: when EX cannot be had at once (another local holder,
+  // or on a cluster another node's glock; there a try that asks that node to give it up), the
+  // update is retried in the background every kDirectWriteTimeGranularityMs until it is
+  // made (the cached attributes are then dropped from the kernel), and once more at unmount.
   virtual void TouchAfterDirectWrite(InodeNo ino) { (void)ino; }
   // Whether a read of `ino` now would update its atime (the caller may then make sure the read
   // reaches Read/ReadDir instead of a cache). False for unknown inodes and read-only mounts.
@@ -364,6 +365,11 @@ class FileSystem {
     (void)retained;
   }
   virtual void NoteIoRetry(InodeNo ino) { (void)ino; }
+  // `fn` is called when a holder has to wait, or another node asks for a glock, while some hold
+  // is marked retained: the cue for an I/O policy to give kept glocks up without waiting for its
+  // next periodic look. Called with glock-layer locks held: must return at once and take no
+  // lock. Replaces the previous one (which is not called after this returns); empty: none.
+  virtual void SetRetainedContentionListener(std::function<void()> fn) { (void)fn; }
   // Read/Write in `mode`: kShared as Read, kUpdate as ReadForUpdate, kDeferred (DF, gfs2's
   // O_DIRECT mode: shared among direct I/O on every node, no page cache) and kExclusive. Under
   // `hold` (from HoldInode, covering `mode`) when non-zero, else under a holder of their own.

@@ -185,6 +185,10 @@ void Engine::MarkHoldRetained(uint64_t hold, bool retained) {
   if (glocks_) glocks_->SetRetained(hold, retained);
 }
 
+void Engine::SetRetainedContentionListener(std::function<void()> fn) {
+  if (glocks_) glocks_->SetRetainedContentionListener(std::move(fn));
+}
+
 void Engine::NoteIoRetry(InodeNo ino) {
   if (glocks_) glocks_->NoteRetry({glock::GlockType::kInode, ino});
 }
@@ -967,23 +971,65 @@ void Engine::TouchAfterDirectWrite(InodeNo ino) {
     auto it = inodes_.find(ino);
     if (it == inodes_.end() || !it->second->direct_times_due.exchange(false)) return;
   }
+  if (TryTouchDirectTimes(ino) != TouchResult::kBusy) return;
+  // The last write of a burst may be the one that found the glock busy: the flusher retries.
+  {
+    std::lock_guard<std::mutex> l(pending_times_mu_);
+    pending_times_.insert(ino);
+  }
+  { std::lock_guard<std::mutex> l(flusher_mu_); }  // the flusher is in its wait or sees it
+  flusher_cv_.notify_all();
+}
+
+Engine::TouchResult Engine::TryTouchDirectTimes(InodeNo ino) {
+  bool busy = false, touched = false;
   Status st = RunOp<Status>([&](OpScope& s) -> Status {
     // Never waits: the caller's own process may keep DF on this inode (the kept glocks of the
     // proposal-2021 and naive I/O policies), which a waiting EX would wait for. On a cluster
-    // the try asks the nodes sharing DF to give it up, so a later write's update succeeds.
+    // the try asks the nodes sharing DF to give it up, so that the retry succeeds.
     ASSIGN_OR_RETURN(bool got, s.TryLock({glock::GlockType::kInode, ino}, State::kExclusive,
                                          cluster_ ? glock::kTry1Cb : 0));
-    if (!got) return Status::Ok();
+    if (!got) {
+      busy = true;
+      return Status::Ok();
+    }
     ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
     if (!ip->is_reg() || !DirectWriteTimesDue(*ip, Now())) return Status::Ok();
     RETURN_IF_ERROR(s.BeginTrans());
     TouchMC(*ip);
+    touched = true;
     return Status::Ok();
   });
-  if (st.ok()) st = AfterModify();
+  if (st.ok() && touched) st = AfterModify();
   // Best effort, like atime: a failure here must not fail the write that caused it.
-  if (!st.ok() && st.code() != Code::kReadOnly && st.code() != Code::kStale) {
+  if (!st.ok() && st.code() != Code::kReadOnly && st.code() != Code::kStale &&
+      st.code() != Code::kNotFound) {
     LOG_WARN("mtime update after a direct write to " << ino << ": " << st.ToString());
+  }
+  if (busy) return TouchResult::kBusy;
+  return touched && st.ok() ? TouchResult::kTouched : TouchResult::kNotDue;
+}
+
+void Engine::RetryPendingDirectTimes() {
+  std::unordered_set<InodeNo> batch;
+  {
+    std::lock_guard<std::mutex> l(pending_times_mu_);
+    batch.swap(pending_times_);
+  }
+  for (InodeNo ino : batch) {
+    switch (TryTouchDirectTimes(ino)) {
+      case TouchResult::kBusy: {
+        std::lock_guard<std::mutex> l(pending_times_mu_);
+        pending_times_.insert(ino);
+        break;
+      }
+      case TouchResult::kTouched:
+        // No request of the kernel's is in progress for it: its cached attributes must go.
+        if (kernel_cache_ != nullptr) kernel_cache_->InvalidateAttr(ino);
+        break;
+      case TouchResult::kNotDue:
+        break;
+    }
   }
 }
 

@@ -118,6 +118,10 @@ Result<HolderId> GlockRunner::Acquire(const GlockName& name, State state, uint32
   }
   outcomes_.try_emplace(*id);
   Apply(l, std::move(out));
+  if (retained_ > 0 && retained_listener_) {
+    auto it = outcomes_.find(*id);
+    if (it != outcomes_.end() && !it->second.done) retained_listener_();
+  }
   if (flags & kAsync) return id;
   Status st = WaitLocked(l, *id, std::nullopt);
   if (!st.ok()) return st;
@@ -157,7 +161,7 @@ Status GlockRunner::WaitLocked(std::unique_lock<std::mutex>& l, HolderId id,
       Status st = it->second.status;
       if (!st.ok()) {
         outcomes_.erase(it);
-        owners_.erase(id);
+        EraseOwnerLocked(id);
       }
       return st;
     }
@@ -183,7 +187,7 @@ Status GlockRunner::Release(HolderId id) {
   std::vector<Effect> out;
   RETURN_IF_ERROR(table_.Release(id, clock_(), &out));
   outcomes_.erase(id);
-  owners_.erase(id);
+  EraseOwnerLocked(id);
   if (!out.empty()) Apply(l, std::move(out));
   return Status::Ok();
 }
@@ -195,13 +199,13 @@ Status GlockRunner::Cancel(HolderId id) {
   auto it = outcomes_.find(id);
   if (st.code() == Code::kNotFound && it != outcomes_.end() && it->second.done) {
     outcomes_.erase(it);  // it had failed already: nothing left to withdraw
-    owners_.erase(id);
+    EraseOwnerLocked(id);
     return Status::Ok();
   }
   RETURN_IF_ERROR(st);
   Apply(l, std::move(out));
   outcomes_.erase(id);
-  owners_.erase(id);
+  EraseOwnerLocked(id);
   return Status::Ok();
 }
 
@@ -210,6 +214,19 @@ void GlockRunner::RemoteDemote(const GlockName& name, State wanted) {
   std::vector<Effect> out;
   Report(table_.DemoteRequest(name, wanted, clock_(), &out));
   Apply(l, std::move(out));
+  if (retained_ > 0 && retained_listener_) retained_listener_();
+}
+
+void GlockRunner::EraseOwnerLocked(HolderId id) {
+  auto it = owners_.find(id);
+  if (it == owners_.end()) return;
+  if (it->second.retained && retained_ > 0) retained_--;
+  owners_.erase(it);
+}
+
+void GlockRunner::SetRetainedContentionListener(std::function<void()> fn) {
+  std::lock_guard l(mu_);
+  retained_listener_ = std::move(fn);
 }
 
 void GlockRunner::Tick() {
@@ -295,10 +312,17 @@ std::string GlockRunner::Dump() const {
 void GlockRunner::SetRetained(HolderId id, bool retained) {
   std::lock_guard l(mu_);
   auto it = owners_.find(id);
-  if (it != owners_.end()) {
+  if (it == owners_.end()) {
+    if (!retained) return;
+    it = owners_.try_emplace(id).first;
+  }
+  if (it->second.retained != retained) {
     it->second.retained = retained;
-  } else if (retained) {
-    owners_[id].retained = true;
+    if (retained) {
+      retained_++;
+    } else if (retained_ > 0) {
+      retained_--;
+    }
   }
 }
 

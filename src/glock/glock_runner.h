@@ -173,6 +173,12 @@ class GlockRunner {
   // Whether someone else wants the glock of granted holder `id`: a demote is pending on it or a
   // holder waits behind it (the contention an I/O policy yields to).
   bool Contended(HolderId id) const;
+  // `fn` is called whenever a holder has to wait or a remote demote request comes while some
+  // holder is marked retained (SetRetained): the I/O policy's cue to look for kept glocks
+  // someone wants, instead of finding them at its next periodic look. Called with the runner's
+  // mutex held: it must return at once and take no lock (set a flag, notify a condition
+  // variable). Empty: none. Once this returns, the previous function is no longer called.
+  void SetRetainedContentionListener(std::function<void()> fn);
   std::optional<HolderInfo> Holder(HolderId id) const;
   std::optional<GlockInfo> Info(const GlockName& name) const;
   // Every glock the table knows, and how many sit idle on the LRU.
@@ -195,12 +201,15 @@ class GlockRunner {
   void OnInvalidateDone(const GlockName& name);
   void OnRefreshDone(const GlockName& name, const Status& st);
   void OnPrepareDone(const GlockName& name);
-  void Report(const Status& st);  // an input the table refused: a seam misbehaved
+  void Report(const Status& st);       // an input the table refused: a seam misbehaved
+  void EraseOwnerLocked(HolderId id);  // owners_.erase(id), keeping retained_ (mu_ held)
 
   LockModule* const lm_;
   GlockHooks* const hooks_;
   const Clock clock_;
   mutable std::mutex mu_;  // guards everything below
+  std::function<void()> retained_listener_;
+  size_t retained_ = 0;  // holders marked retained (owners_ entries with `retained`)
   std::condition_variable cv_;
   GlockTable table_;
   std::map<HolderId, Outcome> outcomes_;

@@ -184,6 +184,49 @@ TEST_F(IoPolicyTest, Proposal2021UnwindsInsteadOfDeadlocking) {
   EXPECT_NE(fs_->DumpGlocks().find(" retry:"), std::string::npos);
 }
 
+// merged: a request longer than a window (the core's callers; the kernel sends at most 1 MiB,
+// one window) lets a waiter in between windows and resumes at the byte reached.
+TEST_F(IoPolicyTest, MergedLetsAWaiterInBetweenWindowsAndResumes) {
+  IoPolicy policy(fs_.get(), Policy::kMerged, kLongLinger);
+  constexpr size_t kLen = 3 << 20;
+  std::vector<std::pair<size_t, size_t>> rounds;
+  std::future<Status> other;
+  glock::OwnerScope owner({101, "long READ"});
+  auto r = policy.Run(
+      101, ino_[0], IoMode::kDeferred, false, kLen,
+      [&](uint64_t, IoMode, size_t from, size_t len) -> Result<size_t> {
+        rounds.emplace_back(from, len);
+        if (rounds.size() == 1) {
+          // Another holder wants SH while this round holds DF (a holder, not a READ: a READ's
+          // atime update would then want EX, behind the next window).
+          other = std::async(std::launch::async, [&]() -> Status {
+            auto h = fs_->HoldInode(ino_[0], IoMode::kShared, false);
+            if (!h.ok()) return h.status();
+            return fs_->DropHold(*h);
+          });
+          if (!WaitFor([&] { return Waiting() == 1; })) {
+            return Status::IoError("no waiter: " + fs_->DumpGlocks());
+          }
+        } else if (rounds.size() == 2 && other.wait_for(kBound) != std::future_status::ready) {
+          return Status::IoError("the waiter was not let in between windows: " + fs_->DumpGlocks());
+        }
+        return len;
+      });
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, kLen);
+  ASSERT_GE(rounds.size(), 2u);
+  EXPECT_EQ(rounds[0], (std::pair<size_t, size_t>{0, 1 << 20}));
+  size_t at = 0;
+  for (const auto& [from, len] : rounds) {
+    EXPECT_EQ(from, at);
+    at += len;
+  }
+  EXPECT_EQ(at, kLen);
+  EXPECT_GE(policy.stats().retries, 1u);
+  ASSERT_TRUE(other.valid());
+  EXPECT_TRUE(other.get().ok());
+}
+
 TEST_F(IoPolicyTest, MergedKeepsNothingAcrossRequests) {
   IoPolicy policy(fs_.get(), Policy::kMerged, kLongLinger);
   ASSERT_TRUE(Io(policy, 101, 0, IoMode::kDeferred).ok());

@@ -28,6 +28,12 @@
 #     writes every slot, SLOT_ROUNDS times). Then, from every node: every appended record is
 #     present exactly once and intact, the size is records * 64, and every slot holds one
 #     complete record of one writer.
+#  c2. direct writes' times: every process of every node writes 4 KiB O_DIRECT pages in place
+#     into one file for DIO_SECS seconds (the nodes share its glock in DF, which cannot change
+#     the dinode: each node updates mtime/ctime afterwards under a try of EX, which the others'
+#     DF often refuses). Then, from every node: mtime and ctime are no older than the start of
+#     the last write minus the time granularity (100 ms): an update refused at the end of the
+#     burst is retried until made, not dropped (fs_io.sh has the case that always needs it).
 #  d. a random mix on every node at once (fsstress-like: create, mkdir, write, truncate, rename,
 #     link, unlink, rmdir, chmod, utime, read) in mix/nN (the node's own tree) and mix/shared,
 #     MIX_OPS operations per process, seed printed (UGFS2_STRESS_SEED sets it); then every node
@@ -70,6 +76,7 @@ NAME_WAIT=3       # seconds a change made on another node may take to show (kern
 OP_TIMEOUT=60     # bound of any single command run in a node
 PHASE_TIMEOUT=150 # bound of the workers of one phase
 PROCS=2           # worker processes per node
+DIO_SECS=3        # phase c2: seconds of direct writes
 OWN_FILES=50      # phase a
 STORM_OPS=150     # phase b, per process
 APPEND_RECS=150   # phase c, per process
@@ -406,6 +413,28 @@ for i in "${NODES[@]}"; do
     log "   node $i: $(tail -1 "$TMP/poll.last")"
   check "$NAME_WAIT" "c: node $i: every slot holds one complete record" \
     on "$i" python3 "$STORM" slots-check "$(mnt "$i")/slots.dat" "$SLOTS" "$SLOT_SIZE" &&
+    log "   node $i: $(tail -1 "$TMP/poll.last")"
+done
+
+# ================================================================================================
+log "c2. direct writes' times: $PROCS O_DIRECT writers per node in one file for ${DIO_SECS}s"
+on 1 sh -c 'head -c 1048576 /dev/zero >"$1" && sync "$1"' _ "$M1/dio.dat" ||
+  fail "node 1: creating dio.dat"
+for i in 2 3; do
+  poll "$NAME_WAIT" "node $i: dio.dat visible with its size" \
+    on "$i" sh -c 'test "$(stat -c %s "$1")" = 1048576' _ "$(mnt "$i")/dio.dat"
+done
+workers c2 dio-times @MNT@/dio.dat @NODE@ @PROC@ "$DIO_SECS" "$SEED"
+last=0
+for f in "$TMP"/c2.n*.p*.out; do
+  t=$(awk '{ print $NF }' "$f")
+  [[ $t =~ ^[0-9]+$ ]] || fail "c2: no time in $f: $(cat "$f")"
+  ((t > last)) && last=$t
+done
+log "   $(cat "$TMP"/c2.n*.p*.out | awk '{ n += $6 } END { print n }') direct writes"
+for i in "${NODES[@]}"; do
+  check "$NAME_WAIT" "c2: node $i: mtime and ctime of dio.dat no older than the last direct write" \
+    on "$i" python3 "$STORM" times-check "$(mnt "$i")/dio.dat" "$last" 200 &&
     log "   node $i: $(tail -1 "$TMP/poll.last")"
 done
 

@@ -22,6 +22,7 @@ import os
 import random
 import stat
 import sys
+import time
 import zlib
 
 PROG = "cluster_storm"
@@ -430,6 +431,51 @@ def cmd_slots_check(path, slots, size):
     print("slots check: %d bytes, %d slots of %d bytes, %d hold one complete record; last "
           "writers %s" % (len(data), slots, size, complete, " ".join(writers)))
     return 1 if bad else 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Phase (c2): O_DIRECT writers of one file on several nodes; the file's mtime afterwards.
+
+
+def cmd_dio_times(path, node, proc, secs, seed):
+    """In-place O_DIRECT 4 KiB writes to random pages of PATH (which already has its blocks) for
+    SECS seconds; prints the wall-clock time (ns) at which the last write started."""
+    rng = random.Random("%s/%s/%s" % (seed, node, proc))
+    fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+    try:
+        pages = os.fstat(fd).st_size // 4096
+        if pages == 0:
+            die("%s is empty" % path)
+        buf = mmap.mmap(-1, 4096)
+        buf[:] = (b"n%sp%s " % (node.encode(), proc.encode())).ljust(4096, b".")
+        end = time.monotonic() + float(secs)
+        writes = 0
+        while True:
+            last = time.time_ns()
+            os.pwritev(fd, [buf], rng.randrange(pages) * 4096)
+            writes += 1
+            if time.monotonic() >= end:
+                break
+    finally:
+        os.close(fd)
+    print("dio-times node %s proc %s: %d writes, last started at %d" % (node, proc, writes, last))
+    return 0
+
+
+def cmd_times_check(path, not_before_ns, slack_ms):
+    """PATH's mtime and ctime are at least NOT_BEFORE_NS - SLACK_MS (the direct writes' time
+    granularity): the last direct write's update was made."""
+    st = os.stat(path)
+    floor = int(not_before_ns) - int(slack_ms) * 1000000
+    for what, t in (("mtime", st.st_mtime_ns), ("ctime", st.st_ctime_ns)):
+        if t < floor:
+            print("%s %s is %.3f s older than the last direct write's start (slack %s ms)" %
+                  (path, what, (int(not_before_ns) - t) / 1e9, slack_ms), file=sys.stderr)
+            return 1
+    print("%s: mtime %.3f s, ctime %.3f s after the last direct write started" %
+          (path, (st.st_mtime_ns - int(not_before_ns)) / 1e9,
+           (st.st_ctime_ns - int(not_before_ns)) / 1e9))
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------

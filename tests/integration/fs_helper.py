@@ -497,6 +497,31 @@ def cmd_dio_write(path):
     os.close(fd)
 
 
+def cmd_dio_times(path):
+    """An old mtime, one in-place O_DIRECT write, close: mtime and ctime must reach the time of
+    the write (less the 100 ms granularity of direct writes' times) within 5 s (bounded poll),
+    with no other access in between than stat."""
+    os.utime(path, (1600000000, 1600000000))
+    fd = os.open(path, os.O_WRONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, 4096)
+    buf.write(b"T" * 4096)
+    started = time.time_ns()
+    os.pwrite(fd, buf, 0)
+    os.close(fd)
+    floor = started - 200 * 1000000
+    deadline = time.monotonic() + 5
+    while True:
+        st = os.stat(path)
+        if st.st_mtime_ns >= floor and st.st_ctime_ns >= floor:
+            print("dio-times: mtime %.3f s after the write started"
+                  % ((st.st_mtime_ns - started) / 1e9))
+            return
+        if time.monotonic() >= deadline:
+            die("dio-times: mtime still %.3f s older than the write 5 s later (ctime %.3f s)"
+                % ((started - st.st_mtime_ns) / 1e9, (started - st.st_ctime_ns) / 1e9))
+        time.sleep(0.05)  # bounded poll
+
+
 def cmd_fallocate(path, mode):
     """fallocate(2) of the first 8 KiB with MODE (alloc | punch | zero)."""
     libc = ctypes.CDLL(None, use_errno=True)

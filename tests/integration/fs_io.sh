@@ -87,3 +87,20 @@ for bs in 4096 1024; do
   unmount_fs "$mnt"
   check_clean "$img"
 done
+
+# Direct writes' mtime/ctime under every I/O policy: the keeping ones (proposal-2021, naive) keep
+# the writer's DF glock after its write, so the update's try of EX right after it always fails;
+# it must be retried, not dropped.
+img=$T/times.img
+mnt=$T/mtimes
+make_image "$img" 256M 4096
+for policy in merged proposal-2021 naive; do
+  mount_fs "$img" "$mnt" "direct,io_policy=$policy"
+  head -c 1048576 /dev/zero >"$mnt/f"
+  sync "$mnt/f" || fail "fsync"
+  out=$($HELPER dio-times "$mnt/f" 2>&1) || fail "io_policy=$policy: $out"
+  log "io_policy=$policy: $out"
+  rm -f "$mnt/f"
+  unmount_fs "$mnt"
+done
+check_clean "$img"

@@ -1441,6 +1441,54 @@ TEST(GlockRunnerTest, AsyncWaitTimesOut) {
   EXPECT_TRUE(r.Release(*b).ok());
 }
 
+// The I/O policies' cue (fuse/io_policy.h): the listener is called when a holder has to wait or
+// a remote demote comes while some holder is marked retained, and never otherwise.
+TEST(GlockRunnerTest, RetainedContentionListenerFiresOnlyWhileAHolderIsRetained) {
+  NoLockModule lm;
+  NoHooks hooks;
+  GlockRunner r(&lm, &hooks, Options{.min_hold = 0});
+  int calls = 0;
+  r.SetRetainedContentionListener([&] { calls++; });
+  Result<HolderId> a = r.Acquire(kFlock, S::kExclusive, 0);
+  ASSERT_TRUE(a.ok());
+  Result<HolderId> b = r.Acquire(kFlock, S::kShared, kAsync);  // waits; nothing retained
+  ASSERT_TRUE(b.ok());
+  EXPECT_FALSE(r.Poll(*b));
+  EXPECT_EQ(calls, 0);
+  r.SetRetained(*a, true);
+  r.SetRetained(*a, true);                                     // twice: still one retained holder
+  Result<HolderId> c = r.Acquire(kFlock, S::kShared, kAsync);  // waits behind a retained EX
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(calls, 1);
+  Result<HolderId> d = r.Acquire(kRgrp, S::kExclusive, 0);  // granted at once: no contention
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(calls, 1);
+  r.RemoteDemote(kRgrp, S::kUnlocked);
+  EXPECT_EQ(calls, 2);
+  // a's release ends the only retained holder: contention no longer calls.
+  ASSERT_TRUE(r.Release(*a).ok());
+  EXPECT_TRUE(r.Wait(*b).ok());
+  EXPECT_TRUE(r.Wait(*c).ok());
+  Result<HolderId> e = r.Acquire(kFlock, S::kExclusive, kAsync);
+  ASSERT_TRUE(e.ok());
+  EXPECT_FALSE(r.Poll(*e));
+  EXPECT_EQ(calls, 2);
+  // Unmarked (not released): no longer counted either.
+  r.SetRetained(*d, true);
+  r.SetRetained(*d, false);
+  r.RemoteDemote(kRgrp, S::kUnlocked);
+  EXPECT_EQ(calls, 2);
+  r.SetRetained(*b, true);
+  r.SetRetainedContentionListener(nullptr);  // removed: not called
+  r.RemoteDemote(kFlock, S::kUnlocked);
+  EXPECT_EQ(calls, 2);
+  ASSERT_TRUE(r.Release(*b).ok());
+  ASSERT_TRUE(r.Release(*c).ok());
+  EXPECT_TRUE(r.Wait(*e).ok());
+  ASSERT_TRUE(r.Release(*e).ok());
+  ASSERT_TRUE(r.Release(*d).ok());
+}
+
 TEST(GlockRunnerTest, TryFailureIsReturned) {
   NoLockModule lm;
   NoHooks hooks;
