@@ -9,12 +9,11 @@ namespace ugfs2::fusefs {
 namespace {
 
 constexpr size_t kPage = 4096;
-// A request of up to kFirstWindow (the largest the kernel sends: max_read/max_write 1 MiB) is
-// one round: one device request per extent. Smaller first windows cost a 1 MiB O_DIRECT read or
-// write three device requests in a row, for a retry point no waiter needs (a waiter waits for
-// at most one window either way).
-constexpr size_t kFirstWindow = 1024 * 1024;
-constexpr size_t kMaxWindow = 1024 * 1024;
+// A request of up to kWindow (the largest the kernel sends: max_read/max_write 1 MiB) is one
+// round: one device request per extent. A smaller first window (it was 256 KiB, growing) cost a
+// 1 MiB O_DIRECT read or write three device requests in a row, for a retry point no waiter
+// needs (a waiter waits for at most one window either way).
+constexpr size_t kWindow = 1024 * 1024;
 
 // Whether a glock kept in `held` serves a request needing `want` (docs/deadlocks.md): EX serves
 // everything; the other modes only themselves, and EXn (shared among local page fills) SH too.
@@ -151,10 +150,10 @@ Result<size_t> IoPolicy::Run(int pid, InodeNo ino, IoMode mode, bool write, size
 Result<size_t> IoPolicy::RunMerged(InodeNo ino, IoMode mode, bool write, size_t len,
                                    const IoFn& io) {
   // One round under a holder of the callee's own: the common case.
-  if (len <= kFirstWindow) return io(0, mode, 0, len);
+  if (len <= kWindow) return io(0, mode, 0, len);
   ASSIGN_OR_RETURN(uint64_t hold, fs_->HoldInode(ino, mode, false));
   size_t done = 0;
-  size_t window = kFirstWindow;
+  size_t window = kWindow;
   for (;;) {
     const size_t n = std::min(window, len - done);
     Result<size_t> r = io(hold, mode, done, n);
@@ -174,7 +173,7 @@ Result<size_t> IoPolicy::RunMerged(InodeNo ino, IoMode mode, bool write, size_t 
     done += *r;
     if (*r < n || done >= len) break;  // EOF, or all done
     // Progress: the window grows; one page after a round without any.
-    window = *r > 0 ? std::min(window * 2, kMaxWindow) : kPage;
+    window = *r > 0 ? std::min(window * 2, kWindow) : kPage;
     if (fs_->HoldContended(hold)) {
       // Someone waits for this glock: let them in, then resume at the byte reached.
       (void)fs_->DropHold(hold);
