@@ -248,7 +248,14 @@ void OpGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   Guarded(req, Op::kGetattr, [&](DaemonContext& ctx) {
     auto i = In(ctx, req, ino);
     if (!i) return;
-    auto r = ctx.fs->GetAttr(*i);
+    // Inside the process's write() or read() (the kernel asks for the size first): under the
+    // glock the process keeps on the inode, if its I/O policy keeps one (io_policy.h).
+    std::optional<Result<Attr>> kept;
+    if (ctx.io_policy != nullptr) {
+      ctx.io_policy->UnderKept(fuse_req_ctx(req)->pid, *i,
+                               [&](uint64_t hold) { kept = ctx.fs->GetAttrUnder(*i, hold); });
+    }
+    auto r = kept ? std::move(*kept) : ctx.fs->GetAttr(*i);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "getattr");
     if (StaleAttr(ctx, req, ino, *r)) return;
     ReplyAttr(ctx, req, *r);
@@ -796,7 +803,14 @@ void OpGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
     auto i = In(ctx, req, ino);
     if (!i) return;
     std::vector<uint8_t> buf(size);
-    auto r = ctx.fs->GetXattr(*i, name, buf);
+    // A write() asks for security.capability first: as for GETATTR (OpGetattr).
+    std::optional<Result<size_t>> kept;
+    if (ctx.io_policy != nullptr) {
+      ctx.io_policy->UnderKept(fuse_req_ctx(req)->pid, *i, [&](uint64_t hold) {
+        kept = ctx.fs->GetXattrUnder(*i, name, buf, hold);
+      });
+    }
+    auto r = kept ? std::move(*kept) : ctx.fs->GetXattr(*i, name, buf);
     if (!r.ok()) return ReplyError(ctx, req, r.status(), "getxattr");
     if (size == 0) {
       fuse_reply_xattr(req, *r);

@@ -198,7 +198,7 @@ Result<size_t> IoPolicy::RunKept(int pid, InodeNo ino, IoMode mode, bool write, 
     std::lock_guard l(mu_);
     Proc& p = procs_[pid];
     for (auto& k : p.kept) {
-      if (k.ino != ino || k.doomed || !Serves(k.mode, mode)) continue;
+      if (k.ino != ino || k.doomed || k.lent || !Serves(k.mode, mode)) continue;
       if (fs_->HoldContended(k.hold)) {
         // Someone waits for it: this request does not reuse it but queues again, behind the
         // waiter (gfs2 grants no new holder while a demote is pending). proposal-2021 counts a
@@ -277,6 +277,47 @@ Result<size_t> IoPolicy::RunKept(int pid, InodeNo ino, IoMode mode, bool write, 
   return r;
 }
 
+bool IoPolicy::UnderKept(int pid, InodeNo ino, const std::function<void(uint64_t hold)>& read) {
+  if (pid <= 0) return false;
+  uint64_t hold = 0;
+  {
+    std::lock_guard l(mu_);
+    auto p = procs_.find(pid);
+    if (p == procs_.end()) return false;
+    for (auto& k : p->second.kept) {
+      // Not one a request runs under: that request may be changing the inode.
+      if (k.ino != ino || k.doomed || k.lent || k.users > 0) continue;
+      k.users = 1;  // the reaper and Set leave it alone meanwhile
+      k.lent = true;
+      hold = k.hold;
+      break;
+    }
+    if (hold == 0) return false;
+    stats_.lent++;
+  }
+  read(hold);
+  std::vector<uint64_t> drop;
+  {
+    std::lock_guard l(mu_);
+    Proc& p = procs_[pid];
+    for (auto it = p.kept.begin(); it != p.kept.end(); ++it) {
+      if (it->hold != hold) continue;
+      // Not a use of the glock by the process's I/O: its linger goes on from its last request.
+      it->users = 0;
+      it->lent = false;
+      // What the reaper skipped meanwhile: proposal-2021 yields a glock someone waits for.
+      const bool yield = policy_ == Policy::kProposal2021 && fs_->HoldContended(it->hold);
+      if (it->doomed || stopped_ || policy_ == Policy::kMerged || yield) {
+        drop.push_back(it->hold);
+        p.kept.erase(it);
+      }
+      break;
+    }
+  }
+  Drop(drop);
+  return true;
+}
+
 void IoPolicy::Reaper() {
   std::unique_lock l(mu_);
   while (!stopped_) {
@@ -347,7 +388,7 @@ std::vector<std::pair<std::string, uint64_t>> IoPolicy::Counters() const {
   const Stats s = stats();
   return {{"io_retries", s.retries}, {"io_unwinds", s.unwinds},   {"io_fallbacks", s.fallbacks},
           {"io_kept", s.kept},       {"io_kept_now", s.kept_now}, {"io_naive_waits", s.waits},
-          {"io_parked", s.parked}};
+          {"io_parked", s.parked},   {"io_lent", s.lent}};
 }
 
 }  // namespace ugfs2::fusefs

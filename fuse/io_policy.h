@@ -74,6 +74,7 @@ class IoPolicy {
     uint64_t kept_now = 0;   // outer glocks kept at this moment
     uint64_t waits = 0;      // naive: inner acquisitions that waited while outer ones were kept
     uint64_t parked = 0;     // requests parked by the revoker (each keeps its process blocked)
+    uint64_t lent = 0;       // read-only requests served under their process's kept glock
   };
   // The I/O of one request: under `hold` (0: the callee takes its own glock) and in `mode`,
   // `len` bytes starting `from` bytes into the request. Returns the bytes done (fewer: EOF).
@@ -94,6 +95,16 @@ class IoPolicy {
   // needing `mode`. `write`: the request writes (direct-write fallback applies).
   Result<size_t> Run(int pid, InodeNo ino, IoMode mode, bool write, size_t len, const IoFn& io);
 
+  // Runs `read(hold)` for a read-only request (GETATTR, GETXATTR) of process `pid` on `ino`
+  // under a glock the process keeps on `ino` (any mode), instead of the request taking a holder
+  // of its own, which would wait for the process's own kept glock: a write() makes the kernel
+  // ask for the file's attributes and its security.capability before the WRITE, while the
+  // process keeps the EX of its previous write (naive: until the linger, 20 ms per write).
+  // gfs2's getattr likewise does not wait for a glock its task holds. `read` must only read
+  // the inode. false (`read` not called): the process keeps no glock on `ino` free to lend now
+  // (none, doomed, or a request of the process runs under it); the caller takes its own.
+  bool UnderKept(int pid, InodeNo ino, const std::function<void(uint64_t hold)>& read);
+
   Stats stats() const;
   // A request of process `pid` on `ino` was parked by the revoker / its rerun starts: while
   // parked it counts as a request waiting for a glock (see above). Unparked may come first when
@@ -112,6 +123,7 @@ class IoPolicy {
     int users = 0;        // requests running under it now
     bool doomed = false;  // drop it once users reaches 0
     std::chrono::steady_clock::time_point last_used;
+    bool lent = false;  // UnderKept reads under it (then users is 1): no request reuses it
   };
   struct Proc {
     std::vector<Kept> kept;

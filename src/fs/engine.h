@@ -156,6 +156,9 @@ class Engine final : public FileSystem {
   }
   Result<uint64_t> HoldInode(InodeNo ino, IoMode mode, bool try_only) override;
   Status DropHold(uint64_t hold) override;
+  Result<Attr> GetAttrUnder(InodeNo ino, uint64_t hold) override;
+  Result<size_t> GetXattrUnder(InodeNo ino, std::string_view name, std::span<uint8_t> buf,
+                               uint64_t hold) override;
   bool HoldContended(uint64_t hold) override;
   void MarkHoldRetained(uint64_t hold, bool retained) override;
   void SetRetainedContentionListener(std::function<void()> fn) override;

@@ -365,6 +365,20 @@ class FileSystem {
     (void)retained;
   }
   virtual void NoteIoRetry(InodeNo ino) { (void)ino; }
+  // GetAttr / GetXattr under `hold` (from HoldInode, in any mode) instead of a holder of their
+  // own: a request
+  // of the process that keeps `hold` must not wait for its own glock (gfs2's getattr does not
+  // take a glock its task holds: gfs2_glock_is_locked_by_me). The caller guarantees that no
+  // request runs under `hold` meanwhile (nothing changes the inode under it).
+  virtual Result<Attr> GetAttrUnder(InodeNo ino, uint64_t hold) {
+    (void)hold;
+    return GetAttr(ino);
+  }
+  virtual Result<size_t> GetXattrUnder(InodeNo ino, std::string_view name, std::span<uint8_t> buf,
+                                       uint64_t hold) {
+    (void)hold;
+    return GetXattr(ino, name, buf);
+  }
   // `fn` is called when a holder has to wait, or another node asks for a glock, while some hold
   // is marked retained: the cue for an I/O policy to give kept glocks up without waiting for its
   // next periodic look. Called with glock-layer locks held: must return at once and take no

@@ -179,6 +179,15 @@ Result<uint64_t> Engine::HoldInode(InodeNo ino, IoMode mode, bool try_only) {
 
 Status Engine::DropHold(uint64_t hold) { return glocks_ ? glocks_->Release(hold) : Status::Ok(); }
 
+Result<Attr> Engine::GetAttrUnder(InodeNo ino, uint64_t hold) {
+  OpScope s(this);
+  // Any granted mode covers reading the in-core dinode: it was read (refreshed) when the glock
+  // was granted, and nobody else may change it while this node holds the glock.
+  RETURN_IF_ERROR(s.Adopt({glock::GlockType::kInode, ino}, hold));
+  ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
+  return MakeAttr(*ip);
+}
+
 bool Engine::HoldContended(uint64_t hold) { return glocks_ && glocks_->Contended(hold); }
 
 void Engine::MarkHoldRetained(uint64_t hold, bool retained) {

@@ -446,9 +446,15 @@ Status Engine::SetXattr(InodeNo ino, std::string_view name, std::span<const uint
 }
 
 Result<size_t> Engine::GetXattr(InodeNo ino, std::string_view name, std::span<uint8_t> buf) {
+  return GetXattrUnder(ino, name, buf, 0);
+}
+
+Result<size_t> Engine::GetXattrUnder(InodeNo ino, std::string_view name, std::span<uint8_t> buf,
+                                     uint64_t hold) {
   ASSIGN_OR_RETURN(auto key, SplitXattrName(name));
   OpScope s(this);
-  RETURN_IF_ERROR(s.Shared(ino));
+  // 0: a holder of its own; else the caller's (any granted mode covers reading, see GetAttrUnder).
+  RETURN_IF_ERROR(hold == 0 ? s.Shared(ino) : s.Adopt({glock::GlockType::kInode, ino}, hold));
   ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
   if (ip->di.eattr == 0) return Status(Code::kNoData, "no such attribute");
   ASSIGN_OR_RETURN(std::vector<XattrRec> recs, ReadXattrs(*ip));

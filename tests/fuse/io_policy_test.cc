@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <string>
 #include <thread>
@@ -236,6 +237,87 @@ TEST_F(IoPolicyTest, MergedKeepsNothingAcrossRequests) {
   ASSERT_TRUE(Io(policy, 102, 0, IoMode::kShared).ok());
   EXPECT_EQ(policy.stats().kept, 0u);
   EXPECT_EQ(fs_->DumpGlocks().find("HR e:"), std::string::npos) << fs_->DumpGlocks();
+}
+
+// A write() sends a GETATTR and a GETXATTR (security.capability) before its WRITE while the
+// process still keeps the EX of its previous write: served under that EX, they do not wait for
+// the process's own glock (under naive that wait lasted until the linger: 20 ms per write()).
+TEST_F(IoPolicyTest, AGetattrOfTheProcessIsServedUnderItsKeptGlock) {
+  const auto data = Pattern(4096, 9);
+  const std::vector<uint8_t> cap = {1, 2, 3};
+  ASSERT_TRUE(fs_->SetXattr(ino_[0], "security.capability", cap, 0, RootCred()).ok());
+  std::vector<uint8_t> got(16);
+  for (Policy p : {Policy::kNaive, Policy::kProposal2021}) {
+    SCOPED_TRACE(PolicyName(p));
+    IoPolicy policy(fs_.get(), p, kLongLinger);
+    auto attr_under = [&](int pid, InodeNo ino) {
+      std::optional<Result<Attr>> a;
+      const bool lent =
+          policy.UnderKept(pid, ino, [&](uint64_t hold) { a = fs_->GetAttrUnder(ino, hold); });
+      EXPECT_EQ(lent, a.has_value());
+      return a;
+    };
+    auto write = [&](const std::function<void()>& during) {
+      return policy.Run(101, ino_[0], IoMode::kExclusive, true, data.size(),
+                        [&](uint64_t hold, IoMode m, size_t from, size_t len) {
+                          if (during) during();
+                          return fs_->WriteIo(ino_[0], 8192 + from,
+                                              std::span(data).subspan(from, len), m, hold);
+                        });
+    };
+    ASSERT_TRUE(write(nullptr).ok());
+    ASSERT_EQ(policy.stats().kept_now, 1u);
+    auto a = std::async(std::launch::async, [&] { return attr_under(101, ino_[0]); });
+    ASSERT_EQ(a.wait_for(kBound), std::future_status::ready) << fs_->DumpGlocks();
+    auto attr = a.get();
+    ASSERT_TRUE(attr.has_value());
+    ASSERT_TRUE(attr->ok()) << attr->status().ToString();
+    EXPECT_EQ((*attr)->size, 64u * 1024);
+    auto x = std::async(std::launch::async, [&] {
+      std::optional<Result<size_t>> r;
+      policy.UnderKept(101, ino_[0], [&](uint64_t hold) {
+        r = fs_->GetXattrUnder(ino_[0], "security.capability", got, hold);
+      });
+      return r;
+    });
+    ASSERT_EQ(x.wait_for(kBound), std::future_status::ready) << fs_->DumpGlocks();
+    auto xr = x.get();
+    ASSERT_TRUE(xr.has_value());
+    ASSERT_TRUE(xr->ok()) << xr->status().ToString();
+    EXPECT_EQ(std::vector<uint8_t>(got.begin(), got.begin() + **xr), cap);
+    EXPECT_EQ(policy.stats().lent, 2u);
+    // Lent, not used up: still kept, and the process's next request runs under it again.
+    EXPECT_EQ(policy.stats().kept_now, 1u);
+    ASSERT_TRUE(write(nullptr).ok());
+    EXPECT_EQ(policy.stats().kept, 1u);
+    // Not lent: to another process, nor while a request of the process runs under it.
+    EXPECT_FALSE(attr_under(102, ino_[0]).has_value());
+    EXPECT_FALSE(attr_under(101, ino_[1]).has_value());
+    bool lent_during = true;
+    ASSERT_TRUE(write([&] { lent_during = attr_under(101, ino_[0]).has_value(); }).ok());
+    EXPECT_FALSE(lent_during);
+    if (p == Policy::kNaive) {
+      // The control: a GETATTR / GETXATTR under a holder of its own waits for the kept EX.
+      auto plain = std::async(std::launch::async, [&] { return fs_->GetAttr(ino_[0]); });
+      auto plain_x = std::async(std::launch::async, [&] {
+        std::vector<uint8_t> b(16);
+        return fs_->GetXattr(ino_[0], "security.capability", b);
+      });
+      EXPECT_EQ(plain.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout);
+      EXPECT_EQ(plain_x.wait_for(std::chrono::milliseconds(10)), std::future_status::timeout);
+      policy.Set(Policy::kMerged);  // drops the kept EX
+      ASSERT_EQ(plain.wait_for(kBound), std::future_status::ready) << fs_->DumpGlocks();
+      ASSERT_EQ(plain_x.wait_for(kBound), std::future_status::ready) << fs_->DumpGlocks();
+      EXPECT_TRUE(plain.get().ok());
+      EXPECT_TRUE(plain_x.get().ok());
+    }
+    policy.Stop();
+    EXPECT_FALSE(attr_under(101, ino_[0]).has_value());
+  }
+  IoPolicy merged(fs_.get(), Policy::kMerged, kLongLinger);
+  ASSERT_TRUE(Io(merged, 101, 0, IoMode::kShared).ok());
+  // merged keeps nothing to lend
+  EXPECT_FALSE(merged.UnderKept(101, ino_[0], [](uint64_t) { ADD_FAILURE() << "lent"; }));
 }
 
 TEST_F(IoPolicyTest, DirectWriteNeedingAllocationFallsBackToExclusive) {

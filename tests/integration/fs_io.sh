@@ -90,13 +90,23 @@ done
 
 # Direct writes' mtime/ctime under every I/O policy: the keeping ones (proposal-2021, naive) keep
 # the writer's DF glock after its write, so the update's try of EX right after it always fails;
-# it must be retried, not dropped.
+# it must be retried, not dropped. And the GETATTR / GETXATTR (security.capability) the kernel
+# sends before each of the writer's WRITEs is served under the glock the writer keeps (the
+# io_lent counter of `ugfs2-tool counters`), not queued behind it until the linger ends.
+TOOL=${UGFS2_TOOL:-$(dirname "$UGFS2_BIN")/../dlm/ugfs2-tool}
+[ -x "$TOOL" ] || fail "no ugfs2-tool (set UGFS2_TOOL)"
 img=$T/times.img
 mnt=$T/mtimes
 make_image "$img" 256M 4096
 for policy in merged proposal-2021 naive; do
   mount_fs "$img" "$mnt" "direct,io_policy=$policy"
   head -c 1048576 /dev/zero >"$mnt/f"
+  lent=$("$TOOL" counters "$mnt" | awk '$1 == "io_lent" {print $2}')
+  if [ "$policy" = merged ]; then
+    expect_eq "io_policy=merged: io_lent (it keeps no glock)" "$lent" 0
+  else
+    [ "${lent:-0}" -ge 200 ] || fail "io_policy=$policy: io_lent=${lent:-none} after 256 writes"
+  fi
   sync "$mnt/f" || fail "fsync"
   out=$($HELPER dio-times "$mnt/f" 2>&1) || fail "io_policy=$policy: $out"
   log "io_policy=$policy: $out"
