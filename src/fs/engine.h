@@ -436,9 +436,12 @@ class Engine final : public FileSystem {
   std::unique_ptr<Hooks> hooks_;
   std::unique_ptr<glock::GlockRunner> glocks_;
   std::thread glock_worker_;
-  std::mutex glock_worker_mu_;  // leaf; pairs with glock_worker_cv_
+  // Leaf (taken under GlockRunner::mu_ by the deadline listener; never held while calling
+  // into the runner); pairs with glock_worker_cv_.
+  std::mutex glock_worker_mu_;
   std::condition_variable glock_worker_cv_;
   bool stop_glock_worker_ = false;  // guarded by glock_worker_mu_
+  bool glock_worker_kick_ = false;  // guarded by glock_worker_mu_: an earlier deadline came
   bool glocks_stopped_ = false;     // StopGlocks ran (the lock module may be gone since)
   // Cluster mounts run glock syncs here, not on the thread that pumps the runner's effects
   // (often the lock manager's callback thread): a sync flushes the log, and a flush may wait for

@@ -58,6 +58,13 @@ void GlockRunner::Apply(std::unique_lock<std::mutex>& l, std::vector<Effect> eff
     }
   }
   if (woke) cv_.notify_all();
+  if (deadline_listener_) {
+    const std::optional<Time> d = table_.NextDeadline();
+    if (d && (!told_deadline_ || *d < *told_deadline_)) {
+      told_deadline_ = d;
+      deadline_listener_();
+    }
+  }
   if (pumping_) return;  // the pumping thread will run what we queued
   pumping_ = true;
   while (!pending_.empty()) {
@@ -253,7 +260,13 @@ void GlockRunner::SetRecoveryBlocked(bool blocked) {
 
 std::optional<Time> GlockRunner::NextDeadline() const {
   std::lock_guard l(mu_);
-  return table_.NextDeadline();
+  told_deadline_ = table_.NextDeadline();
+  return told_deadline_;
+}
+
+void GlockRunner::SetDeadlineListener(std::function<void()> fn) {
+  std::lock_guard l(mu_);
+  deadline_listener_ = std::move(fn);
 }
 
 namespace {

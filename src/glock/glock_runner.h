@@ -162,7 +162,14 @@ class GlockRunner {
   void Tick();  // call at NextDeadline() (or periodically)
   size_t ShrinkLru(size_t budget);
   void SetRecoveryBlocked(bool blocked);
+  // The earliest time Tick has work (a delayed demote or a retry falls due); remembered, for
+  // the deadline listener.
   std::optional<Time> NextDeadline() const;
+  // `fn` is called when a deadline earlier than the one NextDeadline last returned appears
+  // (e.g. a remote demote delayed until a pause in local use): whoever sleeps until that
+  // deadline must look again. Called with the runner's mutex held: it must return at once and
+  // may take only a leaf lock (one never held while calling into the runner). Empty: none.
+  void SetDeadlineListener(std::function<void()> fn);
   // The glock dump (GlockTable::Dump) with each holder's owner (holder_owner.h: "p:PID w:MS
   // [comm] label"), the hooks' object lines and the statistics line.
   std::string Dump() const;
@@ -209,6 +216,8 @@ class GlockRunner {
   const Clock clock_;
   mutable std::mutex mu_;  // guards everything below
   std::function<void()> retained_listener_;
+  std::function<void()> deadline_listener_;
+  mutable std::optional<Time> told_deadline_;  // what NextDeadline last returned
   size_t retained_ = 0;  // holders marked retained (owners_ entries with `retained`)
   std::condition_variable cv_;
   GlockTable table_;

@@ -19,6 +19,7 @@ namespace {
 using S = State;
 
 constexpr GlockName kInode{GlockType::kInode, 0x1b3a};
+constexpr GlockName kInode2{GlockType::kInode, 0x1b3b};
 constexpr GlockName kRgrp{GlockType::kRgrp, 0x11221};
 constexpr GlockName kFlock{GlockType::kFlock, 0x42};  // a type without hooks or hold time
 constexpr GlockName kFlock2{GlockType::kFlock, 0x43};
@@ -1443,6 +1444,43 @@ TEST(GlockRunnerTest, AsyncWaitTimesOut) {
 
 // The I/O policies' cue (fuse/io_policy.h): the listener is called when a holder has to wait or
 // a remote demote comes while some holder is marked retained, and never otherwise.
+// The deadline listener: called when a deadline earlier than the one NextDeadline last gave
+// appears (whoever sleeps until that one must look again), not for later ones.
+TEST(GlockRunnerTest, DeadlineListenerFiresForAnEarlierDeadline) {
+  NoLockModule lm;
+  NoHooks hooks;
+  Time now = 1000 * kMs;
+  GlockRunner r(&lm, &hooks, Options{.min_hold = 200 * kMs}, [&] { return now; });
+  int calls = 0;
+  r.SetDeadlineListener([&] { calls++; });
+  Result<HolderId> a = r.Acquire(kInode, S::kExclusive, 0);  // state change at +0
+  ASSERT_TRUE(a.ok());
+  now += 100 * kMs;
+  Result<HolderId> b = r.Acquire(kInode2, S::kExclusive, 0);  // state change at +100
+  ASSERT_TRUE(b.ok());
+  EXPECT_FALSE(r.NextDeadline().has_value());
+  r.RemoteDemote(kInode2, S::kUnlocked);  // b holds: delayed until +300
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(r.NextDeadline(), 1300 * kMs);
+  r.RemoteDemote(kInode, S::kUnlocked);  // a holds: delayed until +200, earlier
+  EXPECT_EQ(calls, 2);
+  ASSERT_TRUE(r.Release(*a).ok());  // before the hold time is over: only Tick runs it
+  ASSERT_TRUE(r.Release(*b).ok());
+  EXPECT_EQ(calls, 2);  // nothing earlier than +200 (not told yet: the sleeper wakes for it)
+  EXPECT_EQ(r.NextDeadline(), 1200 * kMs);
+  now = 1200 * kMs;
+  r.Tick();  // a's demote runs (no hooks: done at once)
+  EXPECT_EQ(r.Info(kInode)->state, S::kUnlocked);
+  EXPECT_EQ(r.NextDeadline(), 1300 * kMs);
+  EXPECT_EQ(calls, 2);  // later deadlines are not told
+  r.SetDeadlineListener(nullptr);
+  Result<HolderId> c = r.Acquire(kInode, S::kExclusive, 0);
+  ASSERT_TRUE(c.ok());
+  r.RemoteDemote(kInode, S::kUnlocked);  // until +400: later, and the listener is gone anyway
+  EXPECT_EQ(calls, 2);
+  ASSERT_TRUE(r.Release(*c).ok());
+}
+
 TEST(GlockRunnerTest, RetainedContentionListenerFiresOnlyWhileAHolderIsRetained) {
   NoLockModule lm;
   NoHooks hooks;
