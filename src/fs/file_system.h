@@ -366,10 +366,9 @@ class FileSystem {
   }
   virtual void NoteIoRetry(InodeNo ino) { (void)ino; }
   // GetAttr / GetXattr under `hold` (from HoldInode, in any mode) instead of a holder of their
-  // own: a request
-  // of the process that keeps `hold` must not wait for its own glock (gfs2's getattr does not
-  // take a glock its task holds: gfs2_glock_is_locked_by_me). The caller guarantees that no
-  // request runs under `hold` meanwhile (nothing changes the inode under it).
+  // own: a request of the process that keeps `hold` must not wait for its own glock (gfs2's
+  // getattr does not take a glock its task holds: gfs2_glock_is_locked_by_me). The caller
+  // guarantees that no request runs under `hold` meanwhile (nothing changes the inode under it).
   virtual Result<Attr> GetAttrUnder(InodeNo ino, uint64_t hold) {
     (void)hold;
     return GetAttr(ino);

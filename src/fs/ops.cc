@@ -110,12 +110,7 @@ Result<Attr> Engine::Lookup(InodeNo parent, std::string_view name) {
   });
 }
 
-Result<Attr> Engine::GetAttr(InodeNo ino) {
-  OpScope s(this);
-  RETURN_IF_ERROR(s.Shared(ino));
-  ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
-  return MakeAttr(*ip);
-}
+Result<Attr> Engine::GetAttr(InodeNo ino) { return GetAttrUnder(ino, 0); }
 
 Result<std::string> Engine::ReadLink(InodeNo ino) {
   OpScope s(this);
@@ -181,9 +176,10 @@ Status Engine::DropHold(uint64_t hold) { return glocks_ ? glocks_->Release(hold)
 
 Result<Attr> Engine::GetAttrUnder(InodeNo ino, uint64_t hold) {
   OpScope s(this);
-  // Any granted mode covers reading the in-core dinode: it was read (refreshed) when the glock
-  // was granted, and nobody else may change it while this node holds the glock.
-  RETURN_IF_ERROR(s.Adopt({glock::GlockType::kInode, ino}, hold));
+  // 0: a holder of its own. Else the caller's: any granted mode covers reading the in-core
+  // dinode (read, or refreshed, when the glock was granted; nobody else may change it while this
+  // node holds the glock).
+  RETURN_IF_ERROR(hold == 0 ? s.Shared(ino) : s.Adopt({glock::GlockType::kInode, ino}, hold));
   ASSIGN_OR_RETURN(InodeRef ip, GetInode(ino));
   return MakeAttr(*ip);
 }

@@ -166,7 +166,7 @@ class GlockRunner {
   // the deadline listener.
   std::optional<Time> NextDeadline() const;
   // `fn` is called when a deadline earlier than the one NextDeadline last returned appears
-  // (e.g. a remote demote delayed until a pause in local use): whoever sleeps until that
+  // (e.g. a remote demote delayed for the minimum hold time): whoever sleeps until that
   // deadline must look again. Called with the runner's mutex held: it must return at once and
   // may take only a leaf lock (one never held while calling into the runner). Empty: none.
   void SetDeadlineListener(std::function<void()> fn);
