@@ -20,6 +20,7 @@ using S = State;
 
 constexpr GlockName kInode{GlockType::kInode, 0x1b3a};
 constexpr GlockName kInode2{GlockType::kInode, 0x1b3b};
+constexpr GlockName kInode3{GlockType::kInode, 0x1b3c};
 constexpr GlockName kRgrp{GlockType::kRgrp, 0x11221};
 constexpr GlockName kFlock{GlockType::kFlock, 0x42};  // a type without hooks or hold time
 constexpr GlockName kFlock2{GlockType::kFlock, 0x43};
@@ -1442,8 +1443,6 @@ TEST(GlockRunnerTest, AsyncWaitTimesOut) {
   EXPECT_TRUE(r.Release(*b).ok());
 }
 
-// The I/O policies' cue (fuse/io_policy.h): the listener is called when a holder has to wait or
-// a remote demote comes while some holder is marked retained, and never otherwise.
 // The deadline listener: called when a deadline earlier than the one NextDeadline last gave
 // appears (whoever sleeps until that one must look again), not for later ones.
 TEST(GlockRunnerTest, DeadlineListenerFiresForAnEarlierDeadline) {
@@ -1455,7 +1454,10 @@ TEST(GlockRunnerTest, DeadlineListenerFiresForAnEarlierDeadline) {
   r.SetDeadlineListener([&] { calls++; });
   Result<HolderId> a = r.Acquire(kInode, S::kExclusive, 0);  // state change at +0
   ASSERT_TRUE(a.ok());
-  now += 100 * kMs;
+  now += 50 * kMs;
+  Result<HolderId> c = r.Acquire(kInode3, S::kExclusive, 0);  // state change at +50
+  ASSERT_TRUE(c.ok());
+  now += 50 * kMs;
   Result<HolderId> b = r.Acquire(kInode2, S::kExclusive, 0);  // state change at +100
   ASSERT_TRUE(b.ok());
   EXPECT_FALSE(r.NextDeadline().has_value());
@@ -1474,13 +1476,14 @@ TEST(GlockRunnerTest, DeadlineListenerFiresForAnEarlierDeadline) {
   EXPECT_EQ(r.NextDeadline(), 1300 * kMs);
   EXPECT_EQ(calls, 2);  // later deadlines are not told
   r.SetDeadlineListener(nullptr);
-  Result<HolderId> c = r.Acquire(kInode, S::kExclusive, 0);
-  ASSERT_TRUE(c.ok());
-  r.RemoteDemote(kInode, S::kUnlocked);  // until +400: later, and the listener is gone anyway
-  EXPECT_EQ(calls, 2);
+  r.RemoteDemote(kInode3, S::kUnlocked);  // c holds: until +250, earlier than +300 ...
+  EXPECT_EQ(r.NextDeadline(), 1250 * kMs);
+  EXPECT_EQ(calls, 2);  // ... but the listener is gone
   ASSERT_TRUE(r.Release(*c).ok());
 }
 
+// The I/O policies' cue (fuse/io_policy.h): the listener is called when a holder has to wait or
+// a remote demote comes while some holder is marked retained, and never otherwise.
 TEST(GlockRunnerTest, RetainedContentionListenerFiresOnlyWhileAHolderIsRetained) {
   NoLockModule lm;
   NoHooks hooks;
